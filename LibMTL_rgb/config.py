@@ -1,0 +1,133 @@
+"""Command line: LibMTL's ``LibMTL_args`` parser and ``prepare_args``.
+
+The general, optimizer and scheduler flags are LibMTL's. Method flags are generated from the
+``hyperparameters`` that each registered weighting and architecture declares, so ``--help``
+lists every option of every method, and ``prepare_args`` passes exactly the chosen method's
+options as ``weight_args`` / ``arch_args``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+import LibMTL_rgb.architecture  # noqa: F401  (registers the architectures)
+import LibMTL_rgb.weighting  # noqa: F401  (registers the weightings)
+from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
+
+
+def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradient balancing (RGB and baselines)") -> argparse.ArgumentParser:
+    """A fresh parser with LibMTL's flags plus every registered method's options."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    general = parser.add_argument_group("general")
+    general.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="train, or evaluate a saved model (with --load_path)")
+    general.add_argument("--seed", type=int, default=0, help="random seed")
+    general.add_argument("--gpu_id", type=str, default="0", help="CUDA device to use; CPU is used when CUDA is absent")
+    general.add_argument("--weighting", type=str, default="EW", help=f"weighting method, one of: {', '.join(WEIGHTINGS.names())}")
+    general.add_argument("--arch", type=str, default="HPS", help=f"MTL architecture, one of: {', '.join(ARCHITECTURES.names())}")
+    general.add_argument("--rep_grad", action="store_true", default=False, help="balance representation gradients instead of shared-parameter gradients")
+    general.add_argument("--multi_input", action="store_true", default=False, help="each task has its own input data")
+    general.add_argument("--save_path", type=str, default=None, help="directory for best.pt, last.pt and history.csv")
+    general.add_argument("--load_path", type=str, default=None, help="model weights to load (a .pt file or a directory with best.pt)")
+
+    optim = parser.add_argument_group("optimizer")
+    optim.add_argument("--optim", type=str, default="adam", choices=["adam", "adamw", "sgd", "adagrad", "rmsprop"], help="optimizer")
+    optim.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    optim.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd only)")
+    optim.add_argument("--weight_decay", type=float, default=1e-5, help="weight decay")
+
+    sched = parser.add_argument_group("scheduler")
+    sched.add_argument("--scheduler", type=str, default=None, choices=["step", "cos", "exp", "reduce"], help="learning-rate scheduler (none by default)")
+    sched.add_argument("--step_size", type=int, default=100, help="StepLR step size (epochs)")
+    sched.add_argument("--gamma", type=float, default=0.5, help="decay factor of step/exp/reduce")
+    sched.add_argument("--T_max", type=int, default=100, help="CosineAnnealingLR period (epochs)")
+    sched.add_argument("--eta_min", type=float, default=0.0, help="CosineAnnealingLR minimum learning rate")
+    sched.add_argument("--patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs), on validation improvement")
+    sched.add_argument("--min_lr", type=float, default=0.0, help="ReduceLROnPlateau minimum learning rate")
+
+    _add_method_flags(parser, WEIGHTINGS, "weighting")
+    _add_method_flags(parser, ARCHITECTURES, "architecture")
+    return parser
+
+
+def _add_method_flags(parser: argparse.ArgumentParser, registry: Registry, kind: str) -> None:
+    declared: dict[str, tuple[Hyperparameter, str]] = {}
+    for name, cls in registry.items():
+        own = [hp for hp in hyperparameters_of(cls) if hp.name not in declared]
+        for hp in hyperparameters_of(cls):
+            if hp.name in declared:
+                other, owner = declared[hp.name]
+                if other.default != hp.default:
+                    raise ValueError(f"--{hp.name}: {owner} and {name} declare different defaults")
+        if not own:
+            continue
+        group = parser.add_argument_group(f"{kind} {name}")
+        for hp in own:
+            declared[hp.name] = (hp, name)
+            _add_flag(group, hp)
+
+
+def _add_flag(group, hp: Hyperparameter) -> None:
+    if isinstance(hp.default, bool):
+        group.add_argument(f"--{hp.name}", action=argparse.BooleanOptionalAction, default=hp.default, help=hp.help)
+        return
+    kwargs: dict[str, Any] = {"type": hp.value_type(), "default": hp.default, "help": hp.help}
+    if hp.nargs is not None:
+        kwargs["nargs"] = hp.nargs
+    if hp.choices is not None:
+        kwargs["choices"] = hp.choices
+    group.add_argument(f"--{hp.name}", **kwargs)
+
+
+#: LibMTL's module-level parser (examples may add their own flags to it).
+LibMTL_args = make_parser()
+
+
+def method_args(params: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The values of ``cls``'s declared hyper-parameters in ``params`` (defaults where absent)."""
+    args = {}
+    for hp in hyperparameters_of(cls):
+        value = getattr(params, hp.name, hp.default)
+        if isinstance(value, list) and hp.nargs is not None:
+            value = list(value)
+        args[hp.name] = value
+    return args
+
+
+def prepare_args(params: argparse.Namespace, verbose: bool = True) -> tuple[dict[str, Any], dict[str, Any], Optional[dict[str, Any]]]:
+    """LibMTL's ``prepare_args``: ``(kwargs, optim_param, scheduler_param)`` from parsed flags.
+
+    ``kwargs`` holds ``weight_args`` and ``arch_args`` for the chosen ``--weighting`` and
+    ``--arch``; unknown method names raise ``ValueError`` listing the registered ones.
+    """
+    weighting_class = WEIGHTINGS.get(params.weighting)
+    arch_class = ARCHITECTURES.get(params.arch)
+    kwargs = {"weight_args": method_args(params, weighting_class), "arch_args": method_args(params, arch_class)}
+
+    optim_param: dict[str, Any] = {"optim": params.optim, "lr": params.lr, "weight_decay": params.weight_decay}
+    if params.optim == "sgd":
+        optim_param["momentum"] = params.momentum
+
+    scheduler_param: Optional[dict[str, Any]] = None
+    if params.scheduler == "step":
+        scheduler_param = {"scheduler": "step", "step_size": params.step_size, "gamma": params.gamma}
+    elif params.scheduler == "exp":
+        scheduler_param = {"scheduler": "exp", "gamma": params.gamma}
+    elif params.scheduler == "cos":
+        scheduler_param = {"scheduler": "cos", "T_max": params.T_max, "eta_min": params.eta_min}
+    elif params.scheduler == "reduce":
+        scheduler_param = {"scheduler": "reduce", "mode": "max", "factor": params.gamma,
+                           "patience": params.patience, "min_lr": params.min_lr}
+    if verbose:
+        _display(params, kwargs, optim_param, scheduler_param)
+    return kwargs, optim_param, scheduler_param
+
+
+def _display(params, kwargs, optim_param, scheduler_param) -> None:
+    print("=" * 40)
+    print(f"General: weighting {params.weighting}, arch {params.arch}, rep_grad {params.rep_grad}, "
+          f"multi_input {params.multi_input}, seed {params.seed}")
+    print(f"Weighting options: {kwargs['weight_args']}")
+    print(f"Architecture options: {kwargs['arch_args']}")
+    print(f"Optimizer: {optim_param}")
+    print(f"Scheduler: {scheduler_param}")
+    print("=" * 40)

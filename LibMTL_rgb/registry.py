@@ -1,0 +1,85 @@
+"""Name -> class registries for weightings and architectures.
+
+``--weighting NAME`` and ``--arch NAME`` resolve through these. Each registered class may
+declare ``hyperparameters``: a tuple of :class:`Hyperparameter`; ``config.py`` turns them into
+command-line flags and ``prepare_args`` collects the chosen method's values into
+``weight_args`` / ``arch_args``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One method option: a ``weight_args``/``arch_args`` key and the CLI flag ``--name``."""
+
+    name: str
+    default: Any
+    help: str
+    type: Optional[Callable[[str], Any]] = None
+    nargs: Optional[str] = None
+    choices: Optional[Sequence[Any]] = None
+
+    def value_type(self) -> Callable[[str], Any]:
+        if self.type is not None:
+            return self.type
+        if self.default is None:
+            return str
+        return type(self.default)
+
+
+class Registry:
+    """A case-sensitive map from public names (LibMTL's: ``EW``, ``HPS``...) to classes."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, cls: Optional[type] = None, *, name: Optional[str] = None):
+        """Register ``cls`` under ``name`` (default: the class name). Usable as a decorator."""
+
+        def add(c: type) -> type:
+            key = name or c.__name__
+            previous = self._classes.get(key)
+            if previous is not None and previous is not c:
+                raise ValueError(f"{self.kind} {key!r} is already registered as {previous!r}")
+            self._classes[key] = c
+            return c
+
+        return add(cls) if cls is not None else add
+
+    def get(self, name_or_class: "str | type") -> type:
+        """Resolve a registered name (or pass a class through). Unknown names list the known ones."""
+        if isinstance(name_or_class, type):
+            return name_or_class
+        try:
+            return self._classes[name_or_class]
+        except KeyError:
+            known = ", ".join(self.names())
+            raise ValueError(
+                f"unknown {self.kind} {name_or_class!r}; known {self.kind}s: {known}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def items(self):
+        return sorted(self._classes.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+
+WEIGHTINGS = Registry("weighting")
+ARCHITECTURES = Registry("architecture")
+
+
+def hyperparameters_of(cls: type) -> tuple[Hyperparameter, ...]:
+    """The hyper-parameters a class declares, including those of its bases (first wins)."""
+    seen: dict[str, Hyperparameter] = {}
+    for klass in cls.__mro__:
+        for hp in vars(klass).get("hyperparameters", ()):
+            seen.setdefault(hp.name, hp)
+    return tuple(seen.values())

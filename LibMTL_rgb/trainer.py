@@ -1,0 +1,344 @@
+"""``Trainer``: LibMTL's training/evaluation loop, with device fallback, checkpoints and resume."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
+from LibMTL_rgb.meter import PerformanceMeter
+from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
+from LibMTL_rgb.utils import count_parameters, resolve_device
+from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+}
+SCHEDULERS = {
+    "exp": torch.optim.lr_scheduler.ExponentialLR,
+    "step": torch.optim.lr_scheduler.StepLR,
+    "cos": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "reduce": torch.optim.lr_scheduler.ReduceLROnPlateau,
+}
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+HISTORY_CSV = "history.csv"
+
+
+def build_mtl_model(
+    weighting: "str | type",
+    architecture: "str | type",
+    task_name: list[str],
+    encoder_class,
+    decoders,
+    rep_grad: bool,
+    multi_input: bool,
+    device: torch.device,
+    arch_args: Optional[Mapping[str, Any]] = None,
+) -> nn.Module:
+    """LibMTL's composition ``class MTLmodel(Architecture, Weighting)``, then ``init_param()``."""
+    weighting_class = WEIGHTINGS.get(weighting)
+    architecture_class = ARCHITECTURES.get(architecture)
+    if not issubclass(weighting_class, AbsWeighting):
+        raise TypeError(f"weighting {weighting_class!r} is not an AbsWeighting subclass")
+    if not issubclass(architecture_class, AbsArchitecture):
+        raise TypeError(f"architecture {architecture_class!r} is not an AbsArchitecture subclass")
+
+    class MTLmodel(architecture_class, weighting_class):
+        def __init__(self) -> None:
+            super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **(arch_args or {}))
+            self.to(device)
+            self.init_param()
+
+    MTLmodel.__name__ = f"MTLmodel[{architecture_class.__name__}+{weighting_class.__name__}]"
+    return MTLmodel()
+
+
+class Trainer(nn.Module):
+    """LibMTL's ``Trainer``.
+
+    Args:
+        task_dict: ``{task: {'metrics': [...], 'metrics_fn': AbsMetric, 'loss_fn': AbsLoss,
+            'weight': [1 if higher is better else 0, ...]}}``.
+        weighting: a registered weighting name (``'RGB'``, ``'EW'``...) or class.
+        architecture: a registered architecture name (``'HPS'``...) or class.
+        encoder_class: zero-argument callable building the shared encoder.
+        decoders: ``nn.ModuleDict`` with one decoder per task.
+        rep_grad: weight representation gradients instead of shared-parameter gradients.
+        multi_input: each task has its own input (dataloaders are dicts per task).
+        optim_param: ``{'optim': 'adam', 'lr': ..., ...}``.
+        scheduler_param: ``{'scheduler': 'step', ...}`` or None.
+        save_path: directory for ``best.pt`` (model weights of the best epoch), ``last.pt``
+            (everything needed to resume) and ``history.csv`` (every epoch's metrics).
+        load_path: a ``.pt`` file or a directory holding ``best.pt`` to load weights from.
+        **kwargs: ``weight_args``, ``arch_args`` (dicts of method options), and optionally
+            ``device`` (default: ``cuda:0`` when available, else CPU) and ``base_result``.
+    """
+
+    def __init__(
+        self,
+        task_dict: Mapping[str, Mapping[str, Any]],
+        weighting: "str | type",
+        architecture: "str | type",
+        encoder_class,
+        decoders,
+        rep_grad: bool,
+        multi_input: bool,
+        optim_param: Mapping[str, Any],
+        scheduler_param: Optional[Mapping[str, Any]] = None,
+        save_path: Optional[str] = None,
+        load_path: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        _check_task_dict(task_dict)
+        self.device = resolve_device(kwargs.pop("device", None))
+        kwargs.setdefault("weight_args", {})
+        kwargs.setdefault("arch_args", {})
+        self.kwargs = kwargs
+        self.task_dict = task_dict
+        self.task_num = len(task_dict)
+        self.task_name = list(task_dict.keys())
+        self.rep_grad = rep_grad
+        self.multi_input = multi_input
+        self.scheduler_param = scheduler_param
+        self.save_path = save_path
+        self.load_path = load_path
+        self.start_epoch = 0
+
+        self.model = build_mtl_model(
+            weighting, architecture, self.task_name, encoder_class, decoders,
+            rep_grad, multi_input, self.device, kwargs["arch_args"],
+        )
+        if load_path is not None:
+            self.load_weights(load_path)
+        total, trainable = count_parameters(self.model)
+        print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
+        self._prepare_optimizer(optim_param, scheduler_param)
+        self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
+
+    # ------------------------------------------------------------ building
+    def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:
+        optim_param = dict(optim_param)
+        name = optim_param.pop("optim", "adam")
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
+        self.optimizer = OPTIMIZERS[name](self.model.parameters(), **optim_param)
+        self.scheduler = None
+        if scheduler_param is not None:
+            scheduler_param = dict(scheduler_param)
+            sname = scheduler_param.pop("scheduler")
+            if sname not in SCHEDULERS:
+                raise ValueError(f"unknown scheduler {sname!r}; known: {sorted(SCHEDULERS)}")
+            self.scheduler = SCHEDULERS[sname](self.optimizer, **scheduler_param)
+
+    # ---------------------------------------------------------------- data
+    def _prepare_dataloaders(self, dataloaders):
+        if not self.multi_input:
+            return [dataloaders, iter(dataloaders)], len(dataloaders)
+        missing = [t for t in self.task_name if t not in dataloaders]
+        if missing:
+            raise ValueError(f"multi_input=True needs one dataloader per task; missing {missing}")
+        loader = {task: [dataloaders[task], iter(dataloaders[task])] for task in self.task_name}
+        return loader, [len(dataloaders[task]) for task in self.task_name]
+
+    def _process_data(self, loader):
+        try:
+            data, label = next(loader[1])
+        except StopIteration:
+            loader[1] = iter(loader[0])
+            data, label = next(loader[1])
+        data = _to_device(data, self.device)
+        if not self.multi_input:
+            label = {task: _to_device(label[task], self.device) for task in self.task_name}
+        else:
+            label = _to_device(label, self.device)
+        return data, label
+
+    def process_preds(self, preds, task_name: Optional[str] = None):
+        """Hook to post-process predictions before losses and metrics (identity by default)."""
+        return preds
+
+    def _compute_loss(self, preds, gts, task_name: Optional[str] = None):
+        if not self.multi_input:
+            losses = [self.meter.losses[task]._update_loss(preds[task], gts[task]) for task in self.task_name]
+            return torch.stack(losses)
+        return self.meter.losses[task_name]._update_loss(preds, gts)
+
+    def _forward_batch(self, loader):
+        """One batch of every task: predictions are recorded in the meter; returns losses [T]."""
+        if not self.multi_input:
+            inputs, gts = self._process_data(loader)
+            preds = self.process_preds(self.model(inputs))
+            losses = self._compute_loss(preds, gts)
+            self.meter.update(preds, gts)
+            return losses
+        losses = []
+        for task in self.task_name:
+            inputs, gt = self._process_data(loader[task])
+            pred = self.process_preds(self.model(inputs, task)[task], task)
+            losses.append(self._compute_loss(pred, gt, task))
+            self.meter.update(pred, gt, task)
+        return torch.stack(losses)
+
+    # ---------------------------------------------------------------- loops
+    def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):
+        """Train for ``epochs`` epochs (continuing from a resumed epoch), evaluating after each."""
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
+        train_batch = max(train_batch) if self.multi_input else train_batch
+        if train_batch == 0:
+            raise ValueError("the training dataloader is empty")
+        self.batch_weight = np.zeros([self.task_num, epochs, train_batch])
+        if getattr(self.model, "train_loss_buffer", None) is None or self.model.train_loss_buffer.shape[1] != epochs:
+            self.model.train_loss_buffer = np.zeros([self.task_num, epochs])
+        self.model.epochs = epochs
+        self.meter.has_val = val_dataloaders is not None
+        for epoch in range(self.start_epoch, epochs):
+            self.model.epoch = epoch
+            self.model.train()
+            self.meter.record_time("begin")
+            weights = []
+            for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
+                train_losses = self._forward_batch(train_loader)
+                self.optimizer.zero_grad(set_to_none=False)
+                w = self.model.backward(train_losses, **self.kwargs["weight_args"])
+                weights.append(w)
+                self.optimizer.step()
+            self._store_weights(weights, epoch)
+            self.meter.record_time("end")
+            self.meter.get_score()
+            self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
+            self.meter.display(epoch=epoch, mode="train")
+            self.meter.reinit()
+
+            val_improvement = None
+            if val_dataloaders is not None:
+                val_improvement = self.test(val_dataloaders, epoch, mode="val", return_improvement=True)
+            self.test(test_dataloaders, epoch, mode="test")
+            if self.scheduler is not None:
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    if val_improvement is None:
+                        raise ValueError("the 'reduce' scheduler needs val_dataloaders")
+                    self.scheduler.step(val_improvement)
+                else:
+                    self.scheduler.step()
+            self._save_epoch(epoch)
+        self.meter.display_best_result()
+        if return_weight:
+            return self.batch_weight
+
+    def _store_weights(self, weights: list, epoch: int) -> None:
+        for index, w in enumerate(weights):
+            if w is not None:
+                self.batch_weight[:, epoch, index] = w.detach().cpu().numpy() if torch.is_tensor(w) else w
+
+    def test(self, test_dataloaders, epoch: Optional[int] = None, mode: str = "test", return_improvement: bool = False):
+        """Evaluate on ``test_dataloaders``; prints the row and tracks the best epoch."""
+        test_loader, test_batch = self._prepare_dataloaders(test_dataloaders)
+        self.model.eval()
+        self.meter.record_time("begin")
+        with torch.no_grad():
+            batches = max(test_batch) if self.multi_input else test_batch
+            for _ in range(batches):
+                self._forward_batch(test_loader)
+        self.meter.record_time("end")
+        self.meter.get_score()
+        self.meter.display(epoch=epoch, mode=mode)
+        improvement = self.meter.improvement
+        self.meter.reinit()
+        if return_improvement:
+            return improvement
+
+    # ---------------------------------------------------------- checkpoints
+    def _save_epoch(self, epoch: int) -> None:
+        if self.save_path is None:
+            return
+        os.makedirs(self.save_path, exist_ok=True)
+        if self.meter.best_result["epoch"] == epoch:
+            torch.save(self.model.state_dict(), os.path.join(self.save_path, BEST_CHECKPOINT))
+        torch.save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
+        self.meter.write_csv(os.path.join(self.save_path, HISTORY_CSV))
+
+    def training_state(self, epoch: int) -> dict[str, Any]:
+        """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "best_result": self.meter.best_result,
+            "base_result": self.meter.base_result,
+            "history": self.meter.history,
+            "train_loss_buffer": getattr(self.model, "train_loss_buffer", None),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(),
+        }
+
+    def resume(self, path: str) -> int:
+        """Load a ``last.pt`` (file or its directory); ``train`` then continues after its epoch."""
+        if os.path.isdir(path):
+            path = os.path.join(path, LAST_CHECKPOINT)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.meter.best_result = state["best_result"]
+        self.meter.base_result = state["base_result"]
+        self.meter.history = list(state["history"])
+        self.model.train_loss_buffer = state["train_loss_buffer"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(state["numpy_rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        return self.start_epoch
+
+    def load_weights(self, path: str) -> None:
+        """Load model weights from a file or from ``best.pt`` in a directory."""
+        if os.path.isdir(path):
+            path = os.path.join(path, BEST_CHECKPOINT)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no model weights at {path} (expected a .pt file or a directory with {BEST_CHECKPOINT})")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if isinstance(state, dict) and "model" in state and "optimizer" in state:
+            state = state["model"]
+        self.model.load_state_dict(state)
+
+
+def _to_device(value, device: torch.device):
+    if hasattr(value, "to"):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _check_task_dict(task_dict: Mapping[str, Mapping[str, Any]]) -> None:
+    if not task_dict:
+        raise ValueError("task_dict is empty: give at least one task")
+    required = ("metrics", "metrics_fn", "loss_fn", "weight")
+    for task, spec in task_dict.items():
+        missing = [key for key in required if key not in spec]
+        if missing:
+            raise ValueError(f"task_dict[{task!r}] is missing {missing}; each task needs {list(required)}")
+        if len(spec["metrics"]) != len(spec["weight"]):
+            raise ValueError(
+                f"task_dict[{task!r}]: 'metrics' has {len(spec['metrics'])} names but 'weight' has "
+                f"{len(spec['weight'])} entries (one 1/0 per metric: 1 = higher is better)"
+            )

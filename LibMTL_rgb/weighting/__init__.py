@@ -1,0 +1,5 @@
+"""Weightings: ``AbsWeighting`` and one module per method (registered by LibMTL's names)."""
+from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+from LibMTL_rgb.weighting.ew import EW
+
+__all__ = ["AbsWeighting", "EW"]

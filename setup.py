@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="LibMTL_rgb",
+    version="0.1.0",
+    description="LibMTL-style multi-task learning with Rotation-Based Gradient Balancing (RGB)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["LibMTL_rgb", "LibMTL_rgb.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "torchjd[full]>=0.18,<0.19",
+    ],
+    extras_require={
+        "qm9": ["torch-geometric>=2.4"],
+        "benchmark": ["tensorboard>=2.12", "scikit-learn>=1.3"],
+        "test": ["pytest>=7"],
+    },
+    license="MIT",
+)
