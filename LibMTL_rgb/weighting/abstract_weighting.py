@@ -54,7 +54,8 @@ class AbsWeighting(nn.Module):
         names = list(getattr(self, "task_name", range(len(losses))))
         for index in range(len(losses)):
             if not bool(finite_losses[index]):
-                raise FloatingPointError(f"task {names[index]!r} has a non-finite loss ({float(losses[index])})")
+                raise FloatingPointError(f"task {names[index]!r} has a non-finite loss ({float(losses[index].detach())})")
+        for index in range(len(losses)):
             if not bool(finite_grads[index]):
                 raise FloatingPointError(f"task {names[index]!r} has a non-finite gradient")
 
