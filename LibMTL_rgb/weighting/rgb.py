@@ -133,7 +133,11 @@ class RGB(AbsWeighting):
         self.rgb_prev_losses.copy_(losses.detach())
         self._rgb_t = t
         self._reset_grad(result.direction)
-        self._rgb_last = {"result": result}
+        # keep only the small T-sized results: ``direction``/``ema`` share a [2, D] buffer
+        self._rgb_last = {
+            "rotated": result.rotated, "steps": result.steps, "angles": result.angles,
+            "gram": result.gram, "rotated_gram": result.rotated_gram, "rotated_cross": result.rotated_cross,
+        }
         return np.ones(self.task_num)
 
     @property
@@ -141,17 +145,17 @@ class RGB(AbsWeighting):
         """Diagnostics of the last step (computed on read; floats): ``angle_mean``,
         ``angle_max`` (radians), ``steps`` (K used), ``rotated``, ``conflict`` (Eq. 3) and
         ``proximity`` (Eq. 4) of the final rotated gradients."""
-        result = self._rgb_last.get("result")
-        if result is None:
+        last = self._rgb_last
+        if not last:
             return {}
         return {
             "step": self._rgb_t,
-            "rotated": result.rotated,
-            "steps": result.steps,
-            "angle_mean": float(result.angles.mean()),
-            "angle_max": float(result.angles.max()),
-            "conflict": float(conflict(result.rotated_gram)),
-            "proximity": float(proximity(result.rotated_gram, result.rotated_cross, result.gram)),
+            "rotated": last["rotated"],
+            "steps": last["steps"],
+            "angle_mean": float(last["angles"].mean()),
+            "angle_max": float(last["angles"].max()),
+            "conflict": float(conflict(last["rotated_gram"])),
+            "proximity": float(proximity(last["rotated_gram"], last["rotated_cross"], last["gram"])),
         }
 
 

@@ -1,0 +1,206 @@
+"""One step of Algorithm 1 (Rotation-Based Gradient Balancing) in Gram form.
+
+The D-dimensional work is three reads of the gradient matrix ``G`` ([T, D]):
+``G G^T`` and ``G d_{t-1}`` to start, one ``[2, T] @ [T, D]`` product to form
+the update direction ``v`` and the new EMA ``d_t``. Everything between works on
+T x T numbers. See ``docs/rgb_math.md`` for the identities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .objective import (
+    DEFAULT_INNER_LR,
+    rotation_geometry,
+    rotation_inner_products,
+    solve_rotation_angles,
+    solve_rotation_angles_exact_with_info,
+)
+
+__all__ = ["RGBStepResult", "rgb_step", "normalized_gram", "ema_dtype"]
+
+
+@dataclass
+class RGBStepResult:
+    """Output of :func:`rgb_step`.
+
+    ``direction = task_coefficients @ grads + ema_coefficient * ema`` (up to the
+    dtype of the final products).
+    """
+
+    direction: Tensor  # v, [D], dtype/device of the grads
+    ema: Tensor  # d_t, [D], dtype ema_dtype(grads.dtype)
+    angles: Tensor  # alpha after the inner solve, [T] (zeros when not rotated)
+    rotated: bool
+    steps: int  # inner iterations actually run (0 when not rotated)
+    task_coefficients: Tensor  # a'_i, [T]
+    ema_coefficient: Tensor  # b, scalar
+    gram: Tensor  # P = Gbar Gbar^T, [T, T]
+    rotated_gram: Tensor  # R_ij = r_i . r_j of the final normalised r_i, [T, T]
+    rotated_cross: Tensor  # r_i . gbar_i, [T]
+
+
+def ema_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Storage dtype of the EMA direction: the more precise of ``dtype`` and float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _norms_from_raw_gram(raw: Tensor) -> Tensor:
+    return torch.sqrt(torch.clamp(torch.diagonal(raw), min=0.0))
+
+
+def normalized_gram(grads: Tensor, eps: float = 1e-8, *, compute_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """``(P, norms)`` with ``P = Gbar Gbar^T``, ``Gbar_i = g_i / (||g_i|| + eps)``.
+
+    One GEMM on ``grads`` ([T, D]); the result is in ``compute_dtype``
+    (default: the more precise of ``grads.dtype`` and float32).
+    """
+    cd = compute_dtype or ema_dtype(grads.dtype)
+    raw = (grads @ grads.transpose(0, 1)).to(cd)
+    norms = _norms_from_raw_gram(raw)
+    scale = 1.0 / (norms + eps)
+    return raw * scale.unsqueeze(1) * scale.unsqueeze(0), norms
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off for the step: the Gram and the final products run in the grads' dtype."""
+    if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def rgb_step(
+    grads: Tensor,
+    ema: Tensor | None,
+    *,
+    mu: float = 0.9,
+    lam: float = 0.0,
+    steps: int = 5,
+    lr: float = DEFAULT_INNER_LR,
+    eps: float = 1e-8,
+    rotate: bool = True,
+    solver: str = "pgd",
+    compute_dtype: torch.dtype | None = None,
+    exact_tol: float = 1e-10,
+    exact_max_iter: int = 10000,
+) -> RGBStepResult:
+    """One step of Algorithm 1 on the per-task gradients ``grads`` ([T, D]).
+
+    Args:
+        grads: per-task gradients ``G`` ([T, D]); not modified.
+        ema: the previous EMA direction ``d_{t-1}`` ([D]) or ``None`` (``d_0 = 0``).
+        mu, lam, eps: the paper's mu, lambda and epsilon.
+        steps: number K of projected gradient steps on Eq. 1 (``solver="pgd"``).
+        lr: inner learning rate of those steps.
+        rotate: whether this is a rotation step (``t mod update_interval == 0``);
+            the EMA is updated either way.
+        solver: ``"pgd"`` (K steps from 0, the paper) or ``"exact"`` (Eq. 1 solved
+            to ``exact_tol``, see :func:`solve_rotation_angles_exact`).
+        compute_dtype: dtype of the T x T math (default: the more precise of
+            ``grads.dtype`` and float32).
+
+    Returns:
+        :class:`RGBStepResult`; ``direction`` has the dtype/device of ``grads``;
+        ``ema`` is stored in ``ema_dtype(grads.dtype)``. For float32/float64
+        grads, ``direction`` and ``ema`` are the two rows of one ``[2, D]`` buffer
+        (no extra allocation); treat ``ema`` as read-only state.
+
+    Autocast is disabled inside (the GEMMs run in ``grads.dtype``, the T x T math
+    in ``compute_dtype``), so calling it under ``torch.autocast`` is safe.
+    """
+    if grads.dim() != 2:
+        raise ValueError(f"grads must be [T, D], got shape {tuple(grads.shape)}")
+    with _no_autocast(grads.device):
+        return _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter)
+
+
+def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter):
+    if solver not in ("pgd", "exact"):
+        raise ValueError(f"solver must be 'pgd' or 'exact', got {solver!r}")
+    T, D = grads.shape
+    gd = grads.dtype
+    sd = ema_dtype(gd)
+    cd = compute_dtype or sd
+    dev = grads.device
+
+    # ---- pass 1 over G: G G^T, G d_{t-1}, ||d_{t-1}||^2 -------------------------------
+    raw = (grads @ grads.transpose(0, 1)).to(cd)
+    if ema is None:
+        d_prev = None
+        u = raw.new_zeros(T)  # G d_{t-1}
+        dd_prev = raw.new_zeros(())
+    else:
+        if ema.shape != (D,):
+            raise ValueError(f"ema must have shape ({D},), got {tuple(ema.shape)}")
+        d_prev = ema.to(device=dev, dtype=sd)
+        u = (grads @ d_prev.to(gd)).to(cd)
+        dd_prev = torch.dot(d_prev, d_prev).to(cd)
+
+    norms = _norms_from_raw_gram(raw)
+    scale = 1.0 / (norms + eps)  # Gbar = diag(scale) G
+    P = raw * scale.unsqueeze(1) * scale.unsqueeze(0)
+    q_prev = u * scale  # Gbar d_{t-1}
+
+    # ---- EMA (Algorithm 1, lines 4-5), in T-space ------------------------------------
+    # y = Gbar^T 1/T;  ||y||^2 = 1^T P 1 / T^2;  d_t = mu d_{t-1} + kappa y
+    ny = torch.sqrt(torch.clamp(P.sum(), min=0.0)) / T
+    kappa = (1.0 - mu) / (ny + eps)
+    Py = P.sum(dim=1) / T  # Gbar y
+    q = mu * q_prev + kappa * Py  # Gbar d_t
+    y_dot_dprev = q_prev.mean()  # y . d_{t-1}
+    dd = mu * mu * dd_prev + 2.0 * mu * kappa * y_dot_dprev + kappa * kappa * ny * ny
+    dd = torch.clamp(dd, min=0.0)
+    ema_coef_g = kappa * scale / T  # d_t = mu d_{t-1} + G^T ema_coef_g
+
+    # ---- rotation (lines 6-12), in T x T space ---------------------------------------
+    if rotate:
+        geom = rotation_geometry(P, q, dd, eps)
+        if solver == "pgd":
+            alpha = solve_rotation_angles(geom, lam, steps, lr)
+            used = int(steps)
+        else:
+            alpha, used, _ = solve_rotation_angles_exact_with_info(geom, lam, exact_tol, exact_max_iter)
+        RR, X, _ = rotation_inner_products(alpha, geom)
+        nr = torch.sqrt(torch.clamp(torch.diagonal(RR), min=0.0))
+        inv_nr = 1.0 / (nr + eps)
+        rotated_gram = RR * inv_nr.unsqueeze(1) * inv_nr.unsqueeze(0)
+        rotated_cross = torch.diagonal(X) * inv_nr
+        # r_i = [(cos a_i - sin a_i q_i/(m_i+eps)) gbar_i + sin a_i/(m_i+eps) d_t] / (||r_i(a)|| + eps)
+        c = torch.cos(alpha)
+        s = torch.sin(alpha)
+        inv_m = 1.0 / (geom.m + eps)
+        a_bar = (c - s * q * inv_m) * inv_nr / T  # coefficients on gbar_i
+        b = (s * inv_m * inv_nr).sum() / T
+        task_coef = a_bar * scale
+    else:
+        alpha = P.new_zeros(T)
+        used = 0
+        rotated_gram = P.clone()
+        rotated_cross = torch.diagonal(P).clone()
+        task_coef = scale / T
+        b = P.new_zeros(())
+
+    # ---- pass 2 over G: [a'; c'] @ G, then d_t = mu d_{t-1} + G^T c', v = G^T a' + b d_t ----
+    # (in place on the fresh [2, D] product: ``ema`` and ``direction`` are its two rows)
+    out = (torch.stack([task_coef, ema_coef_g]).to(gd) @ grads).to(sd)  # [2, D]
+    d_t = out[1]
+    if d_prev is not None:
+        d_t.add_(d_prev, alpha=mu)
+    direction = out[0].addcmul_(d_t, b.to(sd)) if rotate else out[0]
+    return RGBStepResult(
+        direction=direction.to(gd),
+        ema=d_t,
+        angles=alpha,
+        rotated=bool(rotate),
+        steps=used,
+        task_coefficients=task_coef,
+        ema_coefficient=b,
+        gram=P,
+        rotated_gram=rotated_gram,
+        rotated_cross=rotated_cross,
+    )
