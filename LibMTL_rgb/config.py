@@ -63,10 +63,11 @@ def _add_method_flags(parser: argparse.ArgumentParser, registry: Registry, kind:
         group = parser.add_argument_group(f"{kind} {name}")
         for hp in own:
             declared[hp.name] = (hp, name)
-            _add_flag(group, hp)
+            add_flag(group, hp)
 
 
-def _add_flag(group, hp: Hyperparameter) -> None:
+def add_flag(group, hp: Hyperparameter) -> None:
+    """Add ``--<hp.name>`` to an argparse group (booleans get ``--x/--no-x``)."""
     if isinstance(hp.default, bool):
         group.add_argument(f"--{hp.name}", action=argparse.BooleanOptionalAction, default=hp.default, help=hp.help)
         return

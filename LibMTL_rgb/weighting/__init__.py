@@ -1,6 +1,52 @@
-"""Weightings: ``AbsWeighting`` and one module per method (registered by LibMTL's names)."""
-from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
-from LibMTL_rgb.weighting.ew import EW
-from LibMTL_rgb.weighting.rgb import RGB
+"""Weightings: ``AbsWeighting`` and one module per method (registered by LibMTL's names).
 
-__all__ = ["AbsWeighting", "EW", "RGB"]
+Loss weightings are written here (EW, SI, RLW, DWA, UW, GradNorm, FAMO); the gradient
+methods that torchjd implements are wrapped (``torchjd_methods.py``); RGB is ours.
+"""
+from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+from LibMTL_rgb.weighting.dwa import DWA
+from LibMTL_rgb.weighting.ew import EW
+from LibMTL_rgb.weighting.famo import FAMO
+from LibMTL_rgb.weighting.gradnorm import GradNorm
+from LibMTL_rgb.weighting.rgb import RGB
+from LibMTL_rgb.weighting.rlw import RLW
+from LibMTL_rgb.weighting.si import SI
+from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation
+from LibMTL_rgb.weighting.torchjd_methods import (
+    CAGrad,
+    DualProj,
+    FairGrad,
+    GradDrop,
+    GradVac,
+    IMTL,
+    MGDA,
+    Aligned_MTL,
+    Nash_MTL,
+    PCGrad,
+    UPGrad,
+)
+from LibMTL_rgb.weighting.uw import UW
+
+__all__ = [
+    "AbsWeighting",
+    "TorchJDAggregation",
+    "EW",
+    "RGB",
+    "SI",
+    "RLW",
+    "DWA",
+    "UW",
+    "GradNorm",
+    "FAMO",
+    "MGDA",
+    "PCGrad",
+    "GradDrop",
+    "GradVac",
+    "CAGrad",
+    "IMTL",
+    "Nash_MTL",
+    "FairGrad",
+    "Aligned_MTL",
+    "UPGrad",
+    "DualProj",
+]

@@ -5,14 +5,22 @@ LibMTL's Trainer builds ``class MTLmodel(Architecture, Weighting)``; a weighting
 ``self.rep_tasks``, ``self.get_share_params()`` and ``self.zero_grad_share_params()`` from the
 architecture, and ``self.epoch``, ``self.epochs``, ``self.train_loss_buffer`` set by the Trainer.
 
-What differs from LibMTL is inside, not on the surface: the per-task gradient matrix is
-created on the model's device, flattening and writing back are single O(D) passes with
-precomputed offsets (LibMTL re-sums the sizes for every parameter, O(P^2)), and nothing is
-copied to the host.
+What differs from LibMTL is inside, not on the surface:
+
+* the per-task gradients of the shared parameters come from ONE batched backward pass
+  (``torch.vmap`` over ``torch.autograd.grad`` with the rows of the identity as cotangents)
+  instead of T passes, when every operation of the model's backward has a batching rule;
+  otherwise from T passes (detected once per model, with one ``BatchedGradFallbackWarning``).
+  ``grad_method`` pins either path (``docs/performance.md`` has the measurements);
+* the gradient matrix is created on the model's device, flattening and writing back are
+  single O(D) passes with precomputed offsets (LibMTL re-sums the sizes for every parameter,
+  O(P^2)), and nothing is copied to the host.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+import contextlib
+import warnings
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +28,13 @@ import torch.nn as nn
 from torch import Tensor
 
 from LibMTL_rgb.registry import Hyperparameter
+
+#: Values of ``AbsWeighting.grad_method``.
+GRAD_METHODS = ("auto", "batched", "loop")
+
+
+class BatchedGradFallbackWarning(UserWarning):
+    """The batched per-task backward is not possible for a model; T backward passes are used."""
 
 
 class AbsWeighting(nn.Module):
@@ -29,6 +44,14 @@ class AbsWeighting(nn.Module):
     hyperparameters: tuple[Hyperparameter, ...] = ()
     #: Whether the method can work on representation gradients (``rep_grad=True``).
     supports_rep_grad: bool = True
+    #: How ``_compute_grad`` gets the per-task gradients of the shared parameters:
+    #: ``"batched"`` (one vmapped backward pass), ``"loop"`` (T backward passes, LibMTL's way),
+    #: or ``"auto"`` (batched unless an operation of the model's backward has no batching
+    #: rule; found out on the first call, then remembered). Set it on the class or the model.
+    grad_method: str = "auto"
+    #: Tasks per vmapped backward (``torch.vmap``'s ``chunk_size``); ``None`` = all T at once.
+    #: Smaller values cap the memory of the batched pass (it holds ``chunk`` cotangents).
+    grad_chunk_size: Optional[int] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,48 +97,65 @@ class AbsWeighting(nn.Module):
         params = self._share_param_list()
         if out is None:
             out = torch.empty(self.grad_dim, device=self.device, dtype=_grad_dtype(params))
-        for param, beg, end in zip(params, self.grad_offsets[:-1], self.grad_offsets[1:]):
-            if param.grad is None:
-                out[beg:end].zero_()
-            else:
-                out[beg:end].copy_(param.grad.reshape(-1))
+        _flatten_into(out, [p.grad for p in params], params)
         return out
 
     def _compute_grad(self, losses: Tensor, mode: str = "backward", rep_grad: bool = False):
         """Per-task gradients: a [T, D] matrix of shared-parameter gradients, or, with
         ``rep_grad``, the gradients of the representation(s) (LibMTL semantics).
 
-        ``mode='backward'`` runs ``loss.backward()`` per task, so task-specific parameters also
-        receive their own task's gradient; ``mode='autograd'`` leaves every ``.grad`` alone.
+        ``mode='backward'``: afterwards every other parameter of the model holds the sum of
+        its tasks' gradients in ``.grad`` (what T calls of ``loss.backward()`` leave), the
+        shared parameters hold none (``_reset_grad`` writes them), and the graph is freed.
+        ``mode='autograd'`` leaves every ``.grad`` alone and keeps the graph.
         """
         if mode not in ("backward", "autograd"):
             raise ValueError(f"mode must be 'backward' or 'autograd', got {mode!r}")
-        task_num = len(losses)
         if rep_grad:
             return self._compute_rep_grad(losses, mode)
+        losses = _as_loss_vector(losses)
         params = self._share_param_list()
-        grads = torch.empty(task_num, self.grad_dim, device=self.device, dtype=_grad_dtype(params))
-        self._had_grad = [False] * len(params)
-        for param in params:
-            param.grad = None
-        for tn in range(task_num):
-            retain = tn + 1 < task_num
-            if mode == "backward":
-                losses[tn].backward(retain_graph=retain)
-                for k, param in enumerate(params):
-                    self._had_grad[k] = self._had_grad[k] or param.grad is not None
-                self._grad2vec(out=grads[tn])
-                for param in params:
-                    param.grad = None
-            else:
-                task_grads = torch.autograd.grad(losses[tn], params, retain_graph=True, allow_unused=True)
-                for k, (g, beg, end) in enumerate(zip(task_grads, self.grad_offsets[:-1], self.grad_offsets[1:])):
-                    if g is None:
-                        grads[tn, beg:end].zero_()
-                    else:
-                        self._had_grad[k] = True
-                        grads[tn, beg:end].copy_(g.reshape(-1))
+        if not hasattr(self, "grad_offsets") or self.grad_offsets[-1] != sum(p.numel() for p in params):
+            self._compute_grad_dim()
+        grads = self._per_task_grads(losses, params)
+        if mode == "backward":
+            for param in params:
+                param.grad = None
+            others = self._task_specific_params(params)
+            if others:
+                # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
+                losses.backward(torch.ones_like(losses), inputs=others)
         return grads
+
+    def _per_task_grads(self, losses: Tensor, params: list[nn.Parameter]) -> Tensor:
+        """The [T, D] matrix by the path ``grad_method`` selects (sets ``_had_grad``)."""
+        method = self.grad_method
+        if method not in GRAD_METHODS:
+            raise ValueError(f"grad_method must be one of {GRAD_METHODS}, got {method!r}")
+        if method == "auto" and getattr(self, "_batched_grads_failed", False):
+            method = "loop"
+        if method != "loop":
+            try:
+                grads, self._had_grad = _batched_task_grads(losses, params, self.grad_offsets, self.grad_chunk_size)
+                return grads
+            except (RuntimeError, NotImplementedError) as err:
+                if method == "batched":
+                    raise
+                self._batched_grads_failed = True
+                warnings.warn(
+                    f"{type(self).__name__}: the per-task gradients need {len(losses)} backward passes for this "
+                    f"model, because its backward cannot be batched ({_first_line(err)}); set grad_method='loop' "
+                    "to skip the check.",
+                    BatchedGradFallbackWarning,
+                    stacklevel=4,
+                )
+        grads, self._had_grad = _looped_task_grads(losses, params, self.grad_offsets)
+        return grads
+
+    def _task_specific_params(self, shared: list[nn.Parameter]) -> list[nn.Parameter]:
+        """The model's trainable parameters that are not shared (decoders, task heads...)."""
+        shared_ids = {id(p) for p in shared}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in shared_ids]
 
     def _compute_rep_grad(self, losses: Tensor, mode: str):
         if not hasattr(self, "rep_tasks"):
@@ -136,15 +176,18 @@ class AbsWeighting(nn.Module):
         return torch.stack(per_grads)
 
     def _reset_grad(self, new_grads: Tensor) -> None:
-        """Write a [D] vector into the shared parameters' ``.grad`` (one O(D) pass)."""
+        """Write a [D] vector into the shared parameters' ``.grad`` (one O(D) pass); shared
+        parameters that no task reached in the last ``_compute_grad`` are left alone."""
         params = self._share_param_list()
-        had_grad = getattr(self, "_had_grad", [True] * len(params))
+        had_grad = getattr(self, "_had_grad", None)
+        if had_grad is None or len(had_grad) != len(params):
+            had_grad = [True] * len(params)
         for param, used, beg, end in zip(params, had_grad, self.grad_offsets[:-1], self.grad_offsets[1:]):
             if not used:
                 continue
-            value = new_grads[beg:end].view_as(param).to(param.dtype)
+            value = new_grads[beg:end].view_as(param)
             if param.grad is None:
-                param.grad = value.clone()
+                param.grad = value.to(param.dtype, copy=True)
             else:
                 param.grad.copy_(value)
 
@@ -190,3 +233,83 @@ def _grad_dtype(params: Iterable[nn.Parameter]) -> torch.dtype:
     if not dtypes:
         return torch.get_default_dtype()
     return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _as_loss_vector(losses: "Tensor | Sequence[Tensor]") -> Tensor:
+    """The losses as one [T] tensor that requires grad (clear error otherwise)."""
+    if not isinstance(losses, Tensor):
+        losses = torch.stack(list(losses))
+    if losses.dim() != 1:
+        raise ValueError(f"losses must be a [T] tensor (one scalar loss per task), got shape {tuple(losses.shape)}")
+    if not losses.requires_grad:
+        raise ValueError("losses do not require grad: compute them from the model's outputs with grad enabled")
+    return losses
+
+
+def _flatten_into(out: Tensor, grads: Sequence[Optional[Tensor]], params: Sequence[Tensor]) -> None:
+    """``out`` ([D]) ← the concatenation of ``grads`` (``None`` counts as zeros), in one kernel."""
+    if not grads:
+        return
+    parts = [p.new_zeros(p.numel()) if g is None else g.reshape(-1) for g, p in zip(grads, params)]
+    torch.cat(parts, out=out)
+
+
+def _looped_task_grads(losses: Tensor, params: list[nn.Parameter], offsets: list[int]) -> tuple[Tensor, list[bool]]:
+    """T ``torch.autograd.grad`` passes (LibMTL's way): ``([T, D] matrix, reached)``."""
+    grads = torch.empty(len(losses), offsets[-1], device=losses.device, dtype=_grad_dtype(params))
+    reached = [False] * len(params)
+    for task, loss in enumerate(losses):
+        task_grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        reached = [r or g is not None for r, g in zip(reached, task_grads)]
+        _flatten_into(grads[task], task_grads, params)
+    return grads, reached
+
+
+def _batched_task_grads(
+    losses: Tensor, params: list[nn.Parameter], offsets: list[int], chunk_size: Optional[int]
+) -> tuple[Tensor, list[bool]]:
+    """One vmapped backward with the rows of the identity as cotangents: ``([T, D], reached)``.
+
+    Raises ``RuntimeError`` when an operation has no batching rule (vmap's slow per-sample
+    fallback is switched off here, so such a model is detected instead of silently slow).
+    """
+    task_num = len(losses)
+    dtype = _grad_dtype(params)
+    reached = [False] * len(params)
+
+    def vjp(cotangent: Tensor) -> tuple[Tensor, ...]:
+        task_grads = torch.autograd.grad(losses, params, cotangent, retain_graph=True, allow_unused=True)
+        reached[:] = [g is not None for g in task_grads]
+        return tuple(g for g in task_grads if g is not None)
+
+    basis = torch.eye(task_num, device=losses.device, dtype=losses.dtype)
+    with _vmap_fallback_disabled():
+        found = iter(torch.vmap(vjp, chunk_size=chunk_size)(basis))
+    if not params:
+        return torch.empty(task_num, 0, device=losses.device, dtype=dtype), reached
+    blocks = [next(found).reshape(task_num, -1) if hit else None for hit in reached]
+    parts = [losses.new_zeros(task_num, p.numel(), dtype=dtype) if b is None else b for b, p in zip(blocks, params)]
+    grads = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].to(dtype, copy=True)
+    return grads.to(dtype), reached
+
+
+@contextlib.contextmanager
+def _vmap_fallback_disabled() -> Iterator[None]:
+    """Make vmap raise on operations without a batching rule instead of looping over the batch."""
+    functorch = getattr(torch._C, "_functorch", None)
+    is_enabled = getattr(functorch, "_is_vmap_fallback_enabled", None)
+    set_enabled = getattr(functorch, "_set_vmap_fallback_enabled", None)
+    if is_enabled is None or set_enabled is None:  # private switch gone: accept the slow fallback
+        yield
+        return
+    previous = is_enabled()
+    set_enabled(False)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

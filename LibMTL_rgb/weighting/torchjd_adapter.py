@@ -1,0 +1,105 @@
+"""``TorchJDAggregation``: one adapter that turns a torchjd ``Aggregator`` into a LibMTL weighting.
+
+Every step: per-task gradients ``G`` ([T, D], ``_get_grads``) → the aggregator → the shared
+parameters' ``.grad``. When the aggregator is a ``WeightedAggregator`` (its output is
+``weights @ G`` with ``weights = aggregator.weighting(G)``), the adapter computes those
+weights, applies them with ``_backward_new_grads`` (so ``rep_grad=True`` works: the weights
+come from the representation gradients and scale the per-sample ones) and returns them.
+Other aggregators (GradDrop) return a direction only: they need ``rep_grad=False`` and
+return ones.
+
+A subclass only names its aggregator (:meth:`make_aggregator`) and maps its
+``hyperparameters`` (LibMTL's flag names) to the aggregator's options.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchjd.aggregation import Aggregator, WeightedAggregator
+
+from LibMTL_rgb.registry import Hyperparameter
+from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+
+
+class TorchJDAggregation(AbsWeighting):
+    """Base class of the weightings that wrap a ``torchjd.aggregation.Aggregator``."""
+
+    # ------------------------------------------------------------ subclass API
+    def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
+        """Build the torchjd aggregator from this method's options (``weight_args`` values)."""
+        raise NotImplementedError
+
+    def row_scales(self, losses: Tensor, grads: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
+        """Optional [T] divisors applied to the rows of ``G`` before weighting (e.g. MGDA's
+        gradient normalisation); the returned weights then apply to the unscaled rows."""
+        return None
+
+    def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
+        """Optional post-processing of the aggregator's weights (e.g. CAGrad's rescale)."""
+        return weights
+
+    def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
+        """Copy state kept in this module's buffers into a stateful aggregator (before a step)."""
+
+    def store_aggregator_state(self, aggregator: Aggregator) -> None:
+        """Copy a stateful aggregator's state back into this module's buffers (after a step)."""
+
+    # ------------------------------------------------------------------ plumbing
+    def init_param(self) -> None:
+        self._check_rep_grad_support()
+        self._aggregator_cache: tuple[tuple, Aggregator] | None = None
+
+    def method_hyperparameters(self) -> tuple[Hyperparameter, ...]:
+        """The hyper-parameters declared by the weighting classes in this object's MRO."""
+        found: dict[str, Hyperparameter] = {}
+        for klass in type(self).__mro__:
+            if issubclass(klass, TorchJDAggregation):
+                for hp in vars(klass).get("hyperparameters", ()):
+                    found.setdefault(hp.name, hp)
+        return tuple(found.values())
+
+    def aggregator_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """This method's options: the values in ``kwargs``, defaults for the missing ones."""
+        return {hp.name: kwargs.get(hp.name, hp.default) for hp in self.method_hyperparameters()}
+
+    def aggregator(self, options: dict[str, Any]) -> Aggregator:
+        """The aggregator for ``options`` (built once, rebuilt when the options change). It is
+        not a submodule: its state, if any, lives in this module's buffers."""
+        key = tuple(sorted((name, repr(value)) for name, value in options.items()))
+        cached = getattr(self, "_aggregator_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.make_aggregator(options))
+            self._aggregator_cache = cached
+        return cached[1]
+
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.aggregator_options(kwargs)
+        aggregator = self.aggregator(options)
+        grads = self._get_grads(losses, mode="backward")
+        per_grads, matrix = grads if self.rep_grad else (None, grads)
+        self._raise_if_nonfinite(losses, matrix)
+        with torch.no_grad():
+            self.load_aggregator_state(aggregator, matrix)
+            if isinstance(aggregator, WeightedAggregator):
+                weights = self._task_weights(aggregator, losses.detach(), matrix, options)
+                direction = None
+            else:
+                weights, direction = None, aggregator(matrix)
+            self.store_aggregator_state(aggregator)
+        if weights is None:
+            self._reset_grad(direction)
+            return np.ones(self.task_num)
+        self._backward_new_grads(weights, per_grads=per_grads, grads=matrix)
+        return weights.cpu().numpy()
+
+    def _task_weights(self, aggregator: WeightedAggregator, losses: Tensor, matrix: Tensor, options: dict[str, Any]) -> Tensor:
+        scales = self.row_scales(losses, matrix, options)
+        if scales is None:
+            weights = aggregator.weighting(matrix)
+        else:
+            scales = scales.to(device=matrix.device, dtype=matrix.dtype)
+            weights = aggregator.weighting(matrix / scales.unsqueeze(1)) / scales
+        return self.adjust_weights(weights.to(device=matrix.device, dtype=matrix.dtype), options)

@@ -1,0 +1,133 @@
+"""The torchjd-wrapped weightings: on a model whose per-task gradients are exactly a chosen
+Jacobian ``G``, the shared gradient our adapter writes equals torchjd's aggregator output on
+``G`` (float64), and the returned task weights are torchjd's weights."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+from torchjd import aggregation as tjd
+from torchjd.linalg import QuadprogProjector
+
+from jacobian_model import D, T, jacobian_model, random_jacobian, set_task, step
+
+
+# name -> (weight_args, torchjd aggregator with the same options, exposes weights)
+CASES = {
+    "MGDA": ({}, lambda: tjd.MGDA(), True),
+    "PCGrad": ({}, lambda: tjd.PCGrad(), True),
+    "GradVac": ({"GradVac_beta": 0.3}, lambda: tjd.GradVac(beta=0.3), True),
+    "CAGrad": ({"calpha": 0.4, "rescale": 0}, lambda: tjd.CAGrad(c=0.4), True),
+    "IMTL": ({}, lambda: tjd.IMTLG(), True),
+    "Nash_MTL": ({"max_norm": 0.0}, lambda: tjd.NashMTL(n_tasks=T, max_norm=0.0), True),
+    "FairGrad": ({"FairGrad_alpha": 2.0}, lambda: tjd.FairGrad(alpha=2.0), True),
+    "Aligned_MTL": ({}, lambda: tjd.AlignedMTL(), True),
+    "UPGrad": ({"UPGrad_norm_eps": 1e-3}, lambda: tjd.UPGrad(projector=QuadprogProjector(norm_eps=1e-3, reg_eps=1e-4)), True),
+    "DualProj": ({}, lambda: tjd.DualProj(), True),
+    "GradDrop": ({"leak": 0.25}, lambda: tjd.GradDrop(leak=torch.full((T,), 0.25, dtype=torch.float64)), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_adapter_matches_torchjd_aggregator(name):
+    weight_args, make_reference, exposes_weights = CASES[name]
+    G = random_jacobian(0)
+    model = jacobian_model(name, G)
+    torch.manual_seed(7)
+    weights, grad = step(model, **weight_args)
+    reference = make_reference()
+    torch.manual_seed(7)
+    expected = reference(G)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    if exposes_weights:
+        torch.manual_seed(7)
+        expected_weights = make_reference().weighting(G)
+        np.testing.assert_allclose(weights, expected_weights.numpy(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(torch.from_numpy(weights) @ G, grad, rtol=1e-10, atol=1e-12)
+    else:
+        np.testing.assert_array_equal(weights, np.ones(T))
+
+
+def test_adapter_gradient_has_shape_and_is_not_the_plain_sum():
+    G = random_jacobian(3)
+    _, grad = step(jacobian_model("MGDA", G))
+    assert grad.shape == (D,)
+    assert not torch.allclose(grad, G.sum(0))
+
+
+def test_cagrad_rescale_divides_torchjd_direction():
+    G = random_jacobian(1)
+    c = 0.5
+    reference = tjd.CAGrad(c=c)(G)
+    for rescale, divisor in ((0, 1.0), (1, 1.0 + c**2), (2, 1.0 + c)):
+        _, grad = step(jacobian_model("CAGrad", G), calpha=c, rescale=rescale)
+        torch.testing.assert_close(grad, reference / divisor, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["l2", "loss", "loss+"])
+def test_mgda_gradient_normalisation(kind):
+    G = random_jacobian(2)
+    offsets = [0.5, 2.0, 4.0]
+    losses = torch.tensor(offsets, dtype=torch.float64)
+    norms = G.norm(dim=1)
+    scales = {"l2": norms, "loss": losses, "loss+": losses * norms}[kind]
+    inner = tjd.MGDA().weighting(G / scales.unsqueeze(1))
+    weights, grad = step(jacobian_model("MGDA", G, offsets), mgda_gn=kind)
+    np.testing.assert_allclose(weights, (inner / scales).numpy(), rtol=1e-10)
+    torch.testing.assert_close(grad, inner @ (G / scales.unsqueeze(1)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["GradVac", "Nash_MTL"])
+def test_stateful_methods_follow_torchjd_across_steps(name):
+    weight_args, make_reference, _ = CASES[name]
+    G1, G2 = random_jacobian(4), random_jacobian(5)
+    model, reference = jacobian_model(name, G1), make_reference()
+    for seed, G in ((11, G1), (12, G2)):
+        for i in range(T):
+            set_task(model, i, grad=G[i])
+        torch.manual_seed(seed)
+        _, grad = step(model, **weight_args)
+        torch.manual_seed(seed)
+        torch.testing.assert_close(grad, reference(G), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["GradVac", "Nash_MTL"])
+def test_stateful_methods_resume_from_state_dict(name):
+    weight_args = dict(CASES[name][0], update_weights_every=2) if name == "Nash_MTL" else CASES[name][0]
+    G1, G2 = random_jacobian(6), random_jacobian(7)
+    first = jacobian_model(name, G1)
+    torch.manual_seed(0)
+    step(first, **weight_args)
+    resumed = jacobian_model(name, G1)
+    resumed.load_state_dict(first.state_dict())
+    results = []
+    for model in (first, resumed):
+        for i in range(T):
+            set_task(model, i, grad=G2[i])
+        torch.manual_seed(1)
+        results.append(step(model, **weight_args))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-10)
+    torch.testing.assert_close(results[0][1], results[1][1])
+    fresh = jacobian_model(name, G2)
+    torch.manual_seed(1)
+    assert not torch.allclose(step(fresh, **weight_args)[1], results[1][1])  # the state matters
+
+
+def test_mgda_ub_applies_representation_weights():
+    G = random_jacobian(8)
+    weights, grad = step(jacobian_model("MGDA", G, rep_grad=True))
+    expected = tjd.MGDA().weighting(G)
+    np.testing.assert_allclose(weights, expected.numpy(), rtol=1e-10)
+    torch.testing.assert_close(grad, expected @ G, rtol=1e-10, atol=1e-12)
+
+
+def test_graddrop_refuses_rep_grad_at_construction():
+    with pytest.raises(ValueError, match="rep_grad"):
+        jacobian_model("GradDrop", random_jacobian(0), rep_grad=True)
+
+
+@pytest.mark.parametrize("name, bad", [("GradDrop", {"leak": 1.5}), ("CAGrad", {"rescale": 3}), ("MGDA", {"mgda_gn": "max"})])
+def test_bad_options_raise(name, bad):
+    with pytest.raises(ValueError):
+        step(jacobian_model(name, random_jacobian(0)), **bad)
