@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from LibMTL_rgb.architecture._common import selected_tasks
 from LibMTL_rgb.registry import Hyperparameter
 
 
@@ -29,6 +30,8 @@ class AbsArchitecture(nn.Module):
     """
 
     hyperparameters: tuple[Hyperparameter, ...] = ()
+    #: Whether each task may bring its own input batch (``multi_input=True``).
+    supports_multi_input: bool = True
 
     def __init__(
         self,
@@ -63,8 +66,9 @@ class AbsArchitecture(nn.Module):
         out = {}
         s_rep = self.encoder(inputs)
         same_rep = not isinstance(s_rep, list) and not self.multi_input
+        wanted = selected_tasks(self.task_name, task_name)
         for tn, task in enumerate(self.task_name):
-            if task_name is not None and task != task_name:
+            if task not in wanted:
                 continue
             ss_rep = s_rep[tn] if isinstance(s_rep, list) else s_rep
             ss_rep = self._prepare_rep(ss_rep, task, same_rep)

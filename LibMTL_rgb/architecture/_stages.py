@@ -1,0 +1,50 @@
+"""Stage-by-stage access to ResNet-like encoders (MTAN, Cross_stitch, PLE)."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from LibMTL_rgb.model.resnet import resnet_stages
+
+#: The attributes of a torchvision-style ResNet that :func:`resnet_stages` reads.
+RESNET_ATTRIBUTES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def encoder_stages(encoder: nn.Module, arch: str) -> list[nn.Module]:
+    """The encoder's stages, in order: ``encoder.stages`` (e.g. ``resnet_encoder``), else the
+    stages of a torchvision-style ResNet (``conv1`` ... ``layer4``).
+
+    Raises ``TypeError`` when the encoder has neither, and ``ValueError`` when some of its
+    parameters are in no stage (the architecture runs only the stages, so they would be unused).
+    """
+    stages = getattr(encoder, "stages", None)
+    if stages is None:
+        missing = [name for name in RESNET_ATTRIBUTES if not hasattr(encoder, name)]
+        if missing:
+            raise TypeError(
+                f"{arch} needs a ResNet-like encoder that it can run stage by stage: encoder_class() must "
+                f"return a module with a `stages` attribute (e.g. LibMTL_rgb.model.resnet_encoder) or the "
+                f"torchvision ResNet attributes {', '.join(RESNET_ATTRIBUTES)}; {type(encoder).__name__} has no "
+                f"`stages` and lacks {', '.join(missing)}"
+            )
+        stages = resnet_stages(encoder)
+    stages = list(stages)
+    if not stages:
+        raise ValueError(f"{arch}: the encoder has no stages")
+    in_stages = {id(p) for stage in stages for p in stage.parameters()}
+    outside = [name for name, p in encoder.named_parameters() if id(p) not in in_stages]
+    if outside:
+        raise ValueError(
+            f"{arch} runs the encoder stage by stage, but its parameters {outside[:4]} belong to no stage "
+            "(a classifier head?); use an encoder whose forward is its stages in order, such as "
+            "LibMTL_rgb.model.resnet_encoder"
+        )
+    return stages
+
+
+def split_last(stage: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(body, last)`` with ``last(body(x)) == stage(x)``: an ``nn.Sequential`` of two or more
+    children splits before its last child (for a ResNet stage: before its last block); any other
+    stage is all body."""
+    if isinstance(stage, nn.Sequential) and len(stage) >= 2:
+        return stage[:-1], stage[-1]
+    return stage, nn.Identity()

@@ -1,0 +1,27 @@
+"""PLE: Progressive Layered Extraction."""
+from __future__ import annotations
+
+from LibMTL_rgb.architecture.cgc import CGC
+from LibMTL_rgb.registry import ARCHITECTURES
+
+
+@ARCHITECTURES.register
+class PLE(CGC):
+    """Progressive Layered Extraction (Tang et al., RecSys 2020): CGC stacked over the
+    encoder's stages.
+
+    Every expert is an encoder split into its stages (ResNet: stem + layer1, layer2, layer3,
+    layer4). At stage ``l`` each task applies the stage-``l`` parts of the shared experts and of
+    its own experts to its current representation and mixes them with its gate on that
+    representation, flattened. As in LibMTL, the shared experts run on each task's
+    representation and there is no separate shared gate (the paper's shared path), so tasks
+    interact only through the shared experts' weights.
+
+    Options: ``img_size`` (required: sizes the gates of every stage, traced at construction),
+    ``num_experts`` (1 + T numbers, as CGC).
+    Shared parameters: the shared experts (all their stages). Task parameters: task experts, gates.
+    Requires a ResNet-like encoder (``stages``, or torchvision's ``conv1`` ... ``layer4``);
+    works with ``rep_grad`` and ``multi_input``.
+    """
+
+    multi_level = True
