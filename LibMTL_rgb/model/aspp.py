@@ -1,0 +1,116 @@
+"""DeepLabV3-style dense-prediction model of MTAN / LibMTL / ConsMTL for NYUv2 and Cityscapes:
+a dilated ResNet (output stride 8) shared encoder and one ASPP head per task.
+
+The ASPP block is torchvision's (``torchvision.models.segmentation.deeplabv3.ASPP``: a 1×1
+branch, three 3×3 atrous branches with rates 12/24/36 and an image-pooling branch); the head
+adds a 3×3 conv + BN + ReLU and a 1×1 output conv like torchvision's / LibMTL's
+``DeepLabHead``, then upsamples to the label resolution (bilinear, LibMTL's
+``process_preds``) and, for surface normals, scales each output vector to unit length.
+
+``add_deeplab_args`` / ``deeplab_model`` build the encoder factory and decoders from the
+command-line flags the NYUv2 and Cityscapes examples share.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Callable, Mapping, Optional, Sequence
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from LibMTL_rgb.model.resnet import resnet_encoder
+
+ATROUS_RATES = (12, 24, 36)
+HEAD_CHANNELS = 256
+
+
+class DeepLabHead(nn.Module):
+    """ASPP head: ``[B, in_channels, h, w] -> [B, num_outputs, *output_size]``.
+
+    Args:
+        in_channels: channels of the encoder's feature map.
+        num_outputs: output channels (classes, 1 for depth, 3 for normals, ...).
+        output_size: ``(H, W)`` to upsample to (bilinear, corners aligned); None keeps ``h, w``.
+        unit_normal: divide each output vector (over channels) by its length (normals).
+        channels: width of the ASPP branches and of the 3×3 conv (256 in DeepLabV3).
+        atrous_rates: dilation rates of the three atrous branches.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        output_size: Optional[Sequence[int]] = None,
+        unit_normal: bool = False,
+        channels: int = HEAD_CHANNELS,
+        atrous_rates: Sequence[int] = ATROUS_RATES,
+    ) -> None:
+        super().__init__()
+        self.aspp = ASPP(in_channels, atrous_rates, out_channels=channels)
+        self.refine = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.output = nn.Conv2d(channels, num_outputs, 1)
+        self.output_size = None if output_size is None else (int(output_size[0]), int(output_size[1]))
+        self.unit_normal = unit_normal
+
+    def forward(self, features: Tensor) -> Tensor:
+        out = self.output(self.refine(self.aspp(features)))
+        if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
+            out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=True)
+        if self.unit_normal:
+            out = F.normalize(out, p=2, dim=1, eps=1e-12)
+        return out
+
+
+def add_deeplab_args(parser: argparse.ArgumentParser) -> None:
+    """The backbone flags of the dense examples."""
+    group = parser.add_argument_group("model (dilated ResNet + ASPP heads)")
+    group.add_argument("--backbone_depth", type=int, default=50, choices=[18, 34, 50, 101, 152],
+                       help="ResNet depth of the dilated shared encoder (the paper: 50)")
+    group.add_argument("--backbone_width", type=int, default=64,
+                       help="ResNet stem width (64 = standard; a small value gives a tiny model for quick "
+                            "tries and tests, which needs --no_pretrained); the ASPP heads use 4x this many channels")
+    group.add_argument("--weights_path", type=str, default=None,
+                       help="torchvision ImageNet ResNet state_dict to start from (default: the torch hub cache, "
+                            "<torch hub dir>/checkpoints/resnet50-*.pth); nothing is downloaded")
+    group.add_argument("--no_pretrained", action="store_true", default=False,
+                       help="train the encoder from scratch instead of from ImageNet weights")
+
+
+def deeplab_model(
+    params: argparse.Namespace,
+    task_outputs: Mapping[str, int],
+    output_size: Sequence[int],
+    unit_normal_tasks: Sequence[str] = (),
+) -> tuple[Callable[[], nn.Module], nn.ModuleDict]:
+    """``(encoder_class, decoders)`` for the Trainer: a dilated ResNet built from the flags of
+    :func:`add_deeplab_args` and one :class:`DeepLabHead` per task in ``task_outputs``
+    (task -> output channels). Exits with a download hint when pretrained weights are missing.
+
+    The ImageNet weights are read once; ``encoder_class`` returns copies, so architectures
+    with one encoder per task (Cross_stitch...) all start from them.
+    """
+    pretrained = not params.no_pretrained
+    if params.no_pretrained and params.weights_path is not None:
+        raise SystemExit("--weights_path and --no_pretrained contradict each other: give one")
+    try:
+        template = resnet_encoder(params.backbone_depth, dilated=True, pretrained=pretrained,
+                                  weights_path=params.weights_path, width=params.backbone_width)
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err}\nOr pass --no_pretrained to train from scratch.") from None
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+    def encoder_class() -> nn.Module:
+        return copy.deepcopy(template)
+
+    channels = 4 * params.backbone_width
+    decoders = nn.ModuleDict({
+        task: DeepLabHead(template.out_channels, outputs, output_size, unit_normal=task in unit_normal_tasks, channels=channels)
+        for task, outputs in task_outputs.items()
+    })
+    return encoder_class, decoders

@@ -1,0 +1,81 @@
+"""NYUv2: 13-class segmentation, depth and surface normals (the paper's Table 1).
+
+DeepLabV3-style model (dilated ResNet-50 shared encoder, one ASPP head per task) trained on the
+795 training images and evaluated on the 654 validation images after every epoch; defaults are
+the paper's NYUv2 setting (RGB with λ = 0, K = 5; Adam, lr 1e-4, weight decay 1e-5, step
+schedule halving every 100 epochs, 200 epochs, batch size 8). See README.md.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from LibMTL_rgb import Trainer, example_runner
+from LibMTL_rgb.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb.dense_metrics import DepthLoss, DepthMetric, NormalLoss, NormalMetric, SegLoss, SegMetric
+from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
+from nyu_data import NATIVE_SIZE, NUM_CLASSES, TASK_OUTPUTS, nyu_split
+
+PAPER_DEFAULTS = {
+    "weighting": "RGB", "arch": "HPS", "rgb_lambda": 0.0, "rgb_steps": 5,
+    "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
+    "scheduler": "step", "step_size": 100, "gamma": 0.5,
+    "epochs": 200, "bs": 8, "img_size": [3, *NATIVE_SIZE],
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    def nyu_args(parser: argparse.ArgumentParser) -> None:
+        add_deeplab_args(parser)
+        group = parser.add_argument_group("NYUv2")
+        group.add_argument("--aug", action="store_true", default=False,
+                           help="augment training samples: random scale-crop (1.0/1.2/1.5, depth divided by the "
+                                "scale) and horizontal flip, as MTAN/LibMTL's --aug (off by default, as in LibMTL)")
+
+    parser = example_runner.example_parser(__doc__.splitlines()[0], PAPER_DEFAULTS, nyu_args)
+    parser.epilog = "--img_size takes H W (or 3 H W), default 288 384: the stored size; smaller sizes resize every sample."
+    return parser.parse_args(argv)
+
+
+def nyu_task_dict() -> dict:
+    """LibMTL's NYUv2 tasks; ``weight``: 1 = higher is better."""
+    segmentation, depth, normal = SegMetric(NUM_CLASSES), DepthMetric(), NormalMetric()
+    return {
+        "segmentation": {"metrics": segmentation.metric_names, "metrics_fn": segmentation, "loss_fn": SegLoss(),
+                         "weight": [1, 1]},
+        "depth": {"metrics": depth.metric_names, "metrics_fn": depth, "loss_fn": DepthLoss(), "weight": [0, 0]},
+        "normal": {"metrics": normal.metric_names, "metrics_fn": normal, "loss_fn": NormalLoss(), "weight": [0, 0, 1, 1, 1]},
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Trainer:
+    # arguments
+    params = parse_args(argv)
+    img_size = input_size_from_args(params)
+    if params.multi_input:
+        raise SystemExit("NYUv2 is single-input (one image, three label maps): drop --multi_input")
+    device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
+
+    # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
+    eval_bs = params.eval_bs or params.bs
+    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), eval_bs, False, params.num_workers, device)
+    train_loader = None
+    if params.mode == "train":
+        train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)
+        train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device)
+
+    # model: dilated ResNet encoder + ASPP heads (unit-length normals)
+    encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS, img_size, unit_normal_tasks=["normal"])
+
+    trainer = Trainer(
+        task_dict=nyu_task_dict(), weighting=params.weighting, architecture=params.arch,
+        encoder_class=encoder_class, decoders=decoders, rep_grad=params.rep_grad, multi_input=False,
+        optim_param=optim_param, scheduler_param=scheduler_param,
+        save_path=params.save_path, load_path=params.load_path, **kwargs,
+    )
+    example_runner.run(trainer, params, train_loader, test_loader)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
