@@ -5,7 +5,6 @@ batch-size-weighted sum of its values as a device tensor (no per-step host trans
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

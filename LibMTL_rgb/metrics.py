@@ -5,7 +5,6 @@ only in ``score_fun`` (once per epoch).
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import synthetic
 from LibMTL_rgb.rgb import rgb_step

@@ -3,7 +3,6 @@ LibMTL weighting — a thin adapter around the pure math in :mod:`LibMTL_rgb.rgb
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
