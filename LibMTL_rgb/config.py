@@ -36,9 +36,11 @@ def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradien
     optim.add_argument("--weight_decay", type=float, default=1e-5, help="weight decay")
 
     sched = parser.add_argument_group("scheduler")
-    sched.add_argument("--scheduler", type=str, default=None, choices=["step", "cos", "exp", "reduce"], help="learning-rate scheduler (none by default)")
+    sched.add_argument("--scheduler", type=str, default=None, choices=["none", "step", "multistep", "cos", "exp", "reduce"],
+                       help="learning-rate scheduler (none by default; 'none' switches off an example's default)")
+    sched.add_argument("--milestones", type=int, nargs="+", default=[100], help="MultiStepLR epochs at which the learning rate is multiplied by --gamma")
     sched.add_argument("--step_size", type=int, default=100, help="StepLR step size (epochs)")
-    sched.add_argument("--gamma", type=float, default=0.5, help="decay factor of step/exp/reduce")
+    sched.add_argument("--gamma", type=float, default=0.5, help="decay factor of step/multistep/exp/reduce")
     sched.add_argument("--T_max", type=int, default=100, help="CosineAnnealingLR period (epochs)")
     sched.add_argument("--eta_min", type=float, default=0.0, help="CosineAnnealingLR minimum learning rate")
     sched.add_argument("--patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs), on validation improvement")
@@ -111,6 +113,8 @@ def prepare_args(params: argparse.Namespace, verbose: bool = True) -> tuple[dict
     scheduler_param: Optional[dict[str, Any]] = None
     if params.scheduler == "step":
         scheduler_param = {"scheduler": "step", "step_size": params.step_size, "gamma": params.gamma}
+    elif params.scheduler == "multistep":
+        scheduler_param = {"scheduler": "multistep", "milestones": list(params.milestones), "gamma": params.gamma}
     elif params.scheduler == "exp":
         scheduler_param = {"scheduler": "exp", "gamma": params.gamma}
     elif params.scheduler == "cos":

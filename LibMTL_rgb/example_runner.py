@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from LibMTL_rgb.config import make_parser, prepare_args
+from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
 
 
@@ -23,6 +24,9 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--eval_bs", type=int, default=None, help="evaluation batch size (default: --bs)")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     group.add_argument("--device", type=str, default=None, help="'cpu', 'cuda', 'cuda:1'... (default: cuda:0 when available, else cpu)")
+    group.add_argument("--stl_task", type=str, default=None,
+                       help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
+    add_logging_args(parser)
     if add_own_args is not None:
         add_own_args(parser)
     parser.set_defaults(**defaults)
@@ -38,6 +42,9 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     device = resolve_device(params.device)
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
+    kwargs.update(logging_kwargs(params))
+    if getattr(params, "stl_task", None) is not None:
+        kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
 
 

@@ -67,12 +67,21 @@ class PerformanceMeter:
         self.loss_item = np.zeros(self.task_num)
 
     # ------------------------------------------------------------- results
-    def _track_best(self, mode: str, epoch: int) -> None:
+    def _track_best(self, mode: str, epoch: Optional[int]) -> None:
+        """Set ``improvement`` for an evaluation row; with an ``epoch``, track the best one."""
         selecting = "val" if self.has_val else "test"
-        if mode == selecting:
-            if self.base_result is None:
-                self.base_result = {t: list(v) for t, v in self.results.items()}
+        if mode == "train":
+            return
+        if epoch is None:  # a stand-alone evaluation (``--mode test``)
+            self.improvement = None if self.base_result is None else count_improvement(
+                self.base_result, self.results, self.weight)
+            return
+        if mode == selecting and self.base_result is None:
+            self.base_result = {t: list(v) for t, v in self.results.items()}
+        self.improvement = None
+        if self.base_result is not None:
             self.improvement = count_improvement(self.base_result, self.results, self.weight)
+        if mode == selecting:
             if self.improvement > self.best_result["improvement"]:
                 self.best_result.update(improvement=self.improvement, epoch=epoch, result=self.results)
                 if not self.has_val:
@@ -82,8 +91,7 @@ class PerformanceMeter:
 
     def display(self, mode: str, epoch: Optional[int]) -> None:
         """Record this mode's row for ``epoch`` and print it."""
-        if epoch is not None:
-            self._track_best(mode, epoch)
+        self._track_best(mode, epoch)
         row: dict[str, Any] = {"epoch": epoch, "mode": mode, "time": round(self._elapsed, 4)}
         for tn, task in enumerate(self.task_name):
             row[f"{task}_loss"] = float(self.loss_item[tn])

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
+from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
 from LibMTL_rgb.utils import count_parameters, resolve_device
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
@@ -25,6 +26,7 @@ OPTIMIZERS = {
 SCHEDULERS = {
     "exp": torch.optim.lr_scheduler.ExponentialLR,
     "step": torch.optim.lr_scheduler.StepLR,
+    "multistep": torch.optim.lr_scheduler.MultiStepLR,
     "cos": torch.optim.lr_scheduler.CosineAnnealingLR,
     "reduce": torch.optim.lr_scheduler.ReduceLROnPlateau,
 }
@@ -80,7 +82,10 @@ class Trainer(nn.Module):
             (everything needed to resume) and ``history.csv`` (every epoch's metrics).
         load_path: a ``.pt`` file or a directory holding ``best.pt`` to load weights from.
         **kwargs: ``weight_args``, ``arch_args`` (dicts of method options), and optionally
-            ``device`` (default: ``cuda:0`` when available, else CPU) and ``base_result``.
+            ``device`` (default: ``cuda:0`` when available, else CPU) and ``base_result``;
+            ``stl_task`` (train only that task of ``task_dict``: a single-task baseline);
+            logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
+            ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too.
     """
 
     def __init__(
@@ -100,6 +105,9 @@ class Trainer(nn.Module):
     ) -> None:
         super().__init__()
         _check_task_dict(task_dict)
+        single-task baseline and logging options (off by default)
+        task_dict, decoders = _restrict_to_task(task_dict, decoders, kwargs)
+        logging_options = LoggingOptions.pop_from(kwargs)
         self.device = resolve_device(kwargs.pop("device", None))
         kwargs.setdefault("weight_args", {})
         kwargs.setdefault("arch_args", {})
@@ -124,6 +132,8 @@ class Trainer(nn.Module):
         print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
+        None unless diagnostics/tensorboard/log_dir is asked for
+        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"])
 
     # ------------------------------------------------------------ building
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:
@@ -211,7 +221,11 @@ class Trainer(nn.Module):
             for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
                 train_losses = self._forward_batch(train_loader)
                 self.optimizer.zero_grad(set_to_none=False)
+                if self.run_logger is not None:
+                    self.run_logger.before_backward(train_losses)
                 w = self.model.backward(train_losses, **self.kwargs["weight_args"])
+                if self.run_logger is not None:
+                    self.run_logger.after_backward()
                 weights.append(w)
                 self.optimizer.step()
             self._store_weights(weights, epoch)
@@ -233,6 +247,10 @@ class Trainer(nn.Module):
                 else:
                     self.scheduler.step()
             self._save_epoch(epoch)
+            if self.run_logger is not None:
+                self.run_logger.end_epoch(epoch, self.meter.history)
+        if self.run_logger is not None:
+            self.run_logger.close(self.meter.history, self.meter.best_result.get("epoch"), self.task_name)
         self.meter.display_best_result()
         if return_weight:
             return self.batch_weight
@@ -268,6 +286,8 @@ class Trainer(nn.Module):
             torch.save(self.model.state_dict(), os.path.join(self.save_path, BEST_CHECKPOINT))
         torch.save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
         self.meter.write_csv(os.path.join(self.save_path, HISTORY_CSV))
+        write_run_summary(os.path.join(self.save_path, SUMMARY_JSON), self.task_dict, self.meter.best_result,
+                          self.device, epoch + 1)
 
     def training_state(self, epoch: int) -> dict[str, Any]:
         """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
@@ -327,6 +347,20 @@ def _to_device(value, device: torch.device):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
     return value
+
+
+def _restrict_to_task(task_dict, decoders, kwargs: dict):
+    """[benchmark] ``(task_dict, decoders)`` of the single task ``kwargs.pop('stl_task')``
+    (unchanged when absent or None; a ``base_result`` is restricted too): the single-task
+    (STL) baseline of an example, with its data, model and settings."""
+    stl_task = kwargs.pop("stl_task", None)
+    if stl_task is None:
+        return task_dict, decoders
+    if stl_task not in task_dict:
+        raise ValueError(f"stl_task {stl_task!r} is not a task of task_dict; tasks: {list(task_dict)}")
+    if kwargs.get("base_result") is not None:
+        kwargs["base_result"] = {stl_task: kwargs["base_result"][stl_task]}
+    return {stl_task: task_dict[stl_task]}, nn.ModuleDict({stl_task: decoders[stl_task]})
 
 
 def _check_task_dict(task_dict: Mapping[str, Mapping[str, Any]]) -> None:

@@ -35,6 +35,9 @@ def test_ew_gets_no_rgb_args():
 @pytest.mark.parametrize("argv, expected", [
     (["--scheduler", "step", "--step_size", "10", "--gamma", "0.1"], {"scheduler": "step", "step_size": 10, "gamma": 0.1}),
     (["--scheduler", "exp", "--gamma", "0.9"], {"scheduler": "exp", "gamma": 0.9}),
+    (["--scheduler", "multistep", "--milestones", "42", "45", "--gamma", "0.7"],
+     {"scheduler": "multistep", "milestones": [42, 45], "gamma": 0.7}),
+    (["--scheduler", "none"], None),
     (["--scheduler", "cos", "--T_max", "5"], {"scheduler": "cos", "T_max": 5, "eta_min": 0.0}),
     (["--scheduler", "reduce", "--patience", "3"], {"scheduler": "reduce", "mode": "max", "factor": 0.5, "patience": 3, "min_lr": 0.0}),
 ])

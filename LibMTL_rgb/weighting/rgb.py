@@ -140,6 +140,13 @@ class RGB(AbsWeighting):
         return np.ones(self.task_num)
 
     @property
+    def rgb_last_step(self) -> dict:
+        """The T-sized tensors of the last step (no host transfer): ``rotated``, ``steps``,
+        ``angles`` [T], ``gram`` (P = ḠḠᵀ) [T,T], ``rotated_gram`` (final r_i·r_j) [T,T] and
+        ``rotated_cross`` (r_i·ḡ_i) [T]; empty before the first step."""
+        return dict(self._rgb_last)
+
+    @property
     def rgb_diagnostics(self) -> dict:
         """Diagnostics of the last step (computed on read; floats): ``angle_mean``,
         ``angle_max`` (radians), ``steps`` (K used), ``rotated``, ``conflict`` (Eq. 3) and
