@@ -1,0 +1,154 @@
+"""examples/qm9 on a tiny QM9 root in PyG's real raw format (``raw/qm9_v3.pt``, what PyG's
+QM9 reads without rdkit): reader, split, transforms, MPNN, metric, and ``main`` end to end."""
+import csv
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from torch_geometric.data import Batch, Data
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qm9"
+sys.path.insert(0, str(EXAMPLE))  # the example's sibling modules, as when run as a script
+try:
+    from mpnn import MPNNEncoder
+    from qm9_data import TASK_NAMES, CompleteGraph, load_qm9, qm9_loaders, split_indices
+    from qm9_metrics import QM9MAE
+
+    main = runpy.run_path(str(EXAMPLE / "main.py"))["main"]
+finally:
+    sys.path.remove(str(EXAMPLE))
+
+NUM_MOLECULES = 30
+TINY = ["--val_size", "5", "--test_size", "5", "--bs", "8", "--dim", "8", "--edge_hidden", "8",
+        "--rgb_steps", "5", "--num_workers", "0", "--device", "cpu"]
+
+
+def molecule(num_atoms: int, gen: torch.Generator) -> dict:
+    """One molecule as a dict of PyG's pre-processed QM9 file: a chain of bonded atoms."""
+    types = torch.randint(0, 5, (num_atoms,), generator=gen)
+    x = torch.zeros(num_atoms, 11)
+    x[torch.arange(num_atoms), types] = 1.0
+    x[:, 5] = torch.tensor([1.0, 6.0, 7.0, 8.0, 9.0])[types]
+    src = torch.arange(num_atoms - 1)
+    edge_index = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
+    bonds = torch.randint(0, 4, (num_atoms - 1,), generator=gen).repeat(2)
+    return {"x": x, "edge_index": edge_index, "edge_attr": torch.nn.functional.one_hot(bonds, 4).float(),
+            "pos": torch.randn(num_atoms, 3, generator=gen), "z": x[:, 5].long(),
+            "y": torch.randn(1, 19, generator=gen) * 3 + 1, "name": "gdb", "idx": 0}
+
+
+def make_qm9_root(root: Path, count: int = NUM_MOLECULES) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    (root / "raw").mkdir(parents=True)
+    torch.save([molecule(int(torch.randint(2, 6, (1,), generator=gen)), gen) for _ in range(count)], root / "raw" / "qm9_v3.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def qm9_root(tmp_path_factory) -> Path:
+    return make_qm9_root(tmp_path_factory.mktemp("qm9"))
+
+
+def test_main_trains_evaluates_and_test_mode_reproduces_best_epoch(qm9_root, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = main(["--dataset_path", str(qm9_root), "--epochs", "1", "--save_path", str(run_dir), *TINY])
+    assert [row["mode"] for row in trainer.meter.history] == ["train", "val", "test"]
+    assert {"best.pt", "last.pt", "history.csv"} <= set(os.listdir(run_dir))
+    assert (qm9_root / "split_seed0.pt").is_file()
+    with open(run_dir / "history.csv") as handle:
+        header = next(csv.reader(handle))
+    assert [f"{t}_MAE" for t in TASK_NAMES] == [c for c in header if c.endswith("_MAE")]
+    trained = trainer.meter.history[-1]
+    # improvement against paper Table 2's STL row: -Δm% = -mean_i (MAE_i - STL_i) / STL_i
+    assert trainer.meter.best_result["improvement"] < 0
+
+    tested = main(["--dataset_path", str(qm9_root), "--mode", "test", "--load_path", str(run_dir),
+                   "--save_path", str(run_dir), *TINY])
+    again = tested.meter.history[-1]
+    for task in TASK_NAMES:
+        assert again[f"{task}_MAE"] == pytest.approx(trained[f"{task}_MAE"], rel=1e-5)
+    assert (run_dir / "test.csv").is_file()
+
+
+def test_split_is_saved_reused_and_partitions_the_molecules(tmp_path):
+    train, val, test = split_indices(str(tmp_path), 40, val_size=7, test_size=5, seed=3)
+    assert (len(train), len(val), len(test)) == (28, 7, 5)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(40))
+    assert (tmp_path / "split_seed3.pt").is_file()
+    torch.manual_seed(123)  # the saved permutation, not the global RNG, decides
+    again = split_indices(str(tmp_path), 40, val_size=7, test_size=5, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(again, (train, val, test)))
+    with pytest.raises(ValueError, match="delete it"):
+        split_indices(str(tmp_path), 41, val_size=7, test_size=5, seed=3)
+
+
+def test_loaders_standardise_targets_with_training_statistics(qm9_root):
+    splits = load_qm9(str(qm9_root), val_size=5, test_size=5, split_seed=0)
+    train, _, _ = qm9_loaders(splits, batch_size=6, eval_batch_size=6, num_workers=0, pin_memory=False)
+    labels = {task: [] for task in TASK_NAMES}
+    for graphs, batch_labels in train:
+        assert graphs.edge_attr.shape[1] == 5  # bond one-hot + distance
+        for task, value in batch_labels.items():
+            assert value.shape == (graphs.num_graphs, 1)
+            labels[task].append(value)
+    for task in TASK_NAMES:
+        column = torch.cat(labels[task])
+        assert len(column) == NUM_MOLECULES - 10
+        assert float(column.mean()) == pytest.approx(0.0, abs=1e-5)
+        assert float(column.std()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_complete_graph_keeps_bonds_and_distance_is_appended():
+    import torch_geometric.transforms as T
+
+    pos = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    bond = torch.tensor([[0.0, 1.0, 0.0, 0.0]] * 2)
+    data = Data(x=torch.zeros(3, 11), pos=pos, edge_index=torch.tensor([[0, 1], [1, 0]]), edge_attr=bond)
+    out = T.Compose([CompleteGraph(), T.Distance(norm=False)])(data)
+    pairs = {tuple(e): attr for e, attr in zip(out.edge_index.t().tolist(), out.edge_attr)}
+    assert set(pairs) == {(i, j) for i in range(3) for j in range(3) if i != j}
+    assert pairs[(0, 1)].tolist() == [0.0, 1.0, 0.0, 0.0, 5.0]
+    assert pairs[(2, 1)].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0, (9 + 16 + 4) ** 0.5])
+
+
+def test_mpnn_is_invariant_to_atom_order():
+    torch.manual_seed(0)
+    encoder = MPNNEncoder(dim=8, edge_hidden=8).eval()
+    n = 4
+    full = (~torch.eye(n, dtype=torch.bool)).nonzero().t()
+    data = Data(x=torch.randn(n, 11), edge_index=full, edge_attr=torch.randn(n * n - n, 5))
+    perm = torch.tensor([2, 0, 3, 1])
+    inverse = torch.argsort(perm)
+    permuted = Data(x=data.x[perm], edge_index=inverse[data.edge_index], edge_attr=data.edge_attr)
+    out = encoder(Batch.from_data_list([data, permuted]))
+    assert out.shape == (2, 8)
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+def test_qm9_mae_is_in_reported_units():
+    metric = QM9MAE(std=2.0, scale=1000.0)
+    metric.update_fun(torch.tensor([[0.5], [-1.0]]), torch.tensor([[0.0], [0.0]]))
+    metric.update_fun(torch.tensor([[1.0]]), torch.tensor([[1.25]]))
+    # mean |pred - gt| in standardised units, x std (2 eV) x 1000 meV/eV
+    assert metric.score_fun() == [pytest.approx((0.5 + 1.0 + 0.25) / 3 * 2000.0)]
+    with pytest.raises(ValueError):
+        QM9MAE(std=0.0)
+
+
+def test_missing_small_and_malformed_datasets_exit_with_instructions(tmp_path):
+    with pytest.raises(SystemExit, match="--dataset_path"):
+        main(TINY)
+    with pytest.raises(SystemExit, match="qm9_v3.pt"):
+        main(["--dataset_path", str(tmp_path), *TINY])
+    small = make_qm9_root(tmp_path / "small", count=11)
+    with pytest.raises(SystemExit, match="11 molecules"):
+        main(["--dataset_path", str(small), *TINY])
+    bad = tmp_path / "bad"
+    (bad / "raw").mkdir(parents=True)
+    (bad / "raw" / "qm9_v3.pt").write_bytes(b"not a torch file")
+    with pytest.raises(SystemExit, match="could not read QM9"):
+        main(["--dataset_path", str(bad), *TINY])
