@@ -105,7 +105,7 @@ class Trainer(nn.Module):
     ) -> None:
         super().__init__()
         _check_task_dict(task_dict)
-        single-task baseline and logging options (off by default)
+        # single-task baseline and logging options (off by default)
         task_dict, decoders = _restrict_to_task(task_dict, decoders, kwargs)
         logging_options = LoggingOptions.pop_from(kwargs)
         self.device = resolve_device(kwargs.pop("device", None))
@@ -132,7 +132,7 @@ class Trainer(nn.Module):
         print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
-        None unless diagnostics/tensorboard/log_dir is asked for
+        # None unless diagnostics/tensorboard/log_dir is asked for
         self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"])
 
     # ------------------------------------------------------------ building
@@ -350,7 +350,7 @@ def _to_device(value, device: torch.device):
 
 
 def _restrict_to_task(task_dict, decoders, kwargs: dict):
-    """[benchmark] ``(task_dict, decoders)`` of the single task ``kwargs.pop('stl_task')``
+    """``(task_dict, decoders)`` of the single task ``kwargs.pop('stl_task')``
     (unchanged when absent or None; a ``base_result`` is restricted too): the single-task
     (STL) baseline of an example, with its data, model and settings."""
     stl_task = kwargs.pop("stl_task", None)
