@@ -85,7 +85,8 @@ class Trainer(nn.Module):
             ``device`` (default: ``cuda:0`` when available, else CPU) and ``base_result``;
             ``stl_task`` (train only that task of ``task_dict``: a single-task baseline);
             logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
-            ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too.
+            ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too;
+            ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses).
     """
 
     def __init__(
@@ -121,6 +122,9 @@ class Trainer(nn.Module):
         self.save_path = save_path
         self.load_path = load_path
         self.start_epoch = 0
+        # bfloat16 autocast of forward passes and losses; gradients stay in the parameters'
+        # dtype and RGB's inner math runs in float32/float64 whatever the autocast dtype.
+        self.amp = bool(kwargs.pop("amp", False))
 
         self.model = build_mtl_model(
             weighting, architecture, self.task_name, encoder_class, decoders,
@@ -184,20 +188,23 @@ class Trainer(nn.Module):
         return self.meter.losses[task_name]._update_loss(preds, gts)
 
     def _forward_batch(self, loader):
-        """One batch of every task: predictions are recorded in the meter; returns losses [T]."""
-        if not self.multi_input:
-            inputs, gts = self._process_data(loader)
-            preds = self.process_preds(self.model(inputs))
-            losses = self._compute_loss(preds, gts)
-            self.meter.update(preds, gts)
-            return losses
-        losses = []
-        for task in self.task_name:
-            inputs, gt = self._process_data(loader[task])
-            pred = self.process_preds(self.model(inputs, task)[task], task)
-            losses.append(self._compute_loss(pred, gt, task))
-            self.meter.update(pred, gt, task)
-        return torch.stack(losses)
+        """One batch of every task: predictions are recorded in the meter; returns float32
+        losses [T]. With ``amp``, forward and losses run under bfloat16 autocast."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if not self.multi_input:
+                inputs, gts = self._process_data(loader)
+                preds = self.process_preds(self.model(inputs))
+                losses = self._compute_loss(preds, gts)
+                self.meter.update(preds, gts)
+            else:
+                per_task = []
+                for task in self.task_name:
+                    inputs, gt = self._process_data(loader[task])
+                    pred = self.process_preds(self.model(inputs, task)[task], task)
+                    per_task.append(self._compute_loss(pred, gt, task).float())
+                    self.meter.update(pred, gt, task)
+                losses = torch.stack(per_task)
+        return losses.float()
 
     # ---------------------------------------------------------------- loops
     def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):

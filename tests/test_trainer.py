@@ -155,3 +155,16 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         Trainer(synthetic.task_dict(T), "EW", "HPS", synthetic.encoder_class, synthetic.decoders(T), False, False,
                 OPTIM, device="cuda")
+
+
+def test_amp_autocasts_forward_but_keeps_rgb_state_in_float32():
+    trainer = make_trainer("RGB", amp=True)
+    train, test = synthetic.loaders(T)
+    seen = []
+    trainer.model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer.train(train, test, epochs=3)
+    assert torch.bfloat16 in seen  # the forward pass ran under autocast
+    assert trainer.model.rgb_ema.dtype == torch.float32
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in trainer.model.parameters())
+    rows = rows_of(trainer, "test")
+    assert rows[-1]["t0_loss"] < rows[0]["t0_loss"]
