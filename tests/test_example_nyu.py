@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from LibMTL_rgb.model import SegNetEncoder
+
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "nyu"
 TINY_MODEL = ["--no_pretrained", "--backbone_depth", "18", "--backbone_width", "8", "--device", "cpu"]
 SIZE = (32, 48)
@@ -66,6 +68,18 @@ def test_train_one_epoch_then_evaluate_saved_model(nyu_main, tmp_path):
     (again,) = evaluated.meter.history
     for key in ("segmentation_mIoU", "depth_abs_err", "normal_median"):
         assert again[key] == pytest.approx(test_row[key], rel=1e-5), key
+
+
+def test_one_epoch_of_mtan_on_the_segnet_backbone(nyu_main, tmp_path):
+    root = write_nyu(tmp_path / "nyuv2", {"train": 2, "val": 2})
+    trainer = nyu_main(["--dataset_path", str(root), "--img_size", *map(str, SIZE), "--backbone", "segnet",
+                        "--backbone_width", "4", "--device", "cpu", "--arch", "MTAN", "--epochs", "1", "--bs", "2"])
+
+    assert isinstance(trainer.model.encoder, SegNetEncoder)
+    assert len(trainer.model.attention["normal"]) == 5  # one mask per SegNet block
+    test_row = next(row for row in trainer.meter.history if row["mode"] == "test")
+    for key in ("segmentation_mIoU", "depth_abs_err", "normal_mean"):
+        assert math.isfinite(test_row[key]), key
 
 
 def test_missing_dataset_says_what_to_download(nyu_main, tmp_path):

@@ -8,7 +8,8 @@ adds a 3×3 conv + BN + ReLU and a 1×1 output conv like torchvision's / LibMTL'
 ``process_preds``) and, for surface normals, scales each output vector to unit length.
 
 ``add_deeplab_args`` / ``deeplab_model`` build the encoder factory and decoders from the
-command-line flags the NYUv2 and Cityscapes examples share.
+command-line flags the NYUv2 and Cityscapes examples share; ``--backbone segnet`` swaps the
+whole model for MTAN's SegNet (``LibMTL_rgb/model/segnet.py``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from torch import Tensor
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from LibMTL_rgb.model.resnet import resnet_encoder
+from LibMTL_rgb.model.segnet import segnet_model
 
+BACKBONES = ("resnet", "segnet")
 ATROUS_RATES = (12, 24, 36)
 HEAD_CHANNELS = 256
 
@@ -68,17 +71,22 @@ class DeepLabHead(nn.Module):
 
 def add_deeplab_args(parser: argparse.ArgumentParser) -> None:
     """The backbone flags of the dense examples."""
-    group = parser.add_argument_group("model (dilated ResNet + ASPP heads)")
+    group = parser.add_argument_group("model (dilated ResNet + ASPP heads, or SegNet)")
+    group.add_argument("--backbone", type=str, default="resnet", choices=BACKBONES,
+                       help="resnet: dilated ResNet shared encoder + one ASPP head per task (the paper's model); "
+                            "segnet: VGG16-bn SegNet encoder + one SegNet decoder per task (MTAN's NYUv2 model, "
+                            "trained from scratch; see LibMTL_rgb/model/segnet.py)")
     group.add_argument("--backbone_depth", type=int, default=50, choices=[18, 34, 50, 101, 152],
-                       help="ResNet depth of the dilated shared encoder (the paper: 50)")
+                       help="ResNet depth of the dilated shared encoder (the paper: 50; --backbone resnet only)")
     group.add_argument("--backbone_width", type=int, default=64,
-                       help="ResNet stem width (64 = standard; a small value gives a tiny model for quick "
-                            "tries and tests, which needs --no_pretrained); the ASPP heads use 4x this many channels")
+                       help="ResNet stem width / SegNet first-block width (64 = standard; a small value gives a tiny "
+                            "model for quick tries and tests, which needs --no_pretrained with resnet); the ASPP "
+                            "heads use 4x this many channels")
     group.add_argument("--weights_path", type=str, default=None,
                        help="torchvision ImageNet ResNet state_dict to start from (default: the torch hub cache, "
                             "<torch hub dir>/checkpoints/resnet50-*.pth); nothing is downloaded")
     group.add_argument("--no_pretrained", action="store_true", default=False,
-                       help="train the encoder from scratch instead of from ImageNet weights")
+                       help="train the encoder from scratch instead of from ImageNet weights (segnet always does)")
 
 
 def deeplab_model(
@@ -90,10 +98,18 @@ def deeplab_model(
     """``(encoder_class, decoders)`` for the Trainer: a dilated ResNet built from the flags of
     :func:`add_deeplab_args` and one :class:`DeepLabHead` per task in ``task_outputs``
     (task -> output channels). Exits with a download hint when pretrained weights are missing.
+    With ``--backbone segnet``: :func:`LibMTL_rgb.model.segnet.segnet_model` instead.
 
     The ImageNet weights are read once; ``encoder_class`` returns copies, so architectures
     with one encoder per task (Cross_stitch...) all start from them.
     """
+    if getattr(params, "backbone", "resnet") == "segnet":
+        if params.weights_path is not None:
+            raise SystemExit("--weights_path loads ResNet weights, but --backbone segnet trains from scratch: drop it")
+        try:
+            return segnet_model(task_outputs, output_size, unit_normal_tasks, width=params.backbone_width)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
     pretrained = not params.no_pretrained
     if params.no_pretrained and params.weights_path is not None:
         raise SystemExit("--weights_path and --no_pretrained contradict each other: give one")

@@ -1,7 +1,7 @@
 """NYUv2: 13-class segmentation, depth and surface normals (the paper's Table 1).
 
-DeepLabV3-style model (dilated ResNet-50 shared encoder, one ASPP head per task) trained on the
-795 training images and evaluated on the 654 validation images after every epoch; defaults are
+DeepLabV3-style model (dilated ResNet-50 shared encoder, one ASPP head per task; or MTAN's
+SegNet with ``--backbone segnet``) trained on the 795 training images and evaluated on the 654 validation images after every epoch; defaults are
 the paper's NYUv2 setting (RGB with λ = 0, K = 5; Adam, lr 1e-4, weight decay 1e-5, step
 schedule halving every 100 epochs, 200 epochs, batch size 8). See README.md.
 """
@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
         train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)
         train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device)
 
-    # model: dilated ResNet encoder + ASPP heads (unit-length normals)
+    # model: dilated ResNet encoder + ASPP heads, or SegNet encoder + decoders (--backbone; unit-length normals)
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS, img_size, unit_normal_tasks=["normal"])
 
     trainer = Trainer(
