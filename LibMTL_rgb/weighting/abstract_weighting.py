@@ -45,9 +45,11 @@ class AbsWeighting(nn.Module):
     #: Whether the method can work on representation gradients (``rep_grad=True``).
     supports_rep_grad: bool = True
     #: How ``_compute_grad`` gets the per-task gradients of the shared parameters:
-    #: ``"batched"`` (one vmapped backward pass), ``"loop"`` (T backward passes, LibMTL's way),
-    #: or ``"auto"`` (batched unless an operation of the model's backward has no batching
-    #: rule; found out on the first call, then remembered). Set it on the class or the model.
+    #: ``"auto"``: one vmapped backward pass unless an operation of the model's backward has no
+    #: batching rule (found out on the first call, then remembered; T passes from then on);
+    #: ``"batched"``: always one vmapped pass, operations without a batching rule run once per
+    #: task inside it (vmap's fallback); ``"loop"``: T backward passes (LibMTL's way).
+    #: Set it on the class or on the model.
     grad_method: str = "auto"
     #: Tasks per vmapped backward (``torch.vmap``'s ``chunk_size``); ``None`` = all T at once.
     #: Smaller values cap the memory of the batched pass (it holds ``chunk`` cotangents).
@@ -114,9 +116,8 @@ class AbsWeighting(nn.Module):
         if rep_grad:
             return self._compute_rep_grad(losses, mode)
         losses = _as_loss_vector(losses)
+        self._compute_grad_dim()
         params = self._share_param_list()
-        if not hasattr(self, "grad_offsets") or self.grad_offsets[-1] != sum(p.numel() for p in params):
-            self._compute_grad_dim()
         grads = self._per_task_grads(losses, params)
         if mode == "backward":
             for param in params:
@@ -132,24 +133,27 @@ class AbsWeighting(nn.Module):
         method = self.grad_method
         if method not in GRAD_METHODS:
             raise ValueError(f"grad_method must be one of {GRAD_METHODS}, got {method!r}")
+        if not params:
+            self._had_grad = []
+            return torch.empty(len(losses), 0, device=losses.device, dtype=_grad_dtype(params))
         if method == "auto" and getattr(self, "_batched_grads_failed", False):
             method = "loop"
         if method != "loop":
             try:
-                grads, self._had_grad = _batched_task_grads(losses, params, self.grad_offsets, self.grad_chunk_size)
+                grads, self._had_grad = _batched_task_grads(losses, params, self.grad_chunk_size, strict=method == "auto")
                 return grads
             except (RuntimeError, NotImplementedError) as err:
                 if method == "batched":
                     raise
                 self._batched_grads_failed = True
                 warnings.warn(
-                    f"{type(self).__name__}: the per-task gradients need {len(losses)} backward passes for this "
-                    f"model, because its backward cannot be batched ({_first_line(err)}); set grad_method='loop' "
-                    "to skip the check.",
+                    f"{type(self).__name__}: the batched per-task backward failed ({_first_line(err)}); this model "
+                    f"gets {len(losses)} backward passes per step from now on. Set grad_method='loop' to skip the "
+                    "check, or grad_method='batched' to batch with vmap's per-task fallback for such operations.",
                     BatchedGradFallbackWarning,
                     stacklevel=4,
                 )
-        grads, self._had_grad = _looped_task_grads(losses, params, self.grad_offsets)
+        grads, self._had_grad = _looped_task_grads(losses, params)
         return grads
 
     def _task_specific_params(self, shared: list[nn.Parameter]) -> list[nn.Parameter]:
@@ -254,9 +258,10 @@ def _flatten_into(out: Tensor, grads: Sequence[Optional[Tensor]], params: Sequen
     torch.cat(parts, out=out)
 
 
-def _looped_task_grads(losses: Tensor, params: list[nn.Parameter], offsets: list[int]) -> tuple[Tensor, list[bool]]:
+def _looped_task_grads(losses: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, list[bool]]:
     """T ``torch.autograd.grad`` passes (LibMTL's way): ``([T, D] matrix, reached)``."""
-    grads = torch.empty(len(losses), offsets[-1], device=losses.device, dtype=_grad_dtype(params))
+    dim = sum(p.numel() for p in params)
+    grads = torch.empty(len(losses), dim, device=losses.device, dtype=_grad_dtype(params))
     reached = [False] * len(params)
     for task, loss in enumerate(losses):
         task_grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
@@ -266,12 +271,14 @@ def _looped_task_grads(losses: Tensor, params: list[nn.Parameter], offsets: list
 
 
 def _batched_task_grads(
-    losses: Tensor, params: list[nn.Parameter], offsets: list[int], chunk_size: Optional[int]
+    losses: Tensor, params: list[nn.Parameter], chunk_size: Optional[int], strict: bool = True
 ) -> tuple[Tensor, list[bool]]:
     """One vmapped backward with the rows of the identity as cotangents: ``([T, D], reached)``.
 
-    Raises ``RuntimeError`` when an operation has no batching rule (vmap's slow per-sample
-    fallback is switched off here, so such a model is detected instead of silently slow).
+    ``strict``: raise ``RuntimeError`` when an operation has no batching rule (vmap's slow
+    per-sample fallback is switched off, so such a model is detected instead of silently
+    slow); otherwise such operations run once per task. Data-dependent operations
+    (``.item()``...) raise either way.
     """
     task_num = len(losses)
     dtype = _grad_dtype(params)
@@ -283,13 +290,11 @@ def _batched_task_grads(
         return tuple(g for g in task_grads if g is not None)
 
     basis = torch.eye(task_num, device=losses.device, dtype=losses.dtype)
-    with _vmap_fallback_disabled():
+    with _vmap_fallback_disabled() if strict else contextlib.nullcontext():
         found = iter(torch.vmap(vjp, chunk_size=chunk_size)(basis))
-    if not params:
-        return torch.empty(task_num, 0, device=losses.device, dtype=dtype), reached
     blocks = [next(found).reshape(task_num, -1) if hit else None for hit in reached]
     parts = [losses.new_zeros(task_num, p.numel(), dtype=dtype) if b is None else b for b, p in zip(blocks, params)]
-    grads = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].to(dtype, copy=True)
+    grads = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
     return grads.to(dtype), reached
 
 
