@@ -86,7 +86,8 @@ class Trainer(nn.Module):
             ``stl_task`` (train only that task of ``task_dict``: a single-task baseline);
             logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
             ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too;
-            ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses).
+            ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses);
+            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop').
     """
 
     def __init__(
@@ -125,11 +126,14 @@ class Trainer(nn.Module):
         # bfloat16 autocast of forward passes and losses; gradients stay in the parameters'
         # dtype and RGB's inner math runs in float32/float64 whatever the autocast dtype.
         self.amp = bool(kwargs.pop("amp", False))
+        grad_method = kwargs.pop("grad_method", None)
 
         self.model = build_mtl_model(
             weighting, architecture, self.task_name, encoder_class, decoders,
             rep_grad, multi_input, self.device, kwargs["arch_args"],
         )
+        if grad_method is not None:
+            self.model.grad_method = grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
         if load_path is not None:
             self.load_weights(load_path)
         total, trainable = count_parameters(self.model)

@@ -168,3 +168,12 @@ def test_amp_autocasts_forward_but_keeps_rgb_state_in_float32():
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in trainer.model.parameters())
     rows = rows_of(trainer, "test")
     assert rows[-1]["t0_loss"] < rows[0]["t0_loss"]
+
+
+def test_grad_method_option_reaches_the_model():
+    assert make_trainer("RGB").model.grad_method == "auto"
+    assert make_trainer("RGB", grad_method="loop").model.grad_method == "loop"
+    with pytest.raises(ValueError, match="grad_method"):
+        trainer = make_trainer("RGB", grad_method="sideways")
+        train, test = synthetic.loaders(T)
+        trainer.train(train, test, epochs=1)

@@ -3,7 +3,7 @@
 Loss weightings are written here (EW, SI, RLW, DWA, UW, GradNorm, FAMO); the gradient
 methods that torchjd implements are wrapped (``torchjd_methods.py``); RGB is ours.
 """
-from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting, BatchedGradFallbackWarning
 from LibMTL_rgb.weighting.dwa import DWA
 from LibMTL_rgb.weighting.ew import EW
 from LibMTL_rgb.weighting.famo import FAMO
@@ -29,6 +29,7 @@ from LibMTL_rgb.weighting.uw import UW
 
 __all__ = [
     "AbsWeighting",
+    "BatchedGradFallbackWarning",
     "TorchJDAggregation",
     "EW",
     "RGB",

@@ -21,6 +21,7 @@ DEFAULTS = dict(
     optim="adam", lr=1e-3, weight_decay=0.0,
     scheduler="reduce", gamma=0.7, patience=5, min_lr=1e-5,
     epochs=300, bs=120, num_workers=2,
+    grad_method="loop",  # GRU/Set2Set backward has no vmap rule on CPU: T passes, no probe
 )
 
 
@@ -69,7 +70,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
         target_heads(TASK_NAMES, params.dim), params.rep_grad, params.multi_input,
         optim_param, scheduler_param, save_path=params.save_path, load_path=params.load_path, **kwargs,
     )
-    trainer.model.grad_method = "loop"  # Set2Set's LSTM backward has no vmap rule: T passes, no probe
     run_and_report(trainer, params, train, test, val)
     return trainer
 
