@@ -12,6 +12,7 @@ from LibMTL_rgb.rgb import (
     projected_gradient_norm,
     rgb_step,
     rotation_geometry,
+    rotation_grad_matrix,
     rotation_inner_products,
     rotation_objective,
     rotation_objective_grad,
@@ -279,6 +280,115 @@ def test_angles_stay_in_box_for_any_lr():
         for lam in (0.0, 2.0):
             alpha = solve_rotation_angles(geom, lam, steps=25, lr=lr)
             assert torch.all(alpha >= 0) and torch.all(alpha <= HALF_PI)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 7])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_grad_matrix_matches_analytic_grad_and_autograd(T, lam):
+    geom, gbars, ws = random_geometry(T, 60, seed=T + 90)
+    gen = torch.Generator().manual_seed(T + 91)
+    for scale in (1.0, 0.3):
+        grad_matrix = rotation_grad_matrix(geom, lam, scale=scale)
+        assert grad_matrix.matrix.shape == (2 * T, 2 * T) and grad_matrix.offset.shape == (2 * T,)
+        for alpha in (torch.zeros(T, dtype=F64), torch.rand(T, generator=gen, dtype=F64) * HALF_PI):
+            fast = grad_matrix.scaled_grad(alpha)
+            torch.testing.assert_close(fast, scale * rotation_objective_grad(alpha, geom, lam), rtol=0, atol=1e-14)
+            torch.testing.assert_close(fast, scale * ref.objective_grad(alpha, gbars, ws, lam), rtol=0, atol=1e-13)
+
+
+def plain_projected_gradient(geom, lam, steps, lr):
+    """The K-step solver written with the T x T analytic gradient, one formula per step."""
+    alpha = torch.zeros(geom.num_tasks, dtype=F64)
+    for _ in range(steps):
+        alpha = torch.clamp(alpha - lr * rotation_objective_grad(alpha, geom, lam), 0.0, HALF_PI)
+    return alpha
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 11, 40])
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_solver_equals_plain_projected_gradient(T, lam):
+    geom, _, _ = random_geometry(T, 120, seed=T + 95)
+    for steps, lr in ((0, 0.1), (5, DEFAULT_INNER_LR), (50, 1.0), (7, 200.0)):
+        alpha = solve_rotation_angles(geom, lam, steps, lr)
+        torch.testing.assert_close(alpha, plain_projected_gradient(geom, lam, steps, lr), rtol=0, atol=1e-12)
+        assert torch.all(alpha >= 0) and torch.all(alpha <= HALF_PI)
+    assert solve_rotation_angles(geom, lam, 50, 1.0).abs().max() > 1e-3 or T == 1  # T = 1 never moves
+
+
+def test_solver_accepts_geometry_that_requires_grad():
+    geom, _, _ = random_geometry(4, 30, seed=97)
+    geom.P.requires_grad_(True)
+    alpha = solve_rotation_angles(rotation_geometry(geom.P, geom.q, geom.dd), 1.0, 5, 2.0)
+    torch.testing.assert_close(alpha, solve_rotation_angles(geom, 1.0, 5, 2.0), rtol=0, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- carried ||d||^2, inner device
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_carried_ema_sq_norm_matches_reference(lam):
+    T, D = 5, 90
+    reference = ref.ReferenceRGB(lam=lam, lr=3.0)
+    ema = sq = None
+    plain_ema = None
+    for t, rotate in enumerate(SCHEDULES[lam]):
+        G = make_grads(T, D, seed=300 + t)
+        out = reference.step(G, rotate)
+        res = rgb_step(G, ema, lam=lam, lr=3.0, rotate=rotate, ema_sq_norm=sq)
+        plain = rgb_step(G, plain_ema, lam=lam, lr=3.0, rotate=rotate)
+        ema, sq, plain_ema = res.ema, res.ema_sq_norm, plain.ema
+        torch.testing.assert_close(res.direction, out["v"], rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.ema, out["d"], rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.angles, out["alpha"], rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.direction, plain.direction, rtol=0, atol=1e-12)
+        # the closed form is the squared norm of the returned EMA
+        assert sq.shape == () and sq.dtype == F64
+        torch.testing.assert_close(sq, out["d"] @ out["d"], rtol=0, atol=1e-12)
+        torch.testing.assert_close(plain.ema_sq_norm, sq, rtol=0, atol=1e-12)
+
+
+def test_ema_sq_norm_is_used_and_checked():
+    G = make_grads(3, 40, seed=12)
+    d = rgb_step(G, None).ema
+    right = rgb_step(G, d, lam=1.0, lr=3.0, ema_sq_norm=float(d @ d))
+    torch.testing.assert_close(right.direction, rgb_step(G, d, lam=1.0, lr=3.0).direction, rtol=0, atol=1e-12)
+    # a wrong carried value changes the step: it is really used instead of a dot product
+    wrong = rgb_step(G, d, lam=1.0, lr=3.0, ema_sq_norm=4.0 * float(d @ d))
+    assert (wrong.ema_sq_norm - right.ema_sq_norm).abs() > 1e-3
+    # ignored without an EMA (d_0 = 0)
+    assert torch.equal(rgb_step(G, None, ema_sq_norm=5.0).direction, rgb_step(G, None).direction)
+    with pytest.raises(ValueError, match="ema_sq_norm"):
+        rgb_step(G, d, ema_sq_norm=torch.ones(2, dtype=F64))
+
+
+def test_inner_device_option_on_cpu():
+    G = make_grads(4, 50, seed=13)
+    d = rgb_step(G, None).ema
+    same = rgb_step(G, d, lam=1.0, lr=2.0)
+    for inner in ("cpu", torch.device("cpu")):
+        res = rgb_step(G, d, lam=1.0, lr=2.0, inner_device=inner)
+        assert torch.equal(res.direction, same.direction) and torch.equal(res.angles, same.angles)
+    with pytest.raises(ValueError, match="inner_device"):
+        rgb_step(G, d, inner_device="no-such-device")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("solver", ["pgd", "exact"])
+def test_inner_device_cpu_for_cuda_grads_matches_reference(solver):
+    reference = ref.ReferenceRGB(lam=1.0, lr=3.0)
+    ema = sq = None
+    for t in range(3):
+        G = make_grads(6, 80, seed=400 + t)
+        out = reference.step(G, True) if solver == "pgd" else None
+        on_device = rgb_step(G.cuda(), ema, lam=1.0, lr=3.0, solver=solver, ema_sq_norm=sq)
+        res = rgb_step(G.cuda(), ema, lam=1.0, lr=3.0, solver=solver, ema_sq_norm=sq, inner_device="cpu")
+        ema, sq = res.ema, res.ema_sq_norm
+        for x in (res.direction, res.ema, res.angles, res.gram, res.rotated_gram, res.ema_sq_norm):
+            assert x.device.type == "cuda"
+        torch.testing.assert_close(res.direction, on_device.direction, rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.angles, on_device.angles, rtol=0, atol=1e-10)
+        if out is not None:
+            torch.testing.assert_close(res.direction.cpu(), out["v"], rtol=0, atol=1e-10)
 
 
 # --------------------------------------------------------------------------- exact solver

@@ -21,7 +21,9 @@ from torch import Tensor
 __all__ = [
     "DEFAULT_INNER_LR",
     "RotationGeometry",
+    "RotationGradMatrix",
     "rotation_geometry",
+    "rotation_grad_matrix",
     "rotation_inner_products",
     "rotation_objective",
     "rotation_objective_grad",
@@ -164,13 +166,92 @@ def projected_gradient_norm(alpha: Tensor, geometry: RotationGeometry, lam: floa
     return (alpha - _project(alpha - grad)).abs().max()
 
 
+@dataclass(frozen=True)
+class RotationGradMatrix:
+    """The gradient of Eq. 1 as one mat-vec in ``z = [cos(alpha); sin(alpha)]``.
+
+    With ``u = matrix @ z + offset``, split as ``u = [u_cos; u_sin]`` (two ``[T]``
+    halves), ``scale * dL/dalpha = cos(alpha) * u_cos + sin(alpha) * u_sin``
+    (see ``docs/rgb_math.md``, "Cost"). Built once per step by
+    :func:`rotation_grad_matrix`; each inner step then costs one ``[2T, 2T]``
+    mat-vec and a few T-vector operations, with or without the proximity term.
+
+    Attributes:
+        matrix: ``[2T, 2T]``.
+        offset: ``[2T]``.
+    """
+
+    matrix: Tensor
+    offset: Tensor
+
+    def scaled_grad(self, alpha: Tensor) -> Tensor:
+        """``scale * dL/dalpha`` at ``alpha`` ([T])."""
+        z = torch.cat([torch.cos(alpha), torch.sin(alpha)])
+        u_cos, u_sin = torch.addmv(self.offset, self.matrix, z).view(2, -1)
+        return z[: alpha.numel()] * u_cos + z[alpha.numel():] * u_sin
+
+
+def rotation_grad_matrix(geometry: RotationGeometry, lam: float = 0.0, scale: float = 1.0) -> RotationGradMatrix:
+    """Precompute ``scale * grad`` of Eq. 1 as a :class:`RotationGradMatrix`.
+
+    From ``D_kj = r'_k . r_j = c_k Y_kj - s_k X_kj`` (``c, s = cos, sin alpha``)
+    and the Gram form of ``X``, ``Y``::
+
+        sum_{j != k} D_kj = c_k [(B^T - dB) c + (W - dW) s]_k - s_k [(P - dP) c + (B - dB) s]_k
+        D_kk - r'_k . gbar_k = c_k (B_kk c_k + (W_kk - P_kk) s_k - B_kk) - s_k (B_kk s_k - P_kk)
+
+    (``dX`` the diagonal part of ``X``), so with ``k1 = 1/(T(T-1))`` (0 for
+    ``T = 1``) and ``k2 = lam/(2T)``::
+
+        matrix = scale [[-k1 (B^T - dB) + k2 dB,  -k1 (W - dW) + k2 (dW - dP)],
+                        [ k1 (P - dP),              k1 (B - dB) - k2 dB     ]]
+        offset = scale [-k2 diag(B); k2 diag(P)]
+    """
+    T = geometry.num_tasks
+    P, B, W = geometry.P, geometry.B, geometry.W
+    k1 = scale / (T * (T - 1)) if T >= 2 else 0.0
+    k2 = scale * lam / (2.0 * T)
+    blocks = torch.cat([torch.cat([B.transpose(0, 1), W], dim=1), torch.cat([P, B], dim=1)], dim=0)
+    # -k1 on the cos rows, +k1 on the sin rows, 0 on the diagonals of the four T x T blocks
+    signed_off_diagonal = torch.eye(T, dtype=P.dtype, device=P.device).sub_(1.0).mul_(k1).repeat(2, 2)
+    signed_off_diagonal[T:].neg_()
+    matrix = blocks.mul_(signed_off_diagonal)
+    if lam == 0:
+        return RotationGradMatrix(matrix=matrix, offset=P.new_zeros(2 * T))
+    diag_P, diag_B, diag_W = torch.diagonal(P), torch.diagonal(B), torch.diagonal(W)
+    matrix.diagonal().add_(torch.cat([diag_B, -diag_B]), alpha=k2)  # blocks (1,1) and (2,2)
+    matrix.diagonal(T).add_(diag_W - diag_P, alpha=k2)  # block (1,2)
+    offset = torch.cat([-diag_B, diag_P]).mul_(k2)
+    return RotationGradMatrix(matrix=matrix, offset=offset)
+
+
+@torch.no_grad()
 def solve_rotation_angles(
     geometry: RotationGeometry, lam: float = 0.0, steps: int = 5, lr: float = DEFAULT_INNER_LR
 ) -> Tensor:
-    """Algorithm 1, line 8: ``alpha = 0`` then ``steps`` projected gradient steps on Eq. 1."""
-    alpha = geometry.P.new_zeros(geometry.num_tasks)
+    """Algorithm 1, line 8: ``alpha = 0`` then ``steps`` projected gradient steps on Eq. 1.
+
+    Each step is ``alpha <- clip(alpha - lr grad L(alpha), 0, pi/2)`` with the gradient
+    of :func:`rotation_objective_grad` (same value up to round-off), evaluated through
+    :func:`rotation_grad_matrix` with ``lr`` folded in: six in-place operations on
+    preallocated buffers per step (cos, sin, one ``[2T, 2T]`` mat-vec, two multiply-adds,
+    the clip), i.e. six kernel launches per step on a GPU. Not differentiable (runs
+    under ``torch.no_grad``).
+    """
+    T = geometry.num_tasks
+    alpha = geometry.P.new_zeros(T)
+    if int(steps) <= 0:
+        return alpha
+    grad_matrix = rotation_grad_matrix(geometry, lam, scale=lr)
+    z = alpha.new_empty(2 * T)  # [cos alpha; sin alpha]
+    u = alpha.new_empty(2 * T)  # lr [u_cos; u_sin]
+    cos_a, sin_a = z.view(2, T).unbind(0)
+    u_cos, u_sin = u.view(2, T).unbind(0)
     for _ in range(int(steps)):
-        alpha = _project(alpha - lr * rotation_objective_grad(alpha, geometry, lam))
+        torch.cos(alpha, out=cos_a)
+        torch.sin(alpha, out=sin_a)
+        torch.addmv(grad_matrix.offset, grad_matrix.matrix, z, out=u)
+        alpha.addcmul_(cos_a, u_cos, value=-1.0).addcmul_(sin_a, u_sin, value=-1.0).clamp_(0.0, HALF_PI)
     return alpha
 
 

@@ -3,13 +3,16 @@
 The D-dimensional work is three reads of the gradient matrix ``G`` ([T, D]):
 ``G G^T`` and ``G d_{t-1}`` to start, one ``[2, T] @ [T, D]`` product to form
 the update direction ``v`` and the new EMA ``d_t``. Everything between works on
-T x T numbers. See ``docs/rgb_math.md`` for the identities.
+T x T numbers, optionally on another device (``inner_device``). See
+``docs/rgb_math.md`` for the identities and the cost.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,6 +46,7 @@ class RGBStepResult:
     gram: Tensor  # P = Gbar Gbar^T, [T, T]
     rotated_gram: Tensor  # R_ij = r_i . r_j of the final normalised r_i, [T, T]
     rotated_cross: Tensor  # r_i . gbar_i, [T]
+    ema_sq_norm: Tensor | None = None  # ||d_t||^2 in closed form, scalar; pass back as ema_sq_norm
 
 
 def ema_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,6 +92,8 @@ def rgb_step(
     compute_dtype: torch.dtype | None = None,
     exact_tol: float = 1e-10,
     exact_max_iter: int = 10000,
+    ema_sq_norm: Tensor | float | None = None,
+    inner_device: torch.device | str | None = None,
 ) -> RGBStepResult:
     """One step of Algorithm 1 on the per-task gradients ``grads`` ([T, D]).
 
@@ -103,12 +109,25 @@ def rgb_step(
             to ``exact_tol``, see :func:`solve_rotation_angles_exact`).
         compute_dtype: dtype of the T x T math (default: the more precise of
             ``grads.dtype`` and float32).
+        ema_sq_norm: ``||d_{t-1}||^2`` as returned by the previous step
+            (``RGBStepResult.ema_sq_norm``), used instead of a dot product over
+            D. ``None``: computed from ``ema``. Ignored when ``ema`` is
+            ``None``. It must belong to ``ema``: pass ``None`` whenever ``ema``
+            was replaced from elsewhere (e.g. loaded from a checkpoint).
+        inner_device: where the T x T problem (EMA in T-space, Eq. 1's solver,
+            the output coefficients) runs; default: ``grads.device``. With
+            ``"cpu"`` for CUDA grads, ``G G^T``, ``G d_{t-1}`` and
+            ``||d_{t-1}||^2`` (T^2 + T + 1 numbers) go to the host in one
+            copy (a sync) and the T-sized results come back in one copy; the
+            K inner steps then launch no kernels. See ``docs/rgb_math.md``
+            ("Cost") for the trade-off.
 
     Returns:
         :class:`RGBStepResult`; ``direction`` has the dtype/device of ``grads``;
         ``ema`` is stored in ``ema_dtype(grads.dtype)``. For float32/float64
         grads, ``direction`` and ``ema`` are the two rows of one ``[2, D]`` buffer
-        (no extra allocation); treat ``ema`` as read-only state.
+        (no extra allocation); treat ``ema`` as read-only state. All T-sized
+        results are on ``grads.device``, whatever ``inner_device``.
 
     Autocast is disabled inside (the GEMMs run in ``grads.dtype``, the T x T math
     in ``compute_dtype``), so calling it under ``torch.autocast`` is safe.
@@ -116,37 +135,70 @@ def rgb_step(
     if grads.dim() != 2:
         raise ValueError(f"grads must be [T, D], got shape {tuple(grads.shape)}")
     with _no_autocast(grads.device):
-        return _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter)
+        return _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter,
+                         ema_sq_norm, inner_device)
 
 
-def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter):
-    if solver not in ("pgd", "exact"):
-        raise ValueError(f"solver must be 'pgd' or 'exact', got {solver!r}")
-    T, D = grads.shape
-    gd = grads.dtype
-    sd = ema_dtype(gd)
-    cd = compute_dtype or sd
-    dev = grads.device
+class _TaskSpaceStep(NamedTuple):
+    """The T-sized results of a step (all in the compute dtype, on one device)."""
 
-    # ---- pass 1 over G: G G^T, G d_{t-1}, ||d_{t-1}||^2 -------------------------------
-    raw = (grads @ grads.transpose(0, 1)).to(cd)
-    if ema is None:
-        d_prev = None
-        u = raw.new_zeros(T)  # G d_{t-1}
-        dd_prev = raw.new_zeros(())
-    else:
-        if ema.shape != (D,):
-            raise ValueError(f"ema must have shape ({D},), got {tuple(ema.shape)}")
-        d_prev = ema.to(device=dev, dtype=sd)
-        u = (grads @ d_prev.to(gd)).to(cd)
-        dd_prev = torch.dot(d_prev, d_prev).to(cd)
+    gram: Tensor  # P, [T, T]
+    angles: Tensor  # alpha, [T]
+    task_coefficients: Tensor  # a', [T]
+    ema_coefficient: Tensor  # b, []
+    rotated_gram: Tensor  # [T, T]
+    rotated_cross: Tensor  # [T]
+    ema_sq_norm: Tensor  # ||d_t||^2, []
+    product_rows: Tensor  # [a' + b c'; c'], [2, T]: the coefficients of the product with G
+    prev_weights: Tensor  # [b mu, mu], [2]: the weights of d_{t-1} in (v, d_t)
 
+
+def _on_device(tensors: Sequence[Tensor], device: torch.device) -> list[Tensor]:
+    """``tensors`` on ``device``; those elsewhere travel packed in ONE copy (one sync, not one each)."""
+    away = [i for i, t in enumerate(tensors) if t.device != device]
+    if not away:
+        return list(tensors)
+    packed = torch.cat([tensors[i].reshape(-1) for i in away]).to(device)
+    moved = list(tensors)
+    parts = packed.split([tensors[i].numel() for i in away])
+    for i, part in zip(away, parts):
+        moved[i] = part.view(tensors[i].shape)
+    return moved
+
+
+def _resolve_device(device: torch.device | str | None, default: torch.device) -> torch.device:
+    if device is None:
+        return default
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"inner_device must be a torch.device, a device string or None, got {device!r}") from err
+    if resolved.type == default.type and resolved.index is None:
+        return default  # "cuda" for grads on "cuda:0" means no transfer
+    return resolved
+
+
+def _previous_sq_norm(d_prev: Tensor, ema_sq_norm: Tensor | float | None, cd: torch.dtype) -> Tensor:
+    """``||d_{t-1}||^2``: the carried value when given, else one dot product over D."""
+    if ema_sq_norm is None:
+        return torch.dot(d_prev, d_prev).to(cd)
+    carried = torch.as_tensor(ema_sq_norm, dtype=cd)  # a Python float straight to cd, not via float32
+    if carried.numel() != 1:
+        raise ValueError(f"ema_sq_norm must be a scalar, got shape {tuple(carried.shape)}")
+    return carried.reshape(())
+
+
+def _task_space_step(raw: Tensor, u: Tensor, dd_prev: Tensor, mu, lam, steps, lr, eps, rotate, solver,
+                     exact_tol, exact_max_iter) -> tuple[_TaskSpaceStep, int]:
+    """Everything of a step between the two passes over G, from ``G G^T``, ``G d_{t-1}``
+    and ``||d_{t-1}||^2``: O(T^2) per inner step, nothing of size D."""
+    T = raw.shape[0]
     norms = _norms_from_raw_gram(raw)
     scale = 1.0 / (norms + eps)  # Gbar = diag(scale) G
     P = raw * scale.unsqueeze(1) * scale.unsqueeze(0)
     q_prev = u * scale  # Gbar d_{t-1}
 
-    # ---- EMA (Algorithm 1, lines 4-5), in T-space ------------------------------------
+    # ---- EMA (Algorithm 1, lines 4-5) ------------------------------------------------
     # y = Gbar^T 1/T;  ||y||^2 = 1^T P 1 / T^2;  d_t = mu d_{t-1} + kappa y
     ny = torch.sqrt(torch.clamp(P.sum(), min=0.0)) / T
     kappa = (1.0 - mu) / (ny + eps)
@@ -155,9 +207,9 @@ def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype
     y_dot_dprev = q_prev.mean()  # y . d_{t-1}
     dd = mu * mu * dd_prev + 2.0 * mu * kappa * y_dot_dprev + kappa * kappa * ny * ny
     dd = torch.clamp(dd, min=0.0)
-    ema_coef_g = kappa * scale / T  # d_t = mu d_{t-1} + G^T ema_coef_g
+    ema_coef_g = kappa * scale / T  # c': d_t = mu d_{t-1} + G^T c'
 
-    # ---- rotation (lines 6-12), in T x T space ---------------------------------------
+    # ---- rotation (lines 6-12) -------------------------------------------------------
     if rotate:
         geom = rotation_geometry(P, q, dd, eps)
         if solver == "pgd":
@@ -184,23 +236,66 @@ def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype
         rotated_cross = torch.diagonal(P).clone()
         task_coef = scale / T
         b = P.new_zeros(())
+    # v = G^T a' + b d_t = G^T (a' + b c') + b mu d_{t-1}
+    product_rows = torch.stack([task_coef + b * ema_coef_g, ema_coef_g])
+    prev_weights = torch.stack([b * mu, b.new_full((), mu)])
+    result = _TaskSpaceStep(
+        gram=P, angles=alpha, task_coefficients=task_coef, ema_coefficient=b, rotated_gram=rotated_gram,
+        rotated_cross=rotated_cross, ema_sq_norm=dd, product_rows=product_rows, prev_weights=prev_weights,
+    )
+    return result, used
 
-    # ---- pass 2 over G: [a'; c'] @ G, then d_t = mu d_{t-1} + G^T c', v = G^T a' + b d_t ----
-    # (in place on the fresh [2, D] product: ``ema`` and ``direction`` are its two rows)
-    out = (torch.stack([task_coef, ema_coef_g]).to(gd) @ grads).to(sd)  # [2, D]
-    d_t = out[1]
+
+def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype, exact_tol, exact_max_iter,
+              ema_sq_norm, inner_device):
+    if solver not in ("pgd", "exact"):
+        raise ValueError(f"solver must be 'pgd' or 'exact', got {solver!r}")
+    T, D = grads.shape
+    gd = grads.dtype
+    sd = ema_dtype(gd)
+    cd = compute_dtype or sd
+    dev = grads.device
+    inner = _resolve_device(inner_device, dev)
+
+    # ---- pass 1 over G: G G^T and G d_{t-1}; ||d_{t-1}||^2 carried or one dot ----------
+    raw = (grads @ grads.transpose(0, 1)).to(cd)
+    if ema is None:
+        d_prev = None
+        u = raw.new_zeros(T)  # G d_{t-1}
+        dd_prev = raw.new_zeros(())
+    else:
+        if ema.shape != (D,):
+            raise ValueError(f"ema must have shape ({D},), got {tuple(ema.shape)}")
+        d_prev = ema.to(device=dev, dtype=sd)
+        u = (grads @ d_prev.to(gd)).to(cd)
+        dd_prev = _previous_sq_norm(d_prev, ema_sq_norm, cd)
+        if dd_prev.device not in (dev, inner):
+            dd_prev = dd_prev.to(dev)
+
+    # ---- the T x T problem, on ``inner`` (one packed copy each way when it is elsewhere) ----
+    raw, u, dd_prev = _on_device([raw, u, dd_prev], inner)
+    small, used = _task_space_step(raw, u, dd_prev, mu, lam, steps, lr, eps, rotate, solver,
+                                   exact_tol, exact_max_iter)
+    small = _TaskSpaceStep(*_on_device(small, dev))
+
+    # ---- pass 2 over G: [a' + b c'; c'] @ G, then (v, d_t) += (b mu, mu) d_{t-1} --------
+    # (in place on the fresh [2, D] product: ``direction`` and ``ema`` are its two rows)
+    out = (small.product_rows.to(gd) @ grads).to(sd)  # [2, D]
     if d_prev is not None:
-        d_t.add_(d_prev, alpha=mu)
-    direction = out[0].addcmul_(d_t, b.to(sd)) if rotate else out[0]
+        if rotate:
+            out.addr_(small.prev_weights.to(sd), d_prev)  # one pass reading d_{t-1} for both rows
+        else:
+            out[1].add_(d_prev, alpha=mu)  # b = 0: v does not need d_{t-1}
     return RGBStepResult(
-        direction=direction.to(gd),
-        ema=d_t,
-        angles=alpha,
+        direction=out[0].to(gd),
+        ema=out[1],
+        angles=small.angles,
         rotated=bool(rotate),
         steps=used,
-        task_coefficients=task_coef,
-        ema_coefficient=b,
-        gram=P,
-        rotated_gram=rotated_gram,
-        rotated_cross=rotated_cross,
+        task_coefficients=small.task_coefficients,
+        ema_coefficient=small.ema_coefficient,
+        gram=small.gram,
+        rotated_gram=small.rotated_gram,
+        rotated_cross=small.rotated_cross,
+        ema_sq_norm=small.ema_sq_norm,
     )

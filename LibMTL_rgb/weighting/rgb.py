@@ -14,7 +14,7 @@ from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
 #: Defaults chosen by the toy sweep (docs/toy.md).
 DEFAULT_STEPS = 5
-DEFAULT_LR = 0.1
+DEFAULT_LR = 1.0
 
 
 @WEIGHTINGS.register
@@ -44,7 +44,8 @@ class RGB(AbsWeighting):
 
     ``backward`` returns ones (RGB changes directions, not weights). ``rep_grad=True`` is
     refused at construction: RGB rotates shared-parameter gradients and has no per-sample
-    representation analogue. State (``rgb_ema``, ``rgb_step_count``, ``rgb_prev_losses``)
+    representation analogue. State (``rgb_ema``, ``rgb_ema_sq_norm``, ``rgb_step_count``,
+    ``rgb_prev_losses``)
     lives in buffers, so it is saved and restored with the model's ``state_dict``.
 
     After each step ``self.rgb_diagnostics`` holds the mean/max rotation angle (radians), the
@@ -93,6 +94,8 @@ class RGB(AbsWeighting):
         dtype = ema_dtype(params[0].dtype if params else torch.get_default_dtype())
         self.register_buffer("rgb_ema", torch.zeros(self.grad_dim, device=self.device, dtype=dtype))
         self.register_buffer("rgb_step_count", torch.zeros((), dtype=torch.long))
+        # ‖d_t‖², carried from step to step (saves one pass over D; saved so resuming is exact)
+        self.register_buffer("rgb_ema_sq_norm", torch.zeros((), device=self.device, dtype=dtype))
         self.register_buffer("rgb_prev_losses", torch.full((self.task_num,), math.nan, dtype=torch.float64))
         self.register_load_state_dict_post_hook(_sync_step_counter)
         self._rgb_t = 0
@@ -124,13 +127,14 @@ class RGB(AbsWeighting):
             steps = adaptive_num_steps(losses.detach(), prev, rgb_min_steps, rgb_max_steps, rgb_k_std, eps=rgb_eps)
         result = rgb_step(
             grads, self.rgb_ema if t > 1 else None, mu=rgb_mu, lam=rgb_lambda, steps=steps, lr=rgb_lr,
-            eps=rgb_eps, rotate=rotate, solver=rgb_solver,
+            eps=rgb_eps, rotate=rotate, solver=rgb_solver, ema_sq_norm=self.rgb_ema_sq_norm if t > 1 else None,
         )
         self._raise_if_nonfinite(losses, torch.diagonal(result.gram).unsqueeze(1))
         self.rgb_ema.copy_(result.ema)
         self.rgb_step_count.fill_(t)
         self.rgb_prev_losses.copy_(losses.detach())
         self._rgb_t = t
+        self.rgb_ema_sq_norm.copy_(result.ema_sq_norm)
         self._reset_grad(result.direction)
         # keep only the small T-sized results: ``direction``/``ema`` share a [2, D] buffer
         self._rgb_last = {
