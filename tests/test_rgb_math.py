@@ -469,3 +469,22 @@ def test_autocast_does_not_lower_precision():
         inside = rgb_step(G, None, lam=1.0, lr=2.0)
     assert inside.direction.dtype == torch.float32
     torch.testing.assert_close(inside.direction, plain.direction, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ema_parallel_to_a_task_gradient_gives_a_bounded_direction(dtype):
+    """d_t (anti-)parallel to gbar_i makes w_i undefined (m_i is round-off): the step must stay
+    a mean of unit-norm vectors (|v| <= 1), not blow up through 1/(m_i + eps)."""
+    cases = [  # states captured from the toy problem just before a float32 blow-up
+        ([[0.049577496945858, 6.759597454220057e-05], [3.2945175170898438, -0.011239650659263134]],
+         [0.9353846311569214, 0.0015065332408994436]),
+        ([[-0.006636395584791899, -0.00958928931504488], [5.591370427282527e-05, 9.682101249694824]],
+         [0.42549586296081543, 0.4285608232021332]),
+        ([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [1.0, 0.0, 0.0]),  # d exactly along gbar_1
+    ]
+    for grads, ema in cases:
+        for lr, steps in [(0.1, 5), (1.0, 50)]:
+            r = rgb_step(torch.tensor(grads, dtype=dtype), torch.tensor(ema, dtype=dtype), steps=steps, lr=lr)
+            assert torch.isfinite(r.direction).all()
+            assert float(r.direction.norm()) <= 1.0 + 1e-5
+            assert ((r.angles >= 0) & (r.angles <= math.pi / 2)).all()

@@ -35,7 +35,7 @@ __all__ = [
 
 #: Default learning rate of the K inner projected-gradient steps on Eq. 1.
 #: Not tuned; the RGB weighting may override it.
-DEFAULT_INNER_LR = 0.1
+DEFAULT_INNER_LR = 1.0  # chosen by the toy sweep (docs/toy.md)
 
 HALF_PI = math.pi / 2
 
@@ -49,6 +49,8 @@ class RotationGeometry:
         q: ``[T]``, ``q_i = gbar_i . d``.
         dd: scalar tensor, ``||d||^2``.
         m: ``[T]``, ``m_i = ||d - q_i gbar_i||`` (before the ``+ eps``).
+        inv_m: ``[T]``, ``1 / (m_i + eps)``, or 0 where ``w_i`` is numerically undefined
+            (see :func:`rotation_geometry`).
         B: ``[T, T]``, ``B_ij = gbar_i . w_j``.
         W: ``[T, T]``, ``W_ij = w_i . w_j``.
         eps: the epsilon of Algorithm 1.
@@ -58,6 +60,7 @@ class RotationGeometry:
     q: Tensor
     dd: Tensor
     m: Tensor
+    inv_m: Tensor
     B: Tensor
     W: Tensor
     eps: float
@@ -65,6 +68,10 @@ class RotationGeometry:
     @property
     def num_tasks(self) -> int:
         return int(self.P.shape[0])
+
+
+#: ``w_i`` is taken as 0 when ``m_i^2 <= DEGENERATE_TOLERANCE * eps_machine * ||d||^2``.
+DEGENERATE_TOLERANCE = 64.0
 
 
 def rotation_geometry(P: Tensor, q: Tensor, dd: Tensor, eps: float = 1e-8) -> RotationGeometry:
@@ -79,14 +86,19 @@ def rotation_geometry(P: Tensor, q: Tensor, dd: Tensor, eps: float = 1e-8) -> Ro
     dd = torch.as_tensor(dd, dtype=P.dtype, device=P.device)
     diag = torch.diagonal(P)
     q2 = q * q
-    m = torch.sqrt(torch.clamp(dd - 2.0 * q2 + q2 * diag, min=0.0))
-    inv_m = 1.0 / (m + eps)
+    m_sq = dd - 2.0 * q2 + q2 * diag
+    m = torch.sqrt(torch.clamp(m_sq, min=0.0))
+    # m_i^2 comes from a difference of O(dd) terms, so below ~eps_machine * dd it is round-off
+    # and the direction of d - q_i gbar_i (hence w_i) is undefined: set w_i = 0 there, as
+    # Algorithm 1 does when d - q_i gbar_i is exactly 0 (d_t (anti-)parallel to gbar_i, or d_t = 0).
+    defined = m_sq > DEGENERATE_TOLERANCE * torch.finfo(P.dtype).eps * dd
+    inv_m = torch.where(defined, 1.0 / (m + eps), torch.zeros_like(m))
     qP = P * q.unsqueeze(0)  # qP_ij = q_j P_ij
     B = (q.unsqueeze(1) - qP) * inv_m.unsqueeze(0)
     W = (dd - q2.unsqueeze(1) - q2.unsqueeze(0) + qP * q.unsqueeze(1)) * (
         inv_m.unsqueeze(1) * inv_m.unsqueeze(0)
     )
-    return RotationGeometry(P=P, q=q, dd=dd, m=m, B=B, W=W, eps=float(eps))
+    return RotationGeometry(P=P, q=q, dd=dd, m=m, inv_m=inv_m, B=B, W=W, eps=float(eps))
 
 
 def rotation_inner_products(alpha: Tensor, geometry: RotationGeometry) -> tuple[Tensor, Tensor, Tensor]:

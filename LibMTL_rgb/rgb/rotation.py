@@ -225,7 +225,7 @@ def _task_space_step(raw: Tensor, u: Tensor, dd_prev: Tensor, mu, lam, steps, lr
         # r_i = [(cos a_i - sin a_i q_i/(m_i+eps)) gbar_i + sin a_i/(m_i+eps) d_t] / (||r_i(a)|| + eps)
         c = torch.cos(alpha)
         s = torch.sin(alpha)
-        inv_m = 1.0 / (geom.m + eps)
+        inv_m = geom.inv_m
         a_bar = (c - s * q * inv_m) * inv_nr / T  # coefficients on gbar_i
         b = (s * inv_m * inv_nr).sum() / T
         task_coef = a_bar * scale

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
-from LibMTL_rgb.rgb import adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step
+from LibMTL_rgb.rgb import DEFAULT_INNER_LR, adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
 #: Defaults chosen by the toy sweep (docs/toy.md).
 DEFAULT_STEPS = 5
-DEFAULT_LR = 1.0
+DEFAULT_LR = DEFAULT_INNER_LR
 
 
 @WEIGHTINGS.register

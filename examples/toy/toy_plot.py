@@ -1,0 +1,75 @@
+"""The toy figure (paper Fig. 6 style): per weighting, the trajectories in loss space (f1, f2)
+with the Pareto front in dark gray (top), and in x-space over the contours of the mean loss
+with the Pareto set in dark gray (bottom). Colour runs from light (early) to dark (late)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from pareto import ParetoFront
+from toy_problem import DOMAIN_LIMIT, toy_losses
+from toy_run import ToyRun
+
+FRONT_COLOR = "#4a4a4f"
+MAX_POINTS_PER_PATH = 400
+CONTOUR_RESOLUTION = 300
+
+
+def _thinned(values: np.ndarray) -> np.ndarray:
+    step = max(1, len(values) // MAX_POINTS_PER_PATH)
+    return np.concatenate([values[::step], values[-1:]])
+
+
+def _draw_paths(ax, runs: Sequence[ToyRun], key: str) -> None:
+    colors = colormaps["magma_r"]
+    for run in runs:
+        values = _thinned(getattr(run, key))
+        ax.scatter(values[:, 0], values[:, 1], c=colors(np.linspace(0.15, 0.75, len(values))), s=4, zorder=3)
+        ax.scatter(*values[0], color="black", s=40, zorder=4)
+        ax.scatter(*values[-1], color="tab:red", marker="*", s=60, zorder=5)
+
+
+def _mean_loss_grid(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    axis = torch.linspace(-DOMAIN_LIMIT, DOMAIN_LIMIT, CONTOUR_RESOLUTION, dtype=torch.float64)
+    grid_x1, grid_x2 = torch.meshgrid(axis, axis, indexing="xy")
+    mean = toy_losses(torch.stack([grid_x1, grid_x2], dim=-1), scale).mean(dim=-1)
+    return grid_x1.numpy(), grid_x2.numpy(), mean.numpy()
+
+
+def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale: float, path: str) -> str:
+    """Draw one column per weighting in ``results`` and save the PNG to ``path``."""
+    if not results:
+        raise ValueError("nothing to plot: no runs")
+    columns = len(results)
+    fig = Figure(figsize=(4.2 * columns, 8.4), layout="constrained")
+    axes = fig.subplots(2, columns, squeeze=False)
+    grid = _mean_loss_grid(scale)
+    front_losses, front_points = front.losses.numpy(), front.points.numpy()
+    for column, (name, runs) in enumerate(results.items()):
+        mean_distance = float(np.mean([run.end_distance for run in runs]))
+        loss_ax, x_ax = axes[0, column], axes[1, column]
+        loss_ax.plot(front_losses[:, 0], front_losses[:, 1], "-", color=FRONT_COLOR, linewidth=6,
+                     solid_capstyle="round", zorder=1)
+        _draw_paths(loss_ax, runs, "losses")
+        loss_ax.set_title(f"{name}: loss space, mean distance to front {mean_distance:.3g}", fontsize="medium")
+        loss_ax.set_xlabel(r"$\ell_1$" + (f" (f1 scaled by {scale:g})" if scale != 1 else ""))
+        loss_ax.set_ylabel(r"$\ell_2$")
+
+        contours = x_ax.contour(*grid, levels=20, cmap="viridis", linewidths=0.8, zorder=0)
+        x_ax.clabel(contours, contours.levels[::3], fontsize=6, inline=True, fmt="%.1f")
+        x_ax.plot(front_points[:, 0], front_points[:, 1], ".", color=FRONT_COLOR, markersize=3, zorder=1)
+        _draw_paths(x_ax, runs, "path")
+        x_ax.set_xlim(-DOMAIN_LIMIT, DOMAIN_LIMIT)
+        x_ax.set_ylim(-DOMAIN_LIMIT, DOMAIN_LIMIT)
+        x_ax.set_aspect("equal")
+        x_ax.set_title(f"{name}: x-space, contours of (f1 + f2) / 2", fontsize="medium")
+        x_ax.set_xlabel("$x_1$")
+        x_ax.set_ylabel("$x_2$")
+    fig.suptitle("Toy problem (RGB paper App. A.10, Fig. 6)\ndark gray: Pareto front (top) / set (bottom)\n"
+                 "black dot: start; red star: end", fontsize="medium")
+    fig.savefig(path, dpi=110, facecolor="white")
+    return path
