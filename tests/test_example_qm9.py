@@ -14,7 +14,7 @@ from torch_geometric.data import Batch, Data
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qm9"
 sys.path.insert(0, str(EXAMPLE))  # the example's sibling modules, as when run as a script
 try:
-    from mpnn import MPNNEncoder
+    from mpnn import MPNNEncoder, NodeFirstNNConv
     from qm9_data import TASK_NAMES, CompleteGraph, load_qm9, qm9_loaders, split_indices
     from qm9_metrics import QM9MAE
 
@@ -127,6 +127,101 @@ def test_mpnn_is_invariant_to_atom_order():
     out = encoder(Batch.from_data_list([data, permuted]))
     assert out.shape == (2, 8)
     torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+class PyGReferenceMPNN(torch.nn.Module):
+    """The encoder as PyG's modules compute it (NNConv evaluating its edge network per edge and
+    step), with MPNNEncoder's attribute names so that the two share one state_dict."""
+
+    def __init__(self, dim: int, edge_hidden: int, mp_steps: int, s2s_steps: int) -> None:
+        from torch_geometric.nn import NNConv
+        from torch_geometric.nn.aggr import Set2Set
+
+        super().__init__()
+        self.mp_steps = mp_steps
+        self.embed = torch.nn.Linear(11, dim)
+        edge_network = torch.nn.Sequential(torch.nn.Linear(5, edge_hidden), torch.nn.ReLU(), torch.nn.Linear(edge_hidden, dim * dim))
+        self.conv = NNConv(dim, dim, edge_network, aggr="mean")
+        self.gru = torch.nn.GRUCell(dim, dim)
+        self.readout = Set2Set(dim, processing_steps=s2s_steps)
+        self.project = torch.nn.Linear(2 * dim, dim)
+
+    def forward(self, data):
+        h = torch.relu(self.embed(data.x))
+        for _ in range(self.mp_steps):
+            h = self.gru(torch.relu(self.conv(h, data.edge_index, data.edge_attr)), h)
+        return torch.relu(self.project(self.readout(h, index=data.batch, dim_size=data.num_graphs)))
+
+
+def random_directed_graph(num_nodes: int, num_edges: int, gen: torch.Generator) -> Data:
+    """Unsorted, one-way edges (node 0 sends nothing, node 1 receives nothing), float64 features."""
+    source = torch.randint(1, num_nodes, (num_edges,), generator=gen)
+    target = (source + torch.randint(1, num_nodes - 1, (num_edges,), generator=gen)) % num_nodes
+    target = torch.where(target == 1, 0, target)
+    return Data(x=torch.randn(num_nodes, 11, generator=gen, dtype=torch.float64), edge_index=torch.stack([source, target]),
+                edge_attr=torch.randn(num_edges, 5, generator=gen, dtype=torch.float64))
+
+
+def outputs_and_gradients(model: torch.nn.Module, data, cotangent: torch.Tensor):
+    x = data.x.clone().requires_grad_()
+    inputs = data.clone()
+    inputs.x = x
+    out = model(inputs)
+    grads = torch.autograd.grad(out, [x, *model.parameters()], cotangent)
+    return out, grads
+
+
+def test_mpnn_matches_pyg_nnconv_gru_set2set_and_shares_its_state_dict():
+    gen = torch.Generator().manual_seed(0)
+    data = Batch.from_data_list([random_directed_graph(5, 12, gen), random_directed_graph(7, 20, gen), random_directed_graph(3, 0, gen)])
+    torch.manual_seed(1)
+    encoder = MPNNEncoder(dim=4, edge_hidden=6, mp_steps=3, s2s_steps=2).double()
+    torch.manual_seed(1)
+    reference = PyGReferenceMPNN(dim=4, edge_hidden=6, mp_steps=3, s2s_steps=2).double()
+    # same parameter names, shapes and (same seed) initial values: checkpoints load either way
+    assert list(encoder.state_dict()) == list(reference.state_dict())
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, encoder.state_dict()[name]), name
+    with torch.no_grad():  # non-zero biases everywhere, so every term of the math is exercised
+        for param in encoder.parameters():
+            param.add_(torch.randn(param.shape, generator=gen, dtype=torch.float64) * 0.3)
+    reference.load_state_dict(encoder.state_dict())
+
+    cotangent = torch.randn(data.num_graphs, 4, generator=gen, dtype=torch.float64)
+    out, grads = outputs_and_gradients(encoder, data, cotangent)
+    expected_out, expected_grads = outputs_and_gradients(reference, data, cotangent)
+    torch.testing.assert_close(out, expected_out, rtol=1e-12, atol=1e-12)
+    assert out.abs().sum() > 0
+    for (name, _), grad, expected in zip([("x", None), *encoder.named_parameters()], grads, expected_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12, msg=name)
+    assert grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("aggr, flow, last_bias", [("add", "target_to_source", True), ("max", "source_to_target", False)])
+def test_node_first_nnconv_equals_nnconv_for_other_aggregations_and_flows(aggr, flow, last_bias):
+    from torch_geometric.nn import NNConv
+
+    gen = torch.Generator().manual_seed(2)
+    graph = random_directed_graph(6, 15, gen)
+    x = graph.x[:, :3]
+    torch.manual_seed(3)
+    edge_network = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3 * 2, bias=last_bias)).double()
+    conv = NodeFirstNNConv(3, 2, edge_network, aggr=aggr, flow=flow).double()
+    reference = NNConv(3, 2, edge_network, aggr=aggr, flow=flow).double()
+    reference.load_state_dict(conv.state_dict())
+    out = conv(x, conv.group_edges(graph.edge_index, graph.edge_attr, graph.num_nodes))
+    torch.testing.assert_close(out, reference(x, graph.edge_index, graph.edge_attr), rtol=1e-12, atol=1e-12)
+
+
+def test_node_first_nnconv_rejects_edge_networks_it_cannot_factor():
+    with pytest.raises(TypeError, match="ending in nn.Linear"):
+        NodeFirstNNConv(3, 2, torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU()))
+    with pytest.raises(ValueError, match="in_channels·out_channels = 6"):
+        NodeFirstNNConv(3, 2, torch.nn.Sequential(torch.nn.Linear(5, 5)))
+    conv = NodeFirstNNConv(3, 2, torch.nn.Sequential(torch.nn.Linear(5, 6)))
+    edges = conv.group_edges(torch.tensor([[0], [1]]), torch.zeros(1, 5), num_nodes=2)
+    with pytest.raises(ValueError, match="3 nodes"):
+        conv(torch.zeros(3, 3), edges)
 
 
 def test_qm9_mae_is_in_reported_units():
