@@ -11,6 +11,7 @@ import torch
 
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
+from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
 
 
@@ -53,6 +54,17 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
+
+
+def build_trainer(params: argparse.Namespace, task_dict: Mapping[str, Any], encoder_class, decoders,
+                  optim_param: dict, scheduler_param: Optional[dict], kwargs: dict, trainer_class: type = Trainer) -> Trainer:
+    """LibMTL's ``Trainer(...)`` with every choice taken from the flags (``--weighting``,
+    ``--arch``, ``--rep_grad``, ``--multi_input``, ``--save_path``, ``--load_path``) and
+    ``setup_run``'s outputs."""
+    return trainer_class(
+        task_dict, params.weighting, params.arch, encoder_class, decoders, params.rep_grad, params.multi_input,
+        optim_param, scheduler_param, save_path=params.save_path, load_path=params.load_path, **kwargs,
+    )
 
 
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:

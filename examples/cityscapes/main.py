@@ -95,12 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     # model: dilated ResNet encoder + ASPP heads, predictions at the label resolution
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS[params.tasks], label_size)
 
-    trainer = Trainer(
-        task_dict=cityscapes_task_dict(params.tasks), weighting=params.weighting, architecture=params.arch,
-        encoder_class=encoder_class, decoders=decoders, rep_grad=params.rep_grad, multi_input=False,
-        optim_param=optim_param, scheduler_param=scheduler_param,
-        save_path=params.save_path, load_path=params.load_path, **kwargs,
-    )
+    trainer = example_runner.build_trainer(params, cityscapes_task_dict(params.tasks), encoder_class, decoders, optim_param, scheduler_param, kwargs)
     example_runner.run(trainer, params, train_loader, test_loader)
     return trainer
 

@@ -12,7 +12,7 @@ from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.benchmark.paper_results import paper_stl
-from LibMTL_rgb.example_runner import example_parser, require_dataset, setup_run
+from LibMTL_rgb.example_runner import build_trainer, example_parser, require_dataset, setup_run
 from LibMTL_rgb.loss import MSELoss
 from LibMTL_rgb.many_task_output import ensure_save_path, run_and_report
 
@@ -64,11 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     if params.stl_base:
         kwargs["base_result"] = paper_stl("qm9")  # Table 2's STL row, in the units of TARGETS
 
-    trainer = Trainer(
-        qm9_task_dict(splits.std), params.weighting, params.arch,
+    trainer = build_trainer(
+        params, qm9_task_dict(splits.std),
         lambda: MPNNEncoder(params.dim, params.edge_hidden, params.mp_steps, params.s2s_steps),
-        target_heads(TASK_NAMES, params.dim), params.rep_grad, params.multi_input,
-        optim_param, scheduler_param, save_path=params.save_path, load_path=params.load_path, **kwargs,
+        target_heads(TASK_NAMES, params.dim), optim_param, scheduler_param, kwargs,
     )
     run_and_report(trainer, params, train, test, val)
     return trainer
