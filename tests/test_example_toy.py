@@ -2,7 +2,9 @@
 and RGB's convergence towards the front."""
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -15,9 +17,12 @@ TOY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, TOY_DIR)
 
 import LibMTL_rgb.weighting  # noqa: E402,F401  (registers the weightings)
+from LibMTL_rgb.benchmark import grid  # noqa: E402
+from LibMTL_rgb.benchmark.__main__ import main as benchmark_main  # noqa: E402
 from LibMTL_rgb.registry import WEIGHTINGS  # noqa: E402
 from pareto import ParetoFront, distance_to_front, non_dominated_mask  # noqa: E402
 from toy_problem import FAMO_STARTS, parse_starts, toy_decoders, toy_loss, toy_losses  # noqa: E402
+from toy_results import evaluation_steps  # noqa: E402
 from toy_run import optimize_toy, toy_front  # noqa: E402
 
 ADAM = {"optim": "adam", "lr": 2e-2, "weight_decay": 0.0}
@@ -147,3 +152,65 @@ def test_rgb_ends_much_closer_to_the_front_than_it_starts(front):
     run = optimize_toy("RGB", (9.0, -1.0), 120, ADAM, {}, front)
     assert run.end_distance < 0.1 * run.start_distance
     assert run.start_distance > 3.0
+
+
+# ------------------------------------------------- --save_path and the benchmark grid
+def test_evaluation_steps_spread_over_the_run_and_end_at_the_last_step():
+    assert evaluation_steps(200) == list(range(20, 201, 20))
+    assert evaluation_steps(15, 4) == [3, 7, 11, 15]
+    assert evaluation_steps(3, 10) == [1, 2, 3]  # never more points than steps
+    with pytest.raises(ValueError, match="must be >= 1"):
+        evaluation_steps(0)
+
+
+def test_save_path_writes_the_trainer_files_the_grid_reads(tmp_path, capsys):
+    save = tmp_path / "run"
+    results = load_toy_main().main(["--weighting", "EW", "--steps", "30", "--eval_points", "4",
+                                    "--starts", "9,-1;0,0", "--save_path", str(save)])
+    runs = results["EW"]
+    with open(save / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["epoch"]), r["mode"], int(r["step"])) for r in rows] == [(0, "test", 7), (1, "test", 15),
+                                                                           (2, "test", 22), (3, "test", 30)]
+    for row in rows:  # means over the starts of f1, f2 and of the distance to the front at that step
+        step = int(row["step"])
+        assert float(row["f1_value"]) == pytest.approx(np.mean([run.losses[step, 0] for run in runs]))
+        assert float(row["f2_loss"]) == pytest.approx(np.mean([run.losses[step, 1] for run in runs]))
+    assert float(rows[-1]["front_distance"]) == pytest.approx(np.mean([run.end_distance for run in runs]))
+    assert float(rows[0]["front_distance"]) > float(rows[-1]["front_distance"])  # EW moves towards the front
+
+    summary = json.loads((save / "summary.json").read_text())
+    assert summary["tasks"] == {"f1": {"metrics": ["value"], "weight": [0]}, "f2": {"metrics": ["value"], "weight": [0]},
+                                "front": {"metrics": ["distance"], "weight": [0]}}
+    assert summary["epochs_done"] == 4 and summary["best"]["epoch"] == 3
+    final = {"f1": [float(rows[-1]["f1_value"])], "f2": [float(rows[-1]["f2_value"])],
+             "front": [float(rows[-1]["front_distance"])]}
+    assert summary["best"]["test"] == pytest.approx(final) and summary["best"]["result"] == summary["best"]["test"]
+    assert (save / "toy_EW.png").read_bytes()[:4] == b"\x89PNG"  # the PNG goes with the run, not to the cwd
+    assert "Saved history.csv (4 evaluation points) and summary.json" in capsys.readouterr().out
+
+
+def test_save_path_takes_one_weighting(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_toy_main().main(["--compare", "EW,RGB", "--steps", "1", "--save_path", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--save_path records one weighting" in capsys.readouterr().err
+
+
+def test_benchmark_grid_runs_the_toy_and_tabulates_every_method(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = str(tmp_path)
+    code = benchmark_main(["run", "toy", "--weightings", "EW", "RGB", "--archs", "HPS", "--seeds", "0", "--out", out,
+                           "--jobs", "2", "--", "--steps", "50"])
+    records = {r["run_id"]: r for r in grid.load_results(out)}
+    assert code == 0, [r["error"] for r in records.values()]
+    assert sorted(records) == ["EW__HPS__seed0", "RGB__HPS__seed0"]
+    assert all(r["epochs_done"] == 10 and [h["step"] for h in r["history"]] == list(range(5, 51, 5))
+               for r in records.values())
+    capsys.readouterr()
+    assert benchmark_main(["table", out]) == 0
+    printed = capsys.readouterr().out
+    assert "| Method | f1 value ↓ | f2 value ↓ | front distance ↓ | Δm% ↓ | MR ↓ | seeds | failed |" in printed
+    for label in ("EW", "RGB"):
+        distance = records[f"{label}__HPS__seed0"]["best"]["test"]["front"][0]
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {label} |"))
+        assert f"| {distance:.4g} |" in row and row.endswith("| 1 | 0 |")  # one seed, no failure

@@ -4,8 +4,11 @@ each end point is to the (computed) Pareto front, and save a PNG of the trajecto
 
     python examples/toy/main.py --weighting RGB
     python examples/toy/main.py --compare EW,RGB --out toy_compare.png
+    python examples/toy/main.py --weighting RGB --save_path runs/toy_rgb   # + history.csv, summary.json
 
-See examples/toy/README.md and docs/toy.md.
+With ``--save_path`` it also writes the files a Trainer run writes for the benchmark grid
+(``python -m LibMTL_rgb.benchmark run toy``; see toy_results.py). See examples/toy/README.md
+and docs/toy.md.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from LibMTL_rgb.utils import resolve_device
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from toy_plot import plot_runs  # noqa: E402
 from toy_problem import DEFAULT_LOSS_SHIFT, DEFAULT_SCALE, START_SETS, parse_starts  # noqa: E402
+from toy_results import DEFAULT_EVAL_POINTS, save_toy_results  # noqa: E402
 from toy_run import (  # noqa: E402
     DEFAULT_TOY_LR, DEFAULT_TOY_STEPS, ToyRun, build_toy_model, optimize_from_starts, toy_front,
 )
@@ -31,7 +35,7 @@ from toy_run import (  # noqa: E402
 #: ``--dtype`` choices.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: LibMTL flags that have no meaning for the toy (kept so the flag set stays LibMTL's).
-UNUSED_FLAGS = ("mode", "gpu_id", "arch", "multi_input", "save_path", "load_path", "scheduler",
+UNUSED_FLAGS = ("mode", "gpu_id", "arch", "multi_input", "load_path", "scheduler",
                 "step_size", "gamma", "T_max", "eta_min", "patience", "min_lr")
 
 
@@ -45,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--steps", type=int, default=DEFAULT_TOY_STEPS,
                      help="optimiser steps per start (the paper: 50000 at --lr 1e-3)")
     toy.add_argument("--out", type=str, default=None,
-                     help="PNG to write (default: toy_<weighting>.png, or toy_compare.png with --compare)")
+                     help="PNG to write (default: toy_<weighting>.png, or toy_compare.png with --compare; "
+                          "inside --save_path when given)")
     toy.add_argument("--device", type=str, default="cpu", help="'cpu', 'cuda', 'cuda:1'... (the toy is fastest on CPU)")
     toy.add_argument("--compare", type=str, default=None,
                      help="comma-separated weightings to run and plot side by side, e.g. EW,RGB (replaces --weighting)")
@@ -59,10 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "loss-based methods (FAMO, SI, DWA...) get positive losses; gradients are unchanged")
     toy.add_argument("--dtype", type=str, default="float32", choices=sorted(DTYPES),
                      help="dtype of the point x and of its gradients (float32 as in FAMO's toy)")
+    toy.add_argument("--eval_points", type=int, default=DEFAULT_EVAL_POINTS,
+                     help="with --save_path: evaluation points along the run written to history.csv, one 'epoch' "
+                          "each, every steps/N optimiser steps (the last one at the end)")
     parser.set_defaults(weighting="RGB", lr=DEFAULT_TOY_LR, weight_decay=0.0)
     for action in parser._actions:
         if action.dest in UNUSED_FLAGS:
             action.help = f"(not used by the toy) {action.help}"
+        elif action.dest == "save_path":
+            action.help = ("directory for history.csv and summary.json in the Trainer's format (tasks f1, f2 with "
+                           "metric 'value', and 'front' with the distance to the Pareto front; read by "
+                           "'python -m LibMTL_rgb.benchmark') and, without --out, the PNG")
     return parser
 
 
@@ -83,8 +95,12 @@ def _check_supported(params: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error(f"--steps must be >= 1, got {params.steps}")
     if params.arch != "HPS":
         parser.error(f"the toy's shared parameter is the point x itself, so only --arch HPS applies, got {params.arch}")
-    if params.mode != "train" or params.multi_input or params.scheduler is not None or params.load_path or params.save_path:
-        parser.error("the toy supports none of --mode test, --multi_input, --scheduler, --load_path, --save_path")
+    if params.mode != "train" or params.multi_input or params.scheduler is not None or params.load_path:
+        parser.error("the toy supports none of --mode test, --multi_input, --scheduler, --load_path")
+    if params.save_path and params.compare:
+        parser.error("--save_path records one weighting: use --weighting, not --compare")
+    if params.eval_points < 1:
+        parser.error(f"--eval_points must be >= 1, got {params.eval_points}")
     try:
         params.start_points = parse_starts(params.starts)
     except ValueError as err:
@@ -132,8 +148,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, list[ToyRun]]:
         )
         print_runs(name, results[name], weight_args)
     out = params.out or ("toy_compare.png" if params.compare else f"toy_{names[0]}.png")
+    if params.save_path:
+        rows = save_toy_results(params.save_path, results[names[0]], front, params.eval_points, device)
+        out = params.out or os.path.join(params.save_path, out)
     plot_runs(results, front, params.scale, out)
     print(f"\nSaved the trajectories to {out}")
+    if params.save_path:
+        print(f"Saved history.csv ({len(rows)} evaluation points) and summary.json to {params.save_path}")
     return results
 
 

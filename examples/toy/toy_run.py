@@ -29,7 +29,8 @@ DEFAULT_TOY_LR = 2e-2
 class ToyRun:
     """One optimisation from one start: ``path`` ``[steps + 1, 2]`` (x-space, start first),
     ``losses`` ``[steps + 1, 2]`` (f1, f2 along the path), distances to the Pareto front of
-    the start and of the end point (loss space), and the wall time."""
+    the start and of the end point (loss space), the wall time, and ``elapsed``
+    ``[steps + 1]``: the seconds spent up to each point of the path (0 at the start)."""
 
     weighting: str
     start: tuple[float, float]
@@ -38,6 +39,7 @@ class ToyRun:
     start_distance: float
     end_distance: float
     seconds: float
+    elapsed: np.ndarray
 
     @property
     def final_losses(self) -> np.ndarray:
@@ -104,6 +106,7 @@ def optimize_toy(
     point = model.encoder.x
     path = np.empty((steps + 1, 2))
     path[0] = point.detach().cpu().numpy()
+    elapsed = np.zeros(steps + 1)
     began = time.perf_counter()
     model.train()
     for step in range(steps):
@@ -115,13 +118,13 @@ def optimize_toy(
         optimizer.step()
         model.train_loss_buffer[:, step] = losses.detach().cpu().numpy()
         path[step + 1] = point.detach().cpu().numpy()
+        elapsed[step + 1] = time.perf_counter() - began
         if progress is not None:
             progress.update(1)
-    seconds = time.perf_counter() - began
     path_losses = toy_losses(torch.from_numpy(path), scale)  # float64
     start_distance, end_distance = distance_to_front(path_losses[[0, -1]], front).tolist()
     return ToyRun(weighting, (float(start[0]), float(start[1])), path, path_losses.numpy(),
-                  start_distance, end_distance, seconds)
+                  start_distance, end_distance, float(elapsed[-1]), elapsed)
 
 
 def optimize_from_starts(
