@@ -27,9 +27,10 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--device", type=str, default=None, help="'cpu', 'cuda', 'cuda:1'... (default: cuda:0 when available, else cpu)")
     group.add_argument("--amp", action="store_true", default=False,
                        help="mixed precision: bfloat16 autocast of forward passes and losses (meant for CUDA)")
-    group.add_argument("--grad_method", type=str, default="auto", choices=["auto", "batched", "loop"],
+    group.add_argument("--grad_method", type=str, default=None, choices=["auto", "batched", "loop"],
                        help="per-task gradients: one batched backward ('batched'), one backward per task ('loop'), "
-                            "or batched with a fallback to the loop where an operation cannot be batched ('auto')")
+                            "or batched with a fallback to the loop where an operation cannot be batched ('auto'); "
+                            "default: 'loop' on CPU (faster for every example here, docs/performance.md), 'auto' on CUDA")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     add_logging_args(parser)
@@ -49,7 +50,7 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
     kwargs["amp"] = params.amp
-    kwargs["grad_method"] = params.grad_method
+    kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs.update(logging_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task

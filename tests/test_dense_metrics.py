@@ -1,14 +1,16 @@
 """Dense-prediction metrics, losses and augmentation against hand-computed values."""
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from LibMTL_rgb.dense_augment import CLASS_MAP, DEPTH, DISPARITY, NORMAL, OFFSET_YX, DenseAugmentation, resize_target
 from LibMTL_rgb.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, NormalLoss, NormalMetric, OffsetL1Metric,
                                       OffsetLoss, SegLoss, SegMetric)
-from LibMTL_rgb.model.aspp import DeepLabHead
+from LibMTL_rgb.model.aspp import AtrousConv2d, DeepLabHead
 
 
 def one_hot_logits(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -173,3 +175,16 @@ def test_deeplab_head_upsamples_and_unit_normalises():
     out = head(torch.randn(2, 8, 3, 5))
     assert out.shape == (2, 3, 12, 20)
     assert torch.allclose(out.norm(dim=1), torch.ones(2, 12, 20), atol=1e-5)
+
+
+@pytest.mark.parametrize("rate, size", [(1, (5, 7)), (12, (16, 32)), (24, (16, 32)), (36, (16, 32)), (36, (36, 48))])
+def test_atrous_conv_skips_padding_taps_without_changing_results(rate, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=rate, dilation=rate).double()
+    atrous = AtrousConv2d.sharing_parameters(copy.deepcopy(conv))
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 4, *size, dtype=torch.float64)
+    ref = torch.autograd.grad(conv(x), (x, conv.weight, conv.bias), g)
+    got = torch.autograd.grad(atrous(x), (x, atrous.weight, atrous.bias), g)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)

@@ -22,12 +22,62 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from LibMTL_rgb.dense_metrics import unit_normals
 from LibMTL_rgb.model.resnet import resnet_encoder
 from LibMTL_rgb.model.segnet import segnet_model
 
 BACKBONES = ("resnet", "segnet")
 ATROUS_RATES = (12, 24, 36)
 HEAD_CHANNELS = 256
+
+
+class AtrousConv2d(nn.Conv2d):
+    """A stride-1 dilated convolution with zero "same" padding (odd kernel, padding =
+    dilation · (k − 1) / 2) that skips the kernel taps which, on the input at hand, can only
+    read padding: a tap at offset ``j · dilation`` from the centre reaches an input pixel only
+    if ``|j| · dilation < size``. The result and every gradient are those of ``nn.Conv2d``
+    (skipped taps multiply zeros and get zero gradient).
+
+    That is how DeepLabV3's large rates behave on small maps (rate 36 on a 16×32 map is a 1×1
+    convolution, rate 24 a 1×3): Cityscapes' 128×256 input gives 16×32 features at output
+    stride 8, where the three atrous branches need 13 instead of 27 taps.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.stride != (1, 1) or self.padding_mode != "zeros" or any(
+            k % 2 == 0 or p != d * (k - 1) // 2 for k, p, d in zip(self.kernel_size, self.padding, self.dilation)
+        ):
+            raise ValueError("AtrousConv2d needs stride 1, an odd kernel and zero padding of dilation*(k-1)/2")
+
+    @classmethod
+    def sharing_parameters(cls, conv: nn.Conv2d) -> "AtrousConv2d":
+        """An ``AtrousConv2d`` with ``conv``'s configuration and parameter tensors (no new
+        initialisation, so the random number stream is untouched)."""
+        atrous = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None, device="meta")
+        atrous.weight = conv.weight
+        atrous.bias = conv.bias
+        return atrous
+
+    def forward(self, x: Tensor) -> Tensor:
+        centre = [(k - 1) // 2 for k in self.kernel_size]
+        reach = [min(c, (size - 1) // d) for c, size, d in zip(centre, x.shape[-2:], self.dilation)]
+        if reach == centre:
+            return super().forward(x)
+        weight = self.weight[:, :, centre[0] - reach[0]:centre[0] + reach[0] + 1, centre[1] - reach[1]:centre[1] + reach[1] + 1]
+        padding = tuple(r * d for r, d in zip(reach, self.dilation))
+        return F.conv2d(x, weight, self.bias, 1, padding, self.dilation, self.groups)
+
+
+def _skip_padding_taps(aspp: ASPP) -> ASPP:
+    """Swap the atrous branches' convolutions of torchvision's ASPP for :class:`AtrousConv2d`
+    (same parameters and ``state_dict`` keys)."""
+    for branch in aspp.convs:
+        conv = branch[0] if isinstance(branch, nn.Sequential) else None
+        if isinstance(conv, nn.Conv2d) and conv.dilation != (1, 1):
+            branch[0] = AtrousConv2d.sharing_parameters(conv)
+    return aspp
 
 
 class DeepLabHead(nn.Module):
@@ -52,7 +102,7 @@ class DeepLabHead(nn.Module):
         atrous_rates: Sequence[int] = ATROUS_RATES,
     ) -> None:
         super().__init__()
-        self.aspp = ASPP(in_channels, atrous_rates, out_channels=channels)
+        self.aspp = _skip_padding_taps(ASPP(in_channels, atrous_rates, out_channels=channels))
         self.refine = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
         )
@@ -65,7 +115,7 @@ class DeepLabHead(nn.Module):
         if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=True)
         if self.unit_normal:
-            out = F.normalize(out, p=2, dim=1, eps=1e-12)
+            out = unit_normals(out)
         return out
 
 

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import Conv2dNormActivation
 
+from LibMTL_rgb.dense_metrics import unit_normals
+
 #: VGG16's convolution blocks: (channels at width 64, conv layers).
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 STANDARD_WIDTH = 64
@@ -143,7 +145,7 @@ class SegNetDecoder(nn.Module):
         if self.output_size is not None and tuple(out.shape[-2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="bilinear", align_corners=False)
         if self.unit_normal:
-            out = F.normalize(out, p=2, dim=1, eps=1e-12)
+            out = unit_normals(out)
         return out
 
 
