@@ -30,7 +30,8 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--grad_method", type=str, default=None, choices=["auto", "batched", "loop"],
                        help="per-task gradients: one batched backward ('batched'), one backward per task ('loop'), "
                             "or batched with a fallback to the loop where an operation cannot be batched ('auto'); "
-                            "default: 'loop' on CPU (faster for every example here, docs/performance.md), 'auto' on CUDA")
+                            "default: 'loop' on CPU (faster for every example here, docs/performance.md), 'auto' on CUDA; "
+                            "an example may set its own default (QM9: 'loop')")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     add_logging_args(parser)

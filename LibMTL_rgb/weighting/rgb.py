@@ -34,7 +34,7 @@ class RGB(AbsWeighting):
 
     With ``rgb_adaptive``, ``K_t = round(α_min + (α_max − α_min) s_t / (s_t + k_std))`` by
     Eq. 2 from the relative loss changes (``K_1 = α_min``; ``round`` is half-up; ``std`` is the
-    unbiased sample std). The inner loop runs in Gram form on T×T numbers (DESIGN.md §3), so
+    unbiased sample std). The inner loop runs in Gram form on T×T numbers (``docs/rgb_math.md`` §2), so
     its cost does not grow with the number of shared parameters.
 
     Choices the paper leaves open (also in ``docs/rgb.md``): the inner solver is plain

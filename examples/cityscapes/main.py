@@ -50,7 +50,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            help="augment training samples: random scale-crop (1.0/1.2/1.5; depth divided, "
                                 "disparity and offsets multiplied by the scale) and horizontal flip")
 
-    parser = example_runner.example_parser(__doc__.splitlines()[0], PAPER_DEFAULTS, cityscapes_args)
+    parser = example_runner.example_parser(__doc__.split("\n\n")[0], PAPER_DEFAULTS, cityscapes_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 128 256; the --tasks 3 images are resized to it."
     return parser.parse_args(argv)
 

@@ -35,7 +35,7 @@ from toy_run import (  # noqa: E402
 #: ``--dtype`` choices.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: LibMTL flags that have no meaning for the toy (kept so the flag set stays LibMTL's).
-UNUSED_FLAGS = ("mode", "gpu_id", "arch", "multi_input", "load_path", "scheduler",
+UNUSED_FLAGS = ("mode", "gpu_id", "multi_input", "load_path", "scheduler", "milestones",
                 "step_size", "gamma", "T_max", "eta_min", "patience", "min_lr")
 
 
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     for action in parser._actions:
         if action.dest in UNUSED_FLAGS:
             action.help = f"(not used by the toy) {action.help}"
+        elif action.dest == "arch":
+            action.help = "must be HPS: the toy's only shared parameter is the point x"
         elif action.dest == "save_path":
             action.help = ("directory for history.csv and summary.json in the Trainer's format (tasks f1, f2 with "
                            "metric 'value', and 'front' with the distance to the Pareto front; read by "
