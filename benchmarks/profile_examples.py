@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import LibMTL_rgb.weighting.rgb as rgb_weighting  # noqa: E402
 from LibMTL_rgb import example_runner  # noqa: E402
 from LibMTL_rgb.registry import WEIGHTINGS  # noqa: E402
 from _timing import machine_line, markdown_table  # noqa: E402
+from example_loading import load_example  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ examples
@@ -105,22 +105,6 @@ EXAMPLES = {
     "cityscapes3": Example("cityscapes3", "cityscapes", (128, 256), 2, 16, _cityscapes3_data, _cityscapes3_flags),
     "celeba": Example("celeba", "celeba", (64, 64), 16, 16, _celeba_data, _celeba_flags),
 }
-
-
-def load_example_main(folder: Path) -> Callable:
-    """``main`` of ``folder/main.py``, imported as the script would be (its folder first on
-    ``sys.path``, sibling modules cached by another example dropped first)."""
-    siblings = [p.stem for p in folder.glob("*.py") if p.stem != "main"]
-    for name in siblings:
-        sys.modules.pop(name, None)
-    sys.path.insert(0, str(folder))
-    try:
-        spec = importlib.util.spec_from_file_location(f"{folder.name}_example_main", folder / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(folder))
-    return module.main
 
 
 def build_trainer(main: Callable, argv: Sequence[str]):
@@ -297,7 +281,7 @@ def profile_example(example: Example, args: argparse.Namespace) -> None:
                 "--device", "cpu", "--num_workers", "0", "--seed", str(args.seed), "--save_path", str(Path(tmp) / "run"),
                 *example.flags(sizes)]
         shown = " ".join(a.replace(tmp, "<tmp>") for a in argv)
-        trainer, train_loader = build_trainer(load_example_main(REPO / "examples" / example.folder), argv)
+        trainer, train_loader = build_trainer(load_example(example.folder)[0].main, argv)
         model = trainer.model
         model.train()
         model.epoch, model.epochs = 0, 1

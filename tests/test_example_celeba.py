@@ -2,8 +2,6 @@
 their header lines and ±1 labels, 64×64 JPEGs): reader, metric, model, ``main`` end to end."""
 import csv
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,14 @@ from PIL import Image
 
 from LibMTL_rgb.task_columns import split_task_columns
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "celeba"
-sys.path.insert(0, str(EXAMPLE))  # the example's sibling modules, as when run as a script
-try:
-    from celeba_data import CelebA, read_attributes, read_celeba, read_partition
-    from celeba_metrics import BinaryAttributeMetric
-    from celeba_model import CelebAEncoder, encoder_features
+from example_loading import load_example
 
-    main = runpy.run_path(str(EXAMPLE / "main.py"))["main"]
-finally:
-    sys.path.remove(str(EXAMPLE))
+_main, _data, _metrics, _model = load_example("celeba", "celeba_data", "celeba_metrics", "celeba_model")
+main = _main.main
+CelebA, read_attributes, read_celeba, read_partition = (
+    _data.CelebA, _data.read_attributes, _data.read_celeba, _data.read_partition)
+BinaryAttributeMetric = _metrics.BinaryAttributeMetric
+CelebAEncoder, encoder_features = _model.CelebAEncoder, _model.encoder_features
 
 NAMES = [f"Attr_{k:02d}" for k in range(40)]
 PARTITION = [0] * 12 + [1] * 4 + [2] * 4

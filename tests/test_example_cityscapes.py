@@ -1,9 +1,7 @@
 """examples/cityscapes: the official-release conversion (train ids, instance offsets,
 disparity) on hand-made PNGs, one CPU epoch of --tasks 2 (MTAN .npy) and --tasks 3 (official
 PNG trees), and the missing-dataset messages."""
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "cityscapes"
+from example_loading import load_example
+
 TINY_MODEL = ["--no_pretrained", "--backbone_depth", "18", "--backbone_width", "8", "--device", "cpu",
               "--weighting", "RGB", "--arch", "HPS"]
 FULL = (64, 128)  # "full resolution" of the tiny official PNGs
@@ -20,16 +19,7 @@ FULL = (64, 128)  # "full resolution" of the tiny official PNGs
 @pytest.fixture(scope="module")
 def example():
     """The example's modules (main, cityscapes_data, labels), imported from its folder."""
-    sys.path.insert(0, str(EXAMPLE_DIR))
-    for name in ("labels", "cityscapes_data"):  # another example may have cached a same-named module
-        sys.modules.pop(name, None)
-    try:
-        spec = importlib.util.spec_from_file_location("cityscapes_example_main", EXAMPLE_DIR / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module, sys.modules["cityscapes_data"], sys.modules["labels"]
-    finally:
-        sys.path.remove(str(EXAMPLE_DIR))
+    return load_example("cityscapes", "cityscapes_data", "labels")
 
 
 def official_sample(rng):

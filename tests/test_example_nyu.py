@@ -1,8 +1,6 @@
 """examples/nyu: one CPU epoch on a tiny dataset in MTAN's on-disk format, evaluation of the
 saved model, and the messages for a missing dataset or missing ImageNet weights."""
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +8,15 @@ import pytest
 
 from LibMTL_rgb.model import SegNetEncoder
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "nyu"
+from example_loading import load_example
+
 TINY_MODEL = ["--no_pretrained", "--backbone_depth", "18", "--backbone_width", "8", "--device", "cpu"]
 SIZE = (32, 48)
 
 
 @pytest.fixture(scope="module")
 def nyu_main():
-    sys.path.insert(0, str(EXAMPLE_DIR))
-    try:
-        spec = importlib.util.spec_from_file_location("nyu_example_main", EXAMPLE_DIR / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module.main
-    finally:
-        sys.path.remove(str(EXAMPLE_DIR))
+    return load_example("nyu")[0].main
 
 
 def write_nyu(root: Path, samples: dict, size=SIZE, seed: int = 0) -> Path:

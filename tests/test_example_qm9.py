@@ -2,8 +2,6 @@
 QM9 reads without rdkit): reader, split, transforms, MPNN, metric, and ``main`` end to end."""
 import csv
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,16 +9,14 @@ import torch
 
 from torch_geometric.data import Batch, Data
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "qm9"
-sys.path.insert(0, str(EXAMPLE))  # the example's sibling modules, as when run as a script
-try:
-    from mpnn import MPNNEncoder, NodeFirstNNConv
-    from qm9_data import TASK_NAMES, CompleteGraph, load_qm9, qm9_loaders, split_indices
-    from qm9_metrics import QM9MAE
+from example_loading import load_example
 
-    main = runpy.run_path(str(EXAMPLE / "main.py"))["main"]
-finally:
-    sys.path.remove(str(EXAMPLE))
+_main, _mpnn, _data, _metrics = load_example("qm9", "mpnn", "qm9_data", "qm9_metrics")
+main = _main.main
+MPNNEncoder, NodeFirstNNConv = _mpnn.MPNNEncoder, _mpnn.NodeFirstNNConv
+TASK_NAMES, CompleteGraph, load_qm9 = _data.TASK_NAMES, _data.CompleteGraph, _data.load_qm9
+qm9_loaders, split_indices = _data.qm9_loaders, _data.split_indices
+QM9MAE = _metrics.QM9MAE
 
 NUM_MOLECULES = 30
 TINY = ["--val_size", "5", "--test_size", "5", "--bs", "8", "--dim", "8", "--edge_hidden", "8",

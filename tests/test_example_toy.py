@@ -3,7 +3,6 @@ and RGB's convergence towards the front."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -25,14 +24,13 @@ from toy_problem import FAMO_STARTS, parse_starts, toy_decoders, toy_loss, toy_l
 from toy_results import evaluation_steps  # noqa: E402
 from toy_run import optimize_toy, toy_front  # noqa: E402
 
+from example_loading import load_example  # noqa: E402
+
 ADAM = {"optim": "adam", "lr": 2e-2, "weight_decay": 0.0}
 
 
 def load_toy_main():
-    spec = importlib.util.spec_from_file_location("toy_example_main", os.path.join(TOY_DIR, "main.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("toy")[0]
 
 
 @pytest.fixture(scope="module")
