@@ -123,7 +123,7 @@ class RGB(AbsWeighting):
         rotate = t % rgb_interval == 0
         steps = rgb_steps
         if rgb_adaptive:
-            prev = None if self._rgb_t == 0 or torch.isnan(self.rgb_prev_losses).any() else self.rgb_prev_losses
+            prev = self.rgb_prev_losses if self._rgb_t > 0 else None  # K_1 = α_min
             steps = adaptive_num_steps(losses.detach(), prev, rgb_min_steps, rgb_max_steps, rgb_k_std, eps=rgb_eps)
         result = rgb_step(
             grads, self.rgb_ema if t > 1 else None, mu=rgb_mu, lam=rgb_lambda, steps=steps, lr=rgb_lr,
