@@ -73,12 +73,31 @@ def add_flag(group, hp: Hyperparameter) -> None:
     if isinstance(hp.default, bool):
         group.add_argument(f"--{hp.name}", action=argparse.BooleanOptionalAction, default=hp.default, help=hp.help)
         return
-    kwargs: dict[str, Any] = {"type": hp.value_type(), "default": hp.default, "help": hp.help}
+    kwargs: dict[str, Any] = {"type": _range_checked(hp), "default": hp.default, "help": hp.help}
+    if hp.range_text() is not None:
+        kwargs["help"] = f"{hp.help} ({hp.range_text()})"
     if hp.nargs is not None:
         kwargs["nargs"] = hp.nargs
     if hp.choices is not None:
         kwargs["choices"] = hp.choices
     group.add_argument(f"--{hp.name}", **kwargs)
+
+
+def _range_checked(hp: Hyperparameter):
+    """argparse ``type``: parse with ``hp.value_type()`` and refuse values outside ``hp``'s range
+    (argparse prints ``error: argument --x: ...`` and exits with 2)."""
+    parse = hp.value_type()
+
+    def parse_and_check(text: str):
+        value = parse(text)
+        try:
+            hp.check(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {hp.range_text()}, got {text}") from None
+        return value
+
+    parse_and_check.__name__ = getattr(parse, "__name__", "value")
+    return parse_and_check
 
 
 #: LibMTL's module-level parser (examples may add their own flags to it).

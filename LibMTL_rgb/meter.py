@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 import time
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from LibMTL_rgb.atomic_io import atomic_write
 from LibMTL_rgb.utils import count_improvement
 
 #: Above this many tasks, the per-epoch line is a summary and the full table goes to CSV.
@@ -139,8 +139,7 @@ class PerformanceMeter:
         columns: list[str] = []
         for row in self.history:
             columns += [k for k in row if k not in columns]
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", newline="") as handle:
+        with atomic_write(path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.history)

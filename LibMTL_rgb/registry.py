@@ -21,6 +21,12 @@ class Hyperparameter:
     type: Optional[Callable[[str], Any]] = None
     nargs: Optional[str] = None
     choices: Optional[Sequence[Any]] = None
+    #: Allowed range of a numeric value: ``minimum``/``maximum`` bounds (None: unbounded),
+    #: excluded from the range when ``exclusive_minimum``/``exclusive_maximum``.
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
 
     def value_type(self) -> Callable[[str], Any]:
         if self.type is not None:
@@ -28,6 +34,29 @@ class Hyperparameter:
         if self.default is None:
             return str
         return type(self.default)
+
+    def range_text(self) -> Optional[str]:
+        """The allowed range as text (``'> 0'``, ``'in [0, 1)'``...), or None when unbounded."""
+        low, high = self.minimum, self.maximum
+        if low is None and high is None:
+            return None
+        if high is None:
+            return f"{'>' if self.exclusive_minimum else '>='} {low:g}"
+        if low is None:
+            return f"{'<' if self.exclusive_maximum else '<='} {high:g}"
+        return f"in {'(' if self.exclusive_minimum else '['}{low:g}, {high:g}{')' if self.exclusive_maximum else ']'}"
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it lies in the declared range (each element for lists); else ``ValueError``
+        that names the flag and the range."""
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            too_low = self.minimum is not None and (item <= self.minimum if self.exclusive_minimum else item < self.minimum)
+            too_high = self.maximum is not None and (item >= self.maximum if self.exclusive_maximum else item > self.maximum)
+            if too_low or too_high or item != item:  # NaN is never in range
+                raise ValueError(f"--{self.name} must be {self.range_text()}, got {item!r}")
+        return value
 
 
 class Registry:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping, Optional, Sequence
 
 import torch
 
+from LibMTL_rgb.atomic_io import atomic_write, atomic_write_json
 from LibMTL_rgb.gradient_diagnostics import GradientDiagnostics
 
 SUMMARY_JSON = "summary.json"
@@ -159,8 +159,7 @@ class RunLogger:
         if self.log_dir is None:
             return
         columns = list(dict.fromkeys(k for row in self.diagnostics_history for k in row))
-        os.makedirs(self.log_dir, exist_ok=True)
-        with open(os.path.join(self.log_dir, DIAGNOSTICS_CSV), "w", newline="") as handle:
+        with atomic_write(os.path.join(self.log_dir, DIAGNOSTICS_CSV), newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.diagnostics_history)
@@ -223,8 +222,4 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_json(path: str, payload: Mapping[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(_jsonable(payload), handle, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, _jsonable(payload))

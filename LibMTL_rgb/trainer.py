@@ -10,6 +10,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
+from LibMTL_rgb.atomic_io import atomic_save
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
@@ -294,8 +295,8 @@ class Trainer(nn.Module):
             return
         os.makedirs(self.save_path, exist_ok=True)
         if self.meter.best_result["epoch"] == epoch:
-            torch.save(self.model.state_dict(), os.path.join(self.save_path, BEST_CHECKPOINT))
-        torch.save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
+            atomic_save(self.model.state_dict(), os.path.join(self.save_path, BEST_CHECKPOINT))
+        atomic_save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
         self.meter.write_csv(os.path.join(self.save_path, HISTORY_CSV))
         write_run_summary(os.path.join(self.save_path, SUMMARY_JSON), self.task_dict, self.meter.best_result,
                           self.device, epoch + 1)

@@ -91,3 +91,16 @@ def test_registry_rejects_conflicting_names_and_collects_inherited_hyperparamete
         registry.register(B, name="A")
     assert [hp.name for hp in hyperparameters_of(B)] == ["y", "x"]
     assert registry.get(B) is B and "A" in registry
+
+
+def test_hyperparameter_ranges_refused_at_parse_time(capsys):
+    from LibMTL_rgb.config import make_parser
+
+    parser = make_parser()
+    for flag, bad in [("--rgb_lr", "0"), ("--rgb_lambda", "-1"), ("--rgb_mu", "1"), ("--rgb_steps", "-1")]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([flag, bad])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: must be" in err and "Traceback" not in err
+    assert parser.parse_args(["--rgb_mu", "0.5", "--rgb_lambda", "0"]).rgb_mu == 0.5

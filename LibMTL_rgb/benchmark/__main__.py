@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from LibMTL_rgb.atomic_io import atomic_write
 from LibMTL_rgb.benchmark import grid
 from LibMTL_rgb.benchmark.paper_results import (
     check_delta_m, check_mean_rank, check_mer_balance, check_seed_average, paper_table, paper_tables,
@@ -161,9 +162,9 @@ def _cmd_table(args: argparse.Namespace) -> int:
         markdown += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     out_dir = args.output_dir or os.path.join(args.out, "tables")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.md"), "w") as handle:
+    with atomic_write(os.path.join(out_dir, "results.md")) as handle:
         handle.write(markdown)
-    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as handle:
+    with atomic_write(os.path.join(out_dir, "results.csv"), newline="") as handle:
         handle.write(tb.to_csv(tables))
     print(markdown)
     print(f"written: {os.path.join(out_dir, 'results.md')}, {os.path.join(out_dir, 'results.csv')}")

@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from tqdm.auto import tqdm
 
+from LibMTL_rgb.atomic_io import atomic_write_json
+
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 STL_LABEL = "STL"
@@ -269,11 +271,7 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
             "the run finished but wrote no summary.json: the example must pass --save_path to the Trainer "
             "(save_path=params.save_path)"))
     path = result_path(out_dir, spec)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=1)
-    os.replace(tmp, path)  # a result file is complete or absent
+    atomic_write_json(path, record)  # a result file is complete or absent
     return record
 
 

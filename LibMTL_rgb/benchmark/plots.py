@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from LibMTL_rgb.atomic_io import atomic_savefig
 from LibMTL_rgb.benchmark.grid import STL_LABEL
 from LibMTL_rgb.benchmark.tables import ResultTable
 
@@ -78,7 +79,7 @@ def plot_metric_curves(records: Sequence[Mapping[str, Any]], out_dir: str, split
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = os.path.join(out_dir, f"curve_{_safe(column)}_{split}.png")
-        fig.savefig(path, dpi=120)
+        atomic_savefig(fig, path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -105,6 +106,6 @@ def plot_delta_m_by_arch(tables: Sequence[ResultTable], path: str) -> str:
     ax.legend(title="architecture")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

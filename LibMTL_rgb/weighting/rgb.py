@@ -74,16 +74,16 @@ class RGB(AbsWeighting):
 
     supports_rep_grad = False
     hyperparameters = (
-        Hyperparameter("rgb_mu", 0.9, "μ: EMA factor of the consensus direction d_t (Alg. 1 line 5)"),
-        Hyperparameter("rgb_lambda", 0.0, "λ: weight of the proximity term of Eq. 1"),
-        Hyperparameter("rgb_steps", DEFAULT_STEPS, "K: inner projected-gradient steps on Eq. 1 (when not --rgb_adaptive)"),
-        Hyperparameter("rgb_lr", DEFAULT_LR, "step size of the inner projected gradient descent on Eq. 1"),
-        Hyperparameter("rgb_interval", 1, "update_interval: rotate at steps t with t mod interval == 0 (Alg. 1 line 6)"),
-        Hyperparameter("rgb_eps", 1e-8, "ε of Algorithm 1 (normalisations)"),
+        Hyperparameter("rgb_mu", 0.9, "μ: EMA factor of the consensus direction d_t (Alg. 1 line 5)", minimum=0.0, maximum=1.0, exclusive_maximum=True),
+        Hyperparameter("rgb_lambda", 0.0, "λ: weight of the proximity term of Eq. 1", minimum=0.0),
+        Hyperparameter("rgb_steps", DEFAULT_STEPS, "K: inner projected-gradient steps on Eq. 1 (when not --rgb_adaptive)", minimum=0),
+        Hyperparameter("rgb_lr", DEFAULT_LR, "step size of the inner projected gradient descent on Eq. 1", minimum=0.0, exclusive_minimum=True),
+        Hyperparameter("rgb_interval", 1, "update_interval: rotate at steps t with t mod interval == 0 (Alg. 1 line 6)", minimum=1),
+        Hyperparameter("rgb_eps", 1e-8, "ε of Algorithm 1 (normalisations)", minimum=0.0),
         Hyperparameter("rgb_adaptive", False, "choose K per step by Eq. 2 from the relative loss changes"),
-        Hyperparameter("rgb_min_steps", 5, "α_min of Eq. 2 (fewest inner steps)"),
-        Hyperparameter("rgb_max_steps", 50, "α_max of Eq. 2 (most inner steps)"),
-        Hyperparameter("rgb_k_std", 0.1, "k_std of Eq. 2 (> 0): sensitivity to the std of the relative loss changes"),
+        Hyperparameter("rgb_min_steps", 5, "α_min of Eq. 2 (fewest inner steps)", minimum=0),
+        Hyperparameter("rgb_max_steps", 50, "α_max of Eq. 2 (most inner steps)", minimum=0),
+        Hyperparameter("rgb_k_std", 0.1, "k_std of Eq. 2 (> 0): sensitivity to the std of the relative loss changes", minimum=0.0, exclusive_minimum=True),
         Hyperparameter("rgb_solver", "pgd", "inner solver: 'pgd' (K steps, the paper) or 'exact' (Eq. 1 to tolerance)", choices=("pgd", "exact")),
     )
 

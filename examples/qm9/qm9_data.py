@@ -15,6 +15,7 @@ from torch_geometric.datasets import QM9
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
 
+from LibMTL_rgb.atomic_io import atomic_save
 from LibMTL_rgb.task_columns import TaskColumnLoader
 
 
@@ -164,7 +165,7 @@ def _saved_permutation(root: str, num_molecules: int, seed: int) -> Tensor:
         return saved["permutation"]
     perm = torch.randperm(num_molecules, generator=torch.Generator().manual_seed(seed))
     try:
-        torch.save({"num_molecules": num_molecules, "permutation": perm}, path)
+        atomic_save({"num_molecules": num_molecules, "permutation": perm}, path)
     except OSError as err:
         print(f"QM9: could not save the split to {path} ({err}); it is redrawn from the seed each run")
     return perm

@@ -10,6 +10,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from LibMTL_rgb.atomic_io import atomic_savefig
 from pareto import ParetoFront
 from toy_problem import DOMAIN_LIMIT, toy_losses
 from toy_run import ToyRun
@@ -71,5 +72,5 @@ def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale
         x_ax.set_ylabel("$x_2$")
     fig.suptitle("Toy problem (RGB paper App. A.10, Fig. 6)\ndark gray: Pareto front (top) / set (bottom)\n"
                  "black dot: start; red star: end", fontsize="medium")
-    fig.savefig(path, dpi=110, facecolor="white")
+    atomic_savefig(fig, path, dpi=110, facecolor="white")
     return path

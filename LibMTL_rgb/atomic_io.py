@@ -1,0 +1,88 @@
+"""Crash-safe file output: every file the library writes goes through here.
+
+A file is written to a temporary file in the same directory, flushed and fsync'ed, then
+renamed over the target with ``os.replace`` (atomic on POSIX and Windows). A kill or power
+cut at any instant leaves either the previous file or the new one, never a truncated one.
+
+Example::
+
+    >>> import os, tempfile
+    >>> from LibMTL_rgb.atomic_io import atomic_write
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.txt")
+    >>> with atomic_write(path) as handle:
+    ...     _ = handle.write("complete")
+    >>> open(path).read()
+    'complete'
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import IO, Any, Iterator
+
+__all__ = ["atomic_write", "atomic_save", "atomic_savefig", "atomic_write_json"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On an exception inside the block the temporary file is removed and ``path`` is untouched.
+    ``mode`` is ``'w'`` (text) or ``'wb'`` (binary); ``open_kwargs`` go to ``open``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write supports mode 'w' or 'wb', got {mode!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)``, atomically."""
+    import torch
+
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def atomic_write_json(path: str, payload: Any, **dump_kwargs: Any) -> None:
+    """``json.dump(payload)`` to ``path``, atomically (``indent=1`` unless given)."""
+    dump_kwargs.setdefault("indent", 1)
+    with atomic_write(path) as handle:
+        json.dump(payload, handle, **dump_kwargs)
+
+
+def atomic_savefig(fig: Any, path: str, **savefig_kwargs: Any) -> str:
+    """``fig.savefig(path)``, atomically; the format comes from ``path``'s extension."""
+    extension = os.path.splitext(path)[1].lstrip(".").lower() or None
+    savefig_kwargs.setdefault("format", extension)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, **savefig_kwargs)
+    return path
+
+
+def _fsync_directory(directory: str) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
