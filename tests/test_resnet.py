@@ -79,7 +79,7 @@ def test_missing_pretrained_weights_name_the_file_and_url(tmp_path, monkeypatch)
 
 def test_wrong_checkpoint_and_bad_options_are_clear_errors(resnet18_file):
     _, path = resnet18_file
-    with pytest.raises(ValueError, match="not a torchvision ResNet-34 state_dict"):
+    with pytest.raises(ValueError, match="not a torchvision resnet34 state_dict"):
         resnet_encoder(34, weights_path=str(path))  # ResNet-18 weights
     with pytest.raises(ValueError, match="depth must be one of"):
         resnet_encoder(20)

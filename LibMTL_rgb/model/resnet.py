@@ -6,21 +6,24 @@ names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so torchvision ImageNet c
 as they are, and exposes ``stages`` (stem + layer1, layer2, layer3, layer4) for architectures
 that work stage by stage (MTAN, Cross_stitch).
 
+LibMTL's factories are here under LibMTL's names and signatures (``resnet18`` ...
+``resnet152``, ``resnext50_32x4d``, ``resnext101_32x8d``, ``wide_resnet50_2``,
+``wide_resnet101_2``): each returns a :class:`HeadlessResNet` (LibMTL's headless ``ResNet``:
+``forward`` gives the last feature map, ``feature_dim`` its channels).
+
 Pretrained weights are never downloaded: they load from ``weights_path`` or from the torch hub
-cache (``torch.hub.get_dir()/checkpoints/<torchvision file name>``, where torchvision itself
-would have put them); when absent, ``FileNotFoundError`` says which URL to fetch and where to
-put the file.
+cache under LibMTL's or torchvision's file names (:mod:`LibMTL_rgb.model.pretrained_weights`);
+when absent, ``FileNotFoundError`` says which URL to fetch and where to put the file.
 """
 from __future__ import annotations
 
-import os
-from typing import Optional
+from typing import Any, Optional
 
-import torch
 import torch.nn as nn
 from torch import Tensor
-from torchvision.models import get_model_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from LibMTL_rgb.model.pretrained_weights import load_imagenet_weights, weight_files
 
 #: depth -> (block, blocks per layer), as torchvision's resnet18 ... resnet152.
 RESNET_LAYOUTS: dict[int, tuple[type[nn.Module], list[int]]] = {
@@ -35,37 +38,48 @@ STANDARD_WIDTH = 64
 DILATED_LAYERS = {"layer3": 2, "layer4": 4}
 
 
-class _WidthScaledResNet(ResNet):
-    """torchvision's ResNet whose channel counts are scaled by ``width / 64`` (64: unchanged)."""
+class HeadlessResNet(ResNet):
+    """torchvision's ResNet without its classifier (no ``avgpool``/``fc``), as LibMTL's
+    ``LibMTL.model.resnet.ResNet``: ``forward(x)`` is the last feature map and ``feature_dim``
+    its channels. Channel counts are scaled by ``width / 64`` (64: unchanged). Other keyword
+    arguments are torchvision's (``groups``, ``width_per_group``, ``replace_stride_with_dilation``,
+    ``norm_layer``, ``zero_init_residual``; ``num_classes`` is accepted and unused)."""
 
-    def __init__(self, block: type[nn.Module], layers: list[int], width: int, dilate_bottleneck: bool) -> None:
+    def __init__(self, block: type[nn.Module], layers: list[int], width: int = STANDARD_WIDTH, **kwargs: Any) -> None:
         self._width = width
-        dilation = [False, True, True] if dilate_bottleneck else None
-        super().__init__(block, layers, replace_stride_with_dilation=dilation)
+        super().__init__(block, layers, **kwargs)
         if width != STANDARD_WIDTH:
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
+            self.bn1 = self._norm_layer(width)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         del self.avgpool, self.fc  # an encoder: no classifier head
+        self.feature_dim = _out_channels(self.layer4)
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         if planes == STANDARD_WIDTH:  # layer1: its input is the stem's output
             self.inplanes = self._width
         return super()._make_layer(block, planes * self._width // STANDARD_WIDTH, blocks, stride, dilate)
 
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) -> None:
-    """Turn a stride-2 layer of BasicBlocks into a stride-1 dilated one, with torchvision's
-    convention for Bottlenecks: the first block keeps ``previous_dilation``, the others use
-    ``dilation`` (torchvision's BasicBlock refuses dilation, so it is set here)."""
-    for index, block in enumerate(layer):
-        rate = previous_dilation if index == 0 else dilation
-        for conv in (block.conv1, block.conv2):
+
+def dilate_layer(layer: nn.Module, rate: int) -> None:
+    """Trade a ResNet layer's stride 2 for dilation, in place, by LibMTL's rule
+    (``ResnetDilated._nostride_dilate``, after Yu et al. 2017): the stride-2 convolutions get
+    stride 1 and, when 3×3, dilation and padding ``rate // 2``; every other 3×3 convolution
+    gets dilation and padding ``rate``. For Bottleneck layers this is torchvision's
+    ``replace_stride_with_dilation``; it also dilates BasicBlocks (ResNet-18/34)."""
+    for conv in layer.modules():
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        if conv.stride == (2, 2):
             conv.stride = (1, 1)
-            conv.dilation = (rate, rate)
-            conv.padding = (rate, rate)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
+            if conv.kernel_size == (3, 3):
+                conv.dilation = conv.padding = (rate // 2, rate // 2)
+        elif conv.kernel_size == (3, 3):
+            conv.dilation = conv.padding = (rate, rate)
 
 
 class ResNetEncoder(nn.Module):
@@ -78,23 +92,22 @@ class ResNetEncoder(nn.Module):
         stage_channels: output channels of each stage.
         out_channels: channels of the output feature map.
         output_stride: input size / output size (32 plain, 8 dilated).
+        feature_dim: ``out_channels`` (LibMTL's name).
     """
 
-    def __init__(self, backbone: ResNet, dilated: bool) -> None:
+    def __init__(self, backbone: nn.Module, dilated: bool = False, output_stride: Optional[int] = None) -> None:
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4
         self.stage_channels = [_out_channels(layer) for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
-        self.out_channels = self.stage_channels[-1]
-        self.output_stride = 8 if dilated else 32
+        self.out_channels = self.feature_dim = self.stage_channels[-1]
+        self.output_stride = output_stride if output_stride is not None else (8 if dilated else 32)
 
     @property
     def stages(self) -> nn.ModuleList:
         return resnet_stages(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    forward = HeadlessResNet.forward
 
 
 def resnet_stages(resnet: nn.Module) -> nn.ModuleList:
@@ -107,8 +120,9 @@ def resnet_stages(resnet: nn.Module) -> nn.ModuleList:
 
 
 def _out_channels(layer: nn.Sequential) -> int:
+    """Output channels of a layer of torchvision-style blocks (Bottleneck: ``bn3``, BasicBlock: ``bn2``)."""
     last = layer[-1]
-    return (last.bn3 if isinstance(last, Bottleneck) else last.bn2).num_features
+    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
 
 
 def resnet_encoder(
@@ -139,48 +153,82 @@ def resnet_encoder(
     if pretrained and width != STANDARD_WIDTH:
         raise ValueError(f"pretrained ImageNet weights exist only for width {STANDARD_WIDTH}, got width={width}")
     block, layers = RESNET_LAYOUTS[depth]
-    backbone = _WidthScaledResNet(block, layers, width, dilate_bottleneck=dilated and block is Bottleneck)
-    if dilated and block is BasicBlock:
-        previous = 1
+    backbone = HeadlessResNet(block, layers, width)
+    if dilated:
         for name, rate in DILATED_LAYERS.items():
-            _dilate_basic_layer(getattr(backbone, name), previous, rate)
-            previous = rate
+            dilate_layer(getattr(backbone, name), rate)
     if pretrained:
-        _load_imagenet_weights(backbone, depth, weights_path)
+        load_imagenet_weights(backbone, f"resnet{depth}", weights_path)
     return ResNetEncoder(backbone, dilated)
 
 
-def pretrained_weight_files(depth: int) -> list[tuple[str, str]]:
-    """``(file name, URL)`` of torchvision's ImageNet checkpoints for ResNet-``depth``."""
-    return [(w.url.rsplit("/", 1)[-1], w.url) for w in get_model_weights(f"resnet{depth}")]
+def pretrained_weight_files(arch: int | str) -> list[tuple[str, str]]:
+    """``(file name, URL)`` of the accepted ImageNet checkpoints of ``arch`` (a ResNet depth or a
+    factory name such as ``'resnext50_32x4d'``), in lookup order: LibMTL's file, then torchvision's."""
+    name = f"resnet{arch}" if isinstance(arch, int) else arch
+    return [(f.name, f.url) for f in weight_files(name)]
 
 
-def _find_weights(depth: int, weights_path: Optional[str]) -> str:
-    if weights_path is not None:
-        if not os.path.isfile(weights_path):
-            raise FileNotFoundError(f"ResNet-{depth} weights file {weights_path!r} does not exist")
-        return weights_path
-    checkpoints = os.path.join(torch.hub.get_dir(), "checkpoints")
-    files = pretrained_weight_files(depth)
-    for file_name, _ in files:
-        candidate = os.path.join(checkpoints, file_name)
-        if os.path.isfile(candidate):
-            return candidate
-    file_name, url = files[0]
-    raise FileNotFoundError(
-        f"no ImageNet weights for ResNet-{depth}: looked for {[f for f, _ in files]} in {checkpoints}. "
-        f"Download {url} and save it as {os.path.join(checkpoints, file_name)} "
-        f"(or pass its path as weights_path); nothing is downloaded automatically."
-    )
+# ------------------------------------------------------------- LibMTL's factories
+# LibMTL's ``LibMTL.model.resnet`` names and signatures: ``name(pretrained=False, progress=True,
+# **kwargs)`` -> HeadlessResNet. ``pretrained`` loads ImageNet weights from the torch hub cache
+# (LibMTL's or torchvision's file name, see ``pretrained_weights``; never downloads);
+# ``progress`` is accepted and unused; ``kwargs`` are torchvision's ResNet arguments.
 
 
-def _load_imagenet_weights(backbone: ResNet, depth: int, weights_path: Optional[str]) -> None:
-    path = _find_weights(depth, weights_path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path} is not a torchvision ResNet-{depth} state_dict: {err}") from err
+def _libmtl_resnet(arch: str, depth: int, pretrained: bool, **kwargs: Any) -> HeadlessResNet:
+    block, layers = RESNET_LAYOUTS[depth]
+    model = HeadlessResNet(block, layers, **kwargs)
+    if pretrained:
+        load_imagenet_weights(model, arch)
+    return model
+
+
+def resnet18(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNet-18 (He et al., 2016), headless."""
+    return _libmtl_resnet("resnet18", 18, pretrained, **kwargs)
+
+
+def resnet34(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNet-34 (He et al., 2016), headless."""
+    return _libmtl_resnet("resnet34", 34, pretrained, **kwargs)
+
+
+def resnet50(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNet-50 (He et al., 2016), headless."""
+    return _libmtl_resnet("resnet50", 50, pretrained, **kwargs)
+
+
+def resnet101(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNet-101 (He et al., 2016), headless."""
+    return _libmtl_resnet("resnet101", 101, pretrained, **kwargs)
+
+
+def resnet152(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNet-152 (He et al., 2016), headless."""
+    return _libmtl_resnet("resnet152", 152, pretrained, **kwargs)
+
+
+def resnext50_32x4d(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNeXt-50 32x4d (Xie et al., 2017), headless: 32 groups of width 4."""
+    return _libmtl_resnet("resnext50_32x4d", 50, pretrained, **{**kwargs, "groups": 32, "width_per_group": 4})
+
+
+def resnext101_32x8d(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """ResNeXt-101 32x8d (Xie et al., 2017), headless: 32 groups of width 8."""
+    return _libmtl_resnet("resnext101_32x8d", 101, pretrained, **{**kwargs, "groups": 32, "width_per_group": 8})
+
+
+def wide_resnet50_2(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016), headless: bottlenecks twice as wide."""
+    return _libmtl_resnet("wide_resnet50_2", 50, pretrained, **{**kwargs, "width_per_group": 128})
+
+
+def wide_resnet101_2(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> HeadlessResNet:
+    """Wide ResNet-101-2 (Zagoruyko & Komodakis, 2016), headless: bottlenecks twice as wide."""
+    return _libmtl_resnet("wide_resnet101_2", 101, pretrained, **{**kwargs, "width_per_group": 128})
+
+
+#: LibMTL's factory names -> factories (``resnet_dilated(basenet)`` looks ``basenet`` up here).
+FACTORIES = {f.__name__: f for f in (resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
+                                     resnext101_32x8d, wide_resnet50_2, wide_resnet101_2)}
