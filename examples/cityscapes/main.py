@@ -4,8 +4,10 @@ segmentation + instance offsets + disparity (``--tasks 3``, the paper's Table 3)
 DeepLabV3-style model (dilated ResNet-50 shared encoder, one ASPP head per task), trained on
 the train split and evaluated on the val split after every epoch. Defaults: RGB with λ = 1,
 K = 50 (the paper's Cityscapes setting) and LibMTL's Cityscapes optimisation (Adam, lr 1e-4,
-weight decay 1e-5, step schedule halving every 100 epochs, 200 epochs, batch size 64).
-See README.md for the data, the metrics and Align-MTL's schedule used in Table 3.
+weight decay 1e-5, step schedule halving every 100 epochs, 200 epochs, batch size 64) and
+LibMTL's Cityscapes example flags (``--train_bs``, ``--test_bs``, ``--train_mode``).
+See README.md for the data, the metrics, Align-MTL's schedule used in Table 3 and every
+difference from LibMTL's example.
 """
 from __future__ import annotations
 
@@ -25,7 +27,13 @@ PAPER_DEFAULTS = {
     "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
     "scheduler": "step", "step_size": 100, "gamma": 0.5,
     "epochs": 200, "bs": 64, "img_size": [3, 128, 256],
+    # LibMTL's examples/cityscapes: --test_bs 64 (not following --train_bs), 2 loader workers, SGD momentum 0.9
+    "eval_bs": 64, "num_workers": 2, "momentum": 0.9,
 }
+#: LibMTL's --train_mode values -> the folder trained on. LibMTL main reads train/ for 'train' and
+#: fails on 'trainval' (its help text lists it); 'trainval' was the union of the train and val
+#: halves of train/ in LibMTL's earlier NYUv2 example, i.e. all of train/. val/ is never trained on.
+TRAIN_MODES = {"train": "train", "trainval": "train"}
 #: Output channels of each task's head.
 TASK_OUTPUTS = {
     2: {"segmentation": MTAN_CLASSES, "depth": 1},
@@ -46,6 +54,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         group.add_argument("--disparity_unit", type=str, default="px", choices=DISPARITY_UNITS,
                            help="--tasks 3 disparity target: 'px' = official (p-1)/256 pixels; 'align_mtl' = "
                                 "p/2729.07, the unit of Table 3's MSE")
+        group.add_argument("--train_mode", type=str, default="train", choices=sorted(TRAIN_MODES),
+                           help="LibMTL's choice of training split: both train on every image of train/ "
+                                "(LibMTL main reads train/ for 'train' and fails on 'trainval'); evaluation is on val/")
         group.add_argument("--aug", action="store_true", default=False,
                            help="augment training samples: random scale-crop (1.0/1.2/1.5; depth divided, "
                                 "disparity and offsets multiplied by the scale) and horizontal flip")
@@ -90,12 +101,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     test_loader = dense_loader(split("val"), params.eval_bs or params.bs, False, params.num_workers, device)
     train_loader = None
     if params.mode == "train":
-        train_loader = dense_loader(split("train", params.aug), params.bs, True, params.num_workers, device)
+        train_loader = dense_loader(split(TRAIN_MODES[params.train_mode], params.aug), params.bs, True, params.num_workers, device)
 
     # model: dilated ResNet encoder + ASPP heads, predictions at the label resolution
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS[params.tasks], label_size)
 
-    trainer = example_runner.build_trainer(params, cityscapes_task_dict(params.tasks), encoder_class, decoders, optim_param, scheduler_param, kwargs)
+    trainer = Trainer(cityscapes_task_dict(params.tasks), params.weighting, params.arch, encoder_class, decoders,
+                      params.rep_grad, params.multi_input, optim_param, scheduler_param, save_path=params.save_path,
+                      load_path=params.load_path, **kwargs)
     example_runner.run(trainer, params, train_loader, test_loader)
     return trainer
 

@@ -3,7 +3,8 @@
 DeepLabV3-style model (dilated ResNet-50 shared encoder, one ASPP head per task; or MTAN's
 SegNet with ``--backbone segnet``) trained on the 795 training images and evaluated on the 654 validation images after every epoch; defaults are
 the paper's NYUv2 setting (RGB with λ = 0, K = 5; Adam, lr 1e-4, weight decay 1e-5, step
-schedule halving every 100 epochs, 200 epochs, batch size 8). See README.md.
+schedule halving every 100 epochs, 200 epochs, batch size 8) and LibMTL's NYUv2 example flags
+(``--train_bs``, ``--test_bs``, ``--aug``); README.md lists every difference from LibMTL's example.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ PAPER_DEFAULTS = {
     "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
     "scheduler": "step", "step_size": 100, "gamma": 0.5,
     "epochs": 200, "bs": 8, "img_size": [3, *NATIVE_SIZE],
+    # LibMTL's examples/nyu: --test_bs 8 (not following --train_bs), 2 loader workers, SGD momentum 0.9
+    "eval_bs": 8, "num_workers": 2, "momentum": 0.9,
 }
 
 
@@ -57,8 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
-    eval_bs = params.eval_bs or params.bs
-    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), eval_bs, False, params.num_workers, device)
+    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), params.eval_bs, False, params.num_workers, device)
     train_loader = None
     if params.mode == "train":
         train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)
@@ -67,7 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     # model: dilated ResNet encoder + ASPP heads, or SegNet encoder + decoders (--backbone; unit-length normals)
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS, img_size, unit_normal_tasks=["normal"])
 
-    trainer = example_runner.build_trainer(params, nyu_task_dict(), encoder_class, decoders, optim_param, scheduler_param, kwargs)
+    trainer = Trainer(nyu_task_dict(), params.weighting, params.arch, encoder_class, decoders, params.rep_grad,
+                      params.multi_input, optim_param, scheduler_param, save_path=params.save_path,
+                      load_path=params.load_path, **kwargs)
     example_runner.run(trainer, params, train_loader, test_loader)
     return trainer
 

@@ -1,11 +1,12 @@
-"""QM9 through PyTorch Geometric: the 11 targets of Nash-MTL / FAMO / LibMTL (paper Table 2),
-the complete graph with interatomic distances, targets standardised with the training split's
-statistics, and a seeded train/val/test split saved next to the data."""
+"""QM9 through PyTorch Geometric: the 11 targets of Nash-MTL / FAMO / LibMTL (paper Table 2) or
+any of PyG's 19 columns (LibMTL's ``--target``), the complete graph with interatomic distances,
+targets standardised with the training split's statistics, and a seeded train/val/test split
+saved next to the data, or LibMTL's split file ``random_split.t``."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch_geometric.transforms as T
@@ -29,23 +30,54 @@ class QM9Target:
     scale: float  # PyG's unit -> reported unit (1000: eV -> meV)
 
 
-#: Paper Table 2's columns, in its order. Energies are eV in PyG and reported in meV (as
-#: Nash-MTL/FAMO/LibMTL); U0, U, H, G are the atomization energies (PyG columns 12-15, the
-#: DimeNet convention Nash-MTL follows), not the total energies of columns 7-10.
-TARGETS: tuple[QM9Target, ...] = (
+#: Every column of PyG's ``QM9.y``, keyed by its index (LibMTL's ``--target`` values). Energies
+#: are eV in PyG; like LibMTL's example, HOMO, LUMO, ZPVE and the atomization energies U0, U, H, G
+#: (columns 12-15, the DimeNet convention Nash-MTL follows) are reported in meV, every other
+#: column in PyG's unit (the gap and the total energies of columns 7-10 stay in eV).
+QM9_COLUMNS: dict[int, QM9Target] = {t.pyg_index: t for t in (
     QM9Target("mu", 0, "D", 1.0),
     QM9Target("alpha", 1, "a0^3", 1.0),
     QM9Target("homo", 2, "meV", 1000.0),
     QM9Target("lumo", 3, "meV", 1000.0),
+    QM9Target("gap", 4, "eV", 1.0),
     QM9Target("r2", 5, "a0^2", 1.0),
     QM9Target("zpve", 6, "meV", 1000.0),
+    QM9Target("U0_total", 7, "eV", 1.0),
+    QM9Target("U_total", 8, "eV", 1.0),
+    QM9Target("H_total", 9, "eV", 1.0),
+    QM9Target("G_total", 10, "eV", 1.0),
+    QM9Target("cv", 11, "cal/(mol K)", 1.0),
     QM9Target("U0", 12, "meV", 1000.0),
     QM9Target("U", 13, "meV", 1000.0),
     QM9Target("H", 14, "meV", 1000.0),
     QM9Target("G", 15, "meV", 1000.0),
-    QM9Target("cv", 11, "cal/(mol K)", 1.0),
-)
-TASK_NAMES: list[str] = [t.name for t in TARGETS]
+    QM9Target("A", 16, "GHz", 1.0),
+    QM9Target("B", 17, "GHz", 1.0),
+    QM9Target("C", 18, "GHz", 1.0),
+)}
+#: Paper Table 2's 11 targets in its order: LibMTL's ``--target`` default.
+DEFAULT_TARGETS: tuple[int, ...] = (0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11)
+TARGETS: tuple[QM9Target, ...] = tuple(QM9_COLUMNS[k] for k in DEFAULT_TARGETS)
+#: Task names: LibMTL's (the PyG column index as a string, e.g. '12') or the targets' symbols ('U0').
+TASK_NAME_STYLES = ("index", "symbol")
+
+
+def task_names(targets: Sequence[int], style: str = "index") -> list[str]:
+    """The task name of each target column: ``str(index)`` as LibMTL, or its symbol."""
+    if style not in TASK_NAME_STYLES:
+        raise ValueError(f"task name style must be one of {TASK_NAME_STYLES}, got {style!r}")
+    return [str(k) if style == "index" else QM9_COLUMNS[k].name for k in targets]
+
+
+def check_targets(targets: Sequence[int]) -> tuple[int, ...]:
+    """``targets`` as a tuple, refused unless they are distinct PyG columns."""
+    unknown = [k for k in targets if k not in QM9_COLUMNS]
+    if unknown or not targets or len(set(targets)) != len(targets):
+        raise ValueError(f"--target takes distinct PyG QM9 columns 0..{len(QM9_COLUMNS) - 1}, got {list(targets)}")
+    return tuple(targets)
+
+
+TASK_NAMES: list[str] = task_names(DEFAULT_TARGETS)
 NUM_PYG_TARGETS = 19
 NUM_NODE_FEATURES = 11
 NUM_BOND_TYPES = 4
@@ -110,8 +142,9 @@ class QM9Splits:
     train: Dataset
     val: Dataset
     test: Dataset
-    mean: Tensor  # [11], PyG units
-    std: Tensor  # [11], PyG units
+    mean: Tensor  # [T], PyG units
+    std: Tensor  # [T], PyG units
+    targets: tuple[int, ...] = DEFAULT_TARGETS  # the PyG columns, in task order
 
 
 def require_qm9(root: str) -> None:
@@ -136,10 +169,12 @@ def read_qm9(root: str) -> QM9:
     return dataset
 
 
-def split_indices(root: str, num_molecules: int, val_size: int, test_size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(train, val, test)`` indices: the first ``test_size`` of a seeded permutation are the
-    test set, the next ``val_size`` the validation set, the rest the training set. The
-    permutation is saved as ``root/split_seed{seed}.pt`` and reused by later runs."""
+def split_indices(root: str, num_molecules: int, val_size: int, test_size: int, seed: int,
+                  split_file: Optional[str] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(train, val, test)`` indices: the first ``test_size`` of a permutation are the test
+    set, the next ``val_size`` the validation set, the rest the training set (LibMTL's and
+    Nash-MTL's order). The permutation is ``split_file`` (LibMTL's ``random_split.t``) when
+    given, else drawn from ``seed``, saved as ``root/split_seed{seed}.pt`` and reused."""
     if val_size < 1 or test_size < 1:
         raise ValueError(f"--val_size and --test_size must be >= 1, got {val_size} and {test_size}")
     if num_molecules < val_size + test_size + 2:
@@ -147,10 +182,25 @@ def split_indices(root: str, num_molecules: int, val_size: int, test_size: int, 
             f"QM9 at {root} has {num_molecules} molecules: --val_size {val_size} + --test_size {test_size} "
             f"leave fewer than 2 for training; lower them"
         )
-    perm = _saved_permutation(root, num_molecules, seed)
+    perm = read_split_file(split_file, num_molecules) if split_file else _saved_permutation(root, num_molecules, seed)
     test = perm[:test_size]
     val = perm[test_size : test_size + val_size]
     return perm[test_size + val_size :], val, test
+
+
+def read_split_file(path: str, num_molecules: int) -> Tensor:
+    """A permutation of the molecules saved with ``torch.save`` as a 1-D integer tensor, as
+    LibMTL's ``examples/qm9/random_split.t`` (130,831 indices; LibMTL's example loads it from
+    its working directory and takes test = [:10000], val = [10000:20000], train = the rest)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"split file {path} does not exist (LibMTL's is examples/qm9/random_split.t in its repository)")
+    perm = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(perm, Tensor) or perm.dim() != 1 or perm.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"split file {path} must hold a 1-D integer tensor (a permutation of the molecules)")
+    if len(perm) != num_molecules or not torch.equal(torch.sort(perm).values, torch.arange(num_molecules, dtype=perm.dtype)):
+        raise ValueError(f"split file {path} is not a permutation of the dataset's {num_molecules} molecules "
+                         f"({len(perm)} indices)")
+    return perm.long()
 
 
 def _saved_permutation(root: str, num_molecules: int, seed: int) -> Tensor:
@@ -171,32 +221,37 @@ def _saved_permutation(root: str, num_molecules: int, seed: int) -> Tensor:
     return perm
 
 
-def load_qm9(root: str, val_size: int, test_size: int, split_seed: int) -> QM9Splits:
-    """Read QM9 at ``root``, split it, and standardise the 11 targets with the training
-    split's mean and std; every graph is made complete with distances as edge features."""
+def load_qm9(root: str, val_size: int, test_size: int, split_seed: int, targets: Sequence[int] = DEFAULT_TARGETS,
+             split_file: Optional[str] = None) -> QM9Splits:
+    """Read QM9 at ``root``, split it (:func:`split_indices`), and standardise the ``targets``
+    columns with the training split's mean and std; every graph is made complete with
+    distances as edge features."""
+    columns = list(check_targets(targets))
     dataset = read_qm9(root)
-    train_idx, val_idx, test_idx = split_indices(root, len(dataset), val_size, test_size, split_seed)
-    columns = [t.pyg_index for t in TARGETS]
+    train_idx, val_idx, test_idx = split_indices(root, len(dataset), val_size, test_size, split_seed, split_file)
     train_y = dataset.y[train_idx][:, columns]
     mean, std = train_y.mean(dim=0), train_y.std(dim=0)
-    constant = [TASK_NAMES[k] for k in torch.nonzero(std == 0).flatten().tolist()]
+    constant = [columns[k] for k in torch.nonzero(std == 0).flatten().tolist()]
     if constant:
         raise ValueError(f"QM9 at {root}: target(s) {constant} are constant over the training split")
     dataset.transform = T.Compose([StandardizedTargets(columns, mean, std), CompleteGraph(), T.Distance(norm=False)])
-    return QM9Splits(dataset[train_idx], dataset[val_idx], dataset[test_idx], mean, std)
+    return QM9Splits(dataset[train_idx], dataset[val_idx], dataset[test_idx], mean, std, tuple(columns))
 
 
 def _graphs_and_targets(batch) -> tuple:
     return batch, batch.y
 
 
-def qm9_loaders(splits: QM9Splits, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
-    """``(train, val, test)`` loaders yielding ``(PyG batch, {task: [B, 1] standardised target})``."""
+def qm9_loaders(splits: QM9Splits, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool,
+                task_name: Optional[Sequence[str]] = None) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
+    """``(train, val, test)`` loaders yielding ``(PyG batch, {task: [B, 1] standardised target})``;
+    ``task_name``: one per target column (default: LibMTL's, the column indices)."""
+    task_name = task_names(splits.targets) if task_name is None else list(task_name)
 
     def loader(dataset: Dataset, shuffle: bool, size: int) -> TaskColumnLoader:
         graphs = DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=num_workers,
                             pin_memory=pin_memory, persistent_workers=num_workers > 0)
-        return TaskColumnLoader(graphs, TASK_NAMES, unpack=_graphs_and_targets)
+        return TaskColumnLoader(graphs, task_name, unpack=_graphs_and_targets)
 
     return (loader(splits.train, True, batch_size), loader(splits.val, False, eval_batch_size),
             loader(splits.test, False, eval_batch_size))
