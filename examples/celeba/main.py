@@ -11,7 +11,7 @@ from celeba_metrics import HIGHER_IS_BETTER, BinaryAttributeMetric
 from celeba_model import CelebAEncoder, attribute_heads, encoder_features
 
 from LibMTL_rgb import Trainer
-from LibMTL_rgb.example_runner import build_trainer, example_parser, require_dataset, setup_run
+from LibMTL_rgb.example_runner import example_parser, require_dataset, setup_run
 from LibMTL_rgb.loss import BCELoss
 from LibMTL_rgb.many_task_output import ensure_save_path, run_and_report
 
@@ -50,11 +50,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     except ValueError as err:
         raise SystemExit(f"CelebA: {err}\n{HOW_TO_GET}") from None
 
-    trainer = build_trainer(
-        params, celeba_task_dict(names, params.metrics),
-        lambda: CelebAEncoder(params.width), attribute_heads(names, encoder_features(params.width)),
-        optim_param, scheduler_param, kwargs,
-    )
+    def encoder_class() -> CelebAEncoder:
+        return CelebAEncoder(params.width)
+
+    decoders = attribute_heads(names, encoder_features(params.width))
+
+    trainer = Trainer(celeba_task_dict(names, params.metrics), params.weighting, params.arch, encoder_class, decoders,
+                      params.rep_grad, params.multi_input, optim_param, scheduler_param, save_path=params.save_path,
+                      load_path=params.load_path, **kwargs)
     run_and_report(trainer, params, train, test, val)
     return trainer
 
