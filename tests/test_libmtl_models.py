@@ -174,3 +174,11 @@ def test_a_wrong_checkpoint_is_a_clear_error(hub):
     tiny_checkpoint(hub / "resnet34-333f7ec4.pth", seed=0)  # a ResNet-18 under ResNet-34's name
     with pytest.raises(ValueError, match="not a torchvision resnet34 state_dict"):
         ours.resnet34(pretrained=True, width=4)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_our_dilated_encoder_is_libmtl_s_dilated_resnet(depth):
+    with torch.device("meta"):
+        encoder, dilated = resnet_encoder(depth, dilated=True), resnet_dilated(f"resnet{depth}", pretrained=False)
+    assert conv_layout(encoder) == conv_layout(dilated)
+    assert list(encoder.state_dict()) == list(dilated.state_dict())

@@ -137,9 +137,9 @@ def resnet_encoder(
 
     Args:
         depth: 18, 34, 50, 101 or 152.
-        dilated: replace the strides of layer3/layer4 by dilation 2/4 (output stride 8), as the
-            dilated ResNet-50 of MTAN / LibMTL; also for 18/34 (their BasicBlocks are dilated
-            here, torchvision does not do it).
+        dilated: replace the strides of layer3/layer4 by dilation 2/4 (output stride 8) by
+            LibMTL's rule (:func:`dilate_layer`), as the dilated ResNet-50 of MTAN / LibMTL:
+            the same network as LibMTL's ``resnet_dilated(f'resnet{depth}')``, 18/34 included.
         pretrained: load torchvision's ImageNet weights from the hub cache (never downloaded).
         weights_path: a local torchvision ResNet state_dict to load (implies ``pretrained``).
         width: channels of the stem (64 = the standard ResNet; every layer scales with it).

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from LibMTL_rgb.model.resnet import FACTORIES, ResNetEncoder, dilate_layer
+from LibMTL_rgb.model.resnet import DILATED_LAYERS, FACTORIES, ResNetEncoder, dilate_layer
 
 #: dilate_scale -> (layer, dilation rate) pairs; 32 leaves the ResNet as it is.
-DILATIONS = {8: (("layer3", 2), ("layer4", 4)), 16: (("layer4", 2),), 32: ()}
+DILATIONS = {8: tuple(DILATED_LAYERS.items()), 16: (("layer4", 2),), 32: ()}
 
 
 class ResnetDilated(ResNetEncoder):
