@@ -182,3 +182,17 @@ def test_our_dilated_encoder_is_libmtl_s_dilated_resnet(depth):
         encoder, dilated = resnet_encoder(depth, dilated=True), resnet_dilated(f"resnet{depth}", pretrained=False)
     assert conv_layout(encoder) == conv_layout(dilated)
     assert list(encoder.state_dict()) == list(dilated.state_dict())
+
+
+def test_nostride_dilate_matches_libmtl_s_on_every_kind_of_conv(libmtl_model):
+    from LibMTL.model.resnet_dilated import ResnetDilated as TheirResnetDilated
+
+    mine = resnet_dilated("resnet18", pretrained=False)
+    theirs = TheirResnetDilated.__new__(TheirResnetDilated)  # only its method is needed
+    for stride in (1, 2):
+        for kernel in (1, 3):
+            for rate in (2, 4):
+                a, b = (nn.Conv2d(2, 2, kernel, stride=stride, padding=kernel // 2) for _ in range(2))
+                mine._nostride_dilate(a, rate)
+                theirs._nostride_dilate(b, rate)
+                assert (a.stride, a.dilation, a.padding) == (b.stride, b.dilation, b.padding), (stride, kernel, rate)

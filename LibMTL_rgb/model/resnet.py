@@ -65,21 +65,26 @@ class HeadlessResNet(ResNet):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+def nostride_dilate(module: nn.Module, rate: int) -> None:
+    """LibMTL's rule for one module (``ResnetDilated._nostride_dilate``, after Yu et al. 2017):
+    a stride-2 convolution gets stride 1 and, when 3×3, dilation and padding ``rate // 2``;
+    any other 3×3 convolution gets dilation and padding ``rate``; other modules are left alone."""
+    if not isinstance(module, nn.Conv2d):
+        return
+    if module.stride == (2, 2):
+        module.stride = (1, 1)
+        if module.kernel_size == (3, 3):
+            module.dilation = module.padding = (rate // 2, rate // 2)
+    elif module.kernel_size == (3, 3):
+        module.dilation = module.padding = (rate, rate)
+
+
 def dilate_layer(layer: nn.Module, rate: int) -> None:
-    """Trade a ResNet layer's stride 2 for dilation, in place, by LibMTL's rule
-    (``ResnetDilated._nostride_dilate``, after Yu et al. 2017): the stride-2 convolutions get
-    stride 1 and, when 3×3, dilation and padding ``rate // 2``; every other 3×3 convolution
-    gets dilation and padding ``rate``. For Bottleneck layers this is torchvision's
+    """Trade a ResNet layer's stride 2 for dilation ``rate``, in place, by LibMTL's rule
+    (:func:`nostride_dilate` on every module). For Bottleneck layers this is torchvision's
     ``replace_stride_with_dilation``; it also dilates BasicBlocks (ResNet-18/34)."""
-    for conv in layer.modules():
-        if not isinstance(conv, nn.Conv2d):
-            continue
-        if conv.stride == (2, 2):
-            conv.stride = (1, 1)
-            if conv.kernel_size == (3, 3):
-                conv.dilation = conv.padding = (rate // 2, rate // 2)
-        elif conv.kernel_size == (3, 3):
-            conv.dilation = conv.padding = (rate, rate)
+    for module in layer.modules():
+        nostride_dilate(module, rate)
 
 
 class ResNetEncoder(nn.Module):

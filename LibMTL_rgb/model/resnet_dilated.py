@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from LibMTL_rgb.model.resnet import DILATED_LAYERS, FACTORIES, ResNetEncoder, dilate_layer
+from LibMTL_rgb.model.resnet import DILATED_LAYERS, FACTORIES, ResNetEncoder, dilate_layer, nostride_dilate
 
 #: dilate_scale -> (layer, dilation rate) pairs; 32 leaves the ResNet as it is.
 DILATIONS = {8: tuple(DILATED_LAYERS.items()), 16: (("layer4", 2),), 32: ()}
@@ -33,6 +33,10 @@ class ResnetDilated(ResNetEncoder):
             dilate_layer(getattr(orig_resnet, name), rate)
         super().__init__(orig_resnet, output_stride=dilate_scale)
         self.feature_dim = getattr(orig_resnet, "feature_dim", self.out_channels)
+
+    def _nostride_dilate(self, m: nn.Module, dilate: int) -> None:
+        """LibMTL's per-module dilation rule, for subclasses that call it (:func:`nostride_dilate`)."""
+        nostride_dilate(m, dilate)
 
 
 def resnet_dilated(basenet: str, pretrained: bool = True, dilate_scale: int = 8) -> ResnetDilated:
