@@ -140,3 +140,11 @@ def test_qm9_refuses_unknown_targets(qm9_root):
     for bad in (["19"], ["0", "0"]):
         with pytest.raises(SystemExit, match="distinct PyG QM9 columns"):
             main.main(["--dataset_path", str(qm9_root), *TINY_QM9, "--target", *bad])
+
+
+def test_qm9_says_when_libmtl_s_split_file_lies_unused(loaders, qm9_root, tmp_path, monkeypatch, capsys):
+    main = load_example("qm9")[0]
+    monkeypatch.chdir(tmp_path)
+    torch.save(torch.randperm(NUM_MOLECULES), tmp_path / "random_split.t")
+    main.main(["--dataset_path", str(qm9_root), *TINY_QM9, "--bs", "8", "--save_path", str(tmp_path / "run")])
+    assert "pass --split_file random_split.t" in capsys.readouterr().out

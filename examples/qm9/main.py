@@ -6,11 +6,12 @@ split); README.md lists every difference from LibMTL's example."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional, Sequence
 
 from mpnn import MPNNEncoder, target_heads
-from qm9_data import (DEFAULT_TARGETS, HOW_TO_GET, QM9_COLUMNS, TASK_NAME_STYLES, check_targets, load_qm9, qm9_loaders,
-                      require_qm9, task_names)
+from qm9_data import (DEFAULT_TARGETS, HOW_TO_GET, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TASK_NAME_STYLES, check_targets,
+                      load_qm9, qm9_loaders, require_qm9, task_names)
 from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
@@ -87,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
 
     # data: test = the first --test_size molecules of the split permutation, val = the next --val_size
     split_seed = params.seed if params.split_seed is None else params.split_seed
+    if params.split_file is None and os.path.isfile(LIBMTL_SPLIT_FILE):
+        print(f"QM9: ./{LIBMTL_SPLIT_FILE} (LibMTL's split) is not used; pass --split_file {LIBMTL_SPLIT_FILE} to use it")
     try:
         splits = load_qm9(root, params.val_size, params.test_size, split_seed, targets, params.split_file)
     except (ValueError, FileNotFoundError) as err:

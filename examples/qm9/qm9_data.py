@@ -188,6 +188,10 @@ def split_indices(root: str, num_molecules: int, val_size: int, test_size: int, 
     return perm[test_size + val_size :], val, test
 
 
+#: The split file LibMTL's examples/qm9 reads from its working directory.
+LIBMTL_SPLIT_FILE = "random_split.t"
+
+
 def read_split_file(path: str, num_molecules: int) -> Tensor:
     """A permutation of the molecules saved with ``torch.save`` as a 1-D integer tensor, as
     LibMTL's ``examples/qm9/random_split.t`` (130,831 indices; LibMTL's example loads it from
