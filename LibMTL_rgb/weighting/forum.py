@@ -14,8 +14,8 @@ from LibMTL_rgb.weighting.bilevel import (INNER_LR, INNER_STEP, Batch, BilevelLo
                                           grads_or_zeros, unflat)
 from LibMTL_rgb.weighting.simplex_qp import forum_dual_weights
 
-#: Lower bound of a meta gradient's norm before its normalisation.
-NORM_FLOOR = 1e-12
+#: ``∇F_i / (||∇F_i|| + NORM_EPS)`` (the authors' FORUM code; LibMTL divides by the norm alone).
+NORM_EPS = 1e-8
 #: ``δ`` added to ``||∇q||²`` (the authors' 1e-8).
 Q_EPS = 1e-8
 #: The inner steps stop early when the lower-level loss exceeds this (the authors' guard
@@ -30,7 +30,7 @@ class ForumGradients:
     """The vectors of one FORUM step over ``z = (α, ω)`` (length T + D)."""
 
     q: Tensor  #: ``∇q(z) = ∇f(α, ω) − (∇_α f(α, ω_K), 0)``, the constraint's gradient.
-    meta: Tensor  #: ``[T, T + D]``: ``(0, ∇_ω F_i / ||∇_ω F_i||)``, the normalised objectives.
+    meta: Tensor  #: ``[T, T + D]``: ``(0, ∇_ω F_i / (||∇_ω F_i|| + 1e-8))``, the normalised objectives.
 
 
 def forum_gradients(loop: BilevelLoop, train_batch: Batch, meta_batch: Batch, logits: Tensor,
@@ -63,13 +63,13 @@ def forum_gradients(loop: BilevelLoop, train_batch: Batch, meta_batch: Batch, lo
     rows = []
     for i in range(len(meta_losses)):
         g = flat(grads_or_zeros(meta_losses[i], params, retain_graph=i + 1 < len(meta_losses)), params)
-        rows.append(torch.cat([torch.zeros_like(alpha, dtype=g.dtype), g / g.norm().clamp_min(NORM_FLOOR)]))
+        rows.append(torch.cat([torch.zeros_like(alpha, dtype=g.dtype), g / (g.norm() + NORM_EPS)]))
     return ForumGradients(q=grad_q.detach(), meta=torch.stack(rows).detach())
 
 
 def forum_lambda_and_pi(grads: ForumGradients, phi: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(w, π)``: the solution ``w = (λ, ν)`` of the direction problem
-    (:func:`~LibMTL_rgb.weighting.simplex_qp.forum_dual_weights`) with
+    """``(w, π)``: the solution ``w = (λ, ν)`` of the direction problem (the authors' problem (14),
+    :func:`~LibMTL_rgb.weighting.simplex_qp.forum_dual_weights`) with
     ``π_i = φ − <∇q, ∇F_i> / (||∇q||² + δ)`` and linear term ``φ (||∇q||² + δ)``."""
     q = grads.q.double()
     meta = grads.meta.double()
@@ -81,7 +81,8 @@ def forum_lambda_and_pi(grads: ForumGradients, phi: float) -> tuple[np.ndarray, 
 
 
 def forum_direction(grads: ForumGradients, lam: np.ndarray, pi: np.ndarray) -> Tensor:
-    """``d = Σ_i λ_i ∇F_i + ν ∇q`` with ``ν = max(Σ_i λ_i π_i, 0)`` (the update of ``z``)."""
+    """``d = Σ_i λ_i ∇F_i + ν ∇q`` with ``ν = max(Σ_i λ_i π_i, 0)`` (the update of ``z``, the
+    authors' problem (12))."""
     nu = max(float(np.dot(lam, pi)), 0.0)
     lam_t = torch.as_tensor(lam, dtype=grads.meta.dtype, device=grads.meta.device)
     return lam_t @ grads.meta + nu * grads.q
@@ -100,7 +101,8 @@ class FORUM(BilevelWeighting):
     * ``α`` takes an Adam step (``outer_lr``) along ``d_α``; ω takes a step of the model's
       optimizer along ``d_ω``.
 
-    Follows the authors' LibMTL code (``bacth_forward_FORUM``), including its direction
+    Follows the authors' code (github.com/Baijiong-Lin/FORUM ``train_FORUM``, the same as LibMTL's
+    ``bacth_forward_FORUM``), including its direction
     problem as written there, the per-task normalisation of ``∇F_i``, the epoch-wise rate
     of the λ average and the early stop of diverging inner steps; its cvxpy solve is replaced
     by SLSQP to tolerance 1e-14. Returns ``softmax(α)``, the weights of the training losses.
