@@ -369,3 +369,40 @@ def test_flags_have_libmtl_names_defaults_and_ranges():
     for bad in (["--inner_step", "0"], ["--outer_lr", "0"], ["--inner_lr", "-1"], ["--FORUM_phi", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+# ------------------------------------------------------- stochastic forward passes
+def test_seeded_losses_replay_ltb_branch_samples_and_keep_the_global_state():
+    torch.manual_seed(0)
+    trainer = make_image_trainer("LTB", "AutoLambda")
+    trainer.model.double()
+    loop = BilevelLoop(trainer, None)
+    x, y = next(iter(image_loader(4, False)))
+    data = (x.double(), {t: v.double() for t, v in y.items()})
+    state = torch.get_rng_state()
+    first, again = loop.losses(data, seed=7), loop.losses(data, seed=7)
+    assert torch.equal(first, again) and torch.equal(state, torch.get_rng_state())
+    assert any(not torch.equal(first, loop.losses(data, seed=s)) for s in range(8, 20))  # branches are sampled
+
+
+def test_autolambda_finite_difference_is_exact_on_a_sampled_ltb_network():
+    """The three training-batch evaluations replay one branch sample; without that, the finite
+    difference would compare two different networks."""
+    torch.manual_seed(0)
+    trainer = make_image_trainer("LTB", "AutoLambda")
+    trainer.model.double()
+    loop = BilevelLoop(trainer, None)
+    batches = iter(image_loader(8, False))
+    train, meta = [(x.double(), {t: v.double() for t, v in y.items()}) for x, y in batches]
+    lam0, lr = torch.tensor([0.3, 0.7], dtype=DOUBLE), 0.05
+
+    torch.manual_seed(5)
+    seed = loop.new_seed()
+    lam = lam0.clone().requires_grad_(True)
+    params = [p.detach().clone().requires_grad_(True) for p in loop.parameters()]
+    grads = torch.autograd.grad(lam @ loop.losses(train, params, seed=seed), params, create_graph=True)
+    stepped = [p - lr * g for p, g in zip(params, grads)]  # Adam: no momentum term
+    exact = torch.autograd.grad(loop.losses(meta, stepped).sum(), lam)[0]
+    torch.manual_seed(5)
+    ours = meta_gradient(loop, train, meta, lam0, lr)
+    torch.testing.assert_close(ours, exact, rtol=1e-3, atol=1e-8)

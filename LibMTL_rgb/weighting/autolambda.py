@@ -36,9 +36,12 @@ def meta_gradient(loop: BilevelLoop, train_batch: Batch, meta_batch: Batch, weig
     """``∂/∂λ Σ_i L_i^meta(θ'(λ))`` with ``θ'(λ) = θ − α ∇_θ Σ_i λ_i L_i^train(θ)`` (Eq. 3 with
     one virtual step): ``−α ∇²_{λ,θ} L^train(θ) · d`` with ``d = ∇_θ' L^meta(θ')``, the
     mixed second derivative by central finite differences as the authors compute it:
-    ``[L_i^train(θ + εd) − L_i^train(θ − εd)] / 2ε`` with ``ε = 0.01 / ||d||``."""
+    ``[L_i^train(θ + εd) − L_i^train(θ − εd)] / 2ε`` with ``ε = 0.01 / ||d||``. The three
+    training-batch evaluations replay the same random draws (dropout, LTB's branch samples),
+    so the difference measures the parameters' effect only (the authors' code does not)."""
     params = loop.parameters()
-    train_losses = loop.losses(train_batch)
+    seed = loop.new_seed()
+    train_losses = loop.losses(train_batch, seed=seed)
     grads = grads_or_zeros(weights.to(train_losses.dtype) @ train_losses, params)
     stepped = virtual_step(loop, params, grads, lr)
     meta_loss = loop.losses(meta_batch, stepped).sum()  # every task is a primary task (MTL)
@@ -48,8 +51,8 @@ def meta_gradient(loop: BilevelLoop, train_batch: Batch, meta_batch: Batch, weig
         return torch.zeros_like(weights)
     eps = FD_SCALE / norm
     with torch.no_grad():
-        plus = loop.losses(train_batch, [p + eps * d for p, d in zip(params, direction)])
-        minus = loop.losses(train_batch, [p - eps * d for p, d in zip(params, direction)])
+        plus = loop.losses(train_batch, [p + eps * d for p, d in zip(params, direction)], seed=seed)
+        minus = loop.losses(train_batch, [p - eps * d for p, d in zip(params, direction)], seed=seed)
     return (-lr * (plus - minus) / (2 * eps)).to(weights.dtype)
 
 

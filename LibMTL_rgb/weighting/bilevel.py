@@ -15,9 +15,12 @@ of train_loader with different data order").
 
 Lower-level copies of the model are never built: ``functional_call`` evaluates the model at
 other parameter values (BatchNorm statistics of those evaluations go to throw-away copies).
+Evaluations that a formula compares (e.g. ``L(θ + εd)`` and ``L(θ − εd)``) can replay the same
+random draws (``seed``), so dropout or LTB's branch sampling does not enter the differences.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -142,10 +145,34 @@ class BilevelLoop:
         return float(self.optimizer.param_groups[0]["lr"])
 
     # ----------------------------------------------------------------- losses
-    def losses(self, batch: Batch, params: Optional[list[Tensor]] = None, record: bool = False) -> Tensor:
+    def new_seed(self) -> int:
+        """A seed for :meth:`losses` (drawn from torch's generator, so runs stay reproducible)."""
+        return int(torch.randint(0, 2**62, ()))
+
+    def losses(self, batch: Batch, params: Optional[list[Tensor]] = None, record: bool = False,
+               seed: Optional[int] = None) -> Tensor:
         """The [T] task losses of ``batch`` with the model's parameters replaced by ``params``
         (same order as :meth:`parameters`; ``None``: the model's own). ``record``: count the
-        predictions and losses in the trainer's meter (the training-set metrics)."""
+        predictions and losses in the trainer's meter (the training-set metrics). ``seed``:
+        evaluate with the random draws of that seed (the same for every call with it), leaving
+        the global random state as it was."""
+        if seed is None:
+            return self._losses(batch, params, record)
+        with self._replayed_randomness(seed):
+            return self._losses(batch, params, record)
+
+    @contextlib.contextmanager
+    def _replayed_randomness(self, seed: int) -> Iterator[None]:
+        device = torch.device(self.trainer.device)
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(seed)
+            if devices:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+            yield
+
+    def _losses(self, batch: Batch, params: Optional[list[Tensor]], record: bool) -> Tensor:
         forward = self._forward(params)
         trainer = self.trainer
         if not self.multi_input:

@@ -38,23 +38,25 @@ def forum_gradients(loop: BilevelLoop, train_batch: Batch, meta_batch: Batch, lo
     r"""FORUM's first-order gradients (no Hessian): the value-function constraint
     ``q(α, ω) = f(α, ω) − f(α, ω_K)`` with ``f = Σ softmax(α)_i L_i^train`` and ``ω_K`` from
     ``K = inner_step`` SGD steps (``inner_lr``) on ``f(α, ·)`` started at ω and treated as a
-    constant, and the T meta-batch losses ``F_i(ω)``."""
+    constant, and the T meta-batch losses ``F_i(ω)``. Every evaluation of ``f`` replays the
+    same random draws (dropout, LTB's branch samples), so ``q`` compares one function."""
     params = loop.parameters()
+    seed = loop.new_seed()
     alpha = logits.detach().clone().requires_grad_(True)
-    losses = loop.losses(train_batch, record=True)  # the training metrics, as the authors record them
+    losses = loop.losses(train_batch, record=True, seed=seed)  # the training metrics, as the authors record them
     grad_f = flat(grads_or_zeros(torch.softmax(alpha, 0).to(losses.dtype) @ losses, [alpha] + params), [alpha] + params)
 
     weights = torch.softmax(logits.detach(), 0)
     omega = [p.detach().clone() for p in params]
     for _ in range(inner_step):
         omega = [w.requires_grad_(True) for w in omega]
-        inner_loss = weights.to(losses.dtype) @ loop.losses(train_batch, omega)
+        inner_loss = weights.to(losses.dtype) @ loop.losses(train_batch, omega, seed=seed)
         if float(inner_loss.detach()) > DIVERGED_LOSS:
             break
         with torch.no_grad():
             omega = [w - inner_lr * g for w, g in zip(omega, grads_or_zeros(inner_loss, omega))]
     with torch.no_grad():
-        inner_losses = loop.losses(train_batch, [w.detach() for w in omega])
+        inner_losses = loop.losses(train_batch, [w.detach() for w in omega], seed=seed)
     grad_f_inner_alpha = grads_or_zeros(torch.softmax(alpha, 0).to(inner_losses.dtype) @ inner_losses, [alpha])[0]
     grad_q = grad_f.clone()
     grad_q[: len(alpha)] -= grad_f_inner_alpha.to(grad_q.dtype)

@@ -25,8 +25,9 @@ def unrolled_hypergradients(loop: BilevelLoop, train_batch: Batch, meta_batch: B
     alpha = logits.detach().clone().requires_grad_(True)
     weights = torch.softmax(alpha, dim=0)
     omega = [p.detach().requires_grad_(True) for p in loop.parameters()]
+    seed = loop.new_seed()  # every inner step sees the same draw of f (dropout, LTB's branches)
     for _ in range(inner_step):
-        losses = loop.losses(train_batch, omega)
+        losses = loop.losses(train_batch, omega, seed=seed)
         grads = grads_or_zeros(weights.to(losses.dtype) @ losses, omega, create_graph=True)
         omega = [w - inner_lr * g for w, g in zip(omega, grads)]
     meta_losses = loop.losses(meta_batch, omega)
