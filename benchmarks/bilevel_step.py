@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from _timing import add_common_flags, describe, machine_line, markdown_table, setup_from_flags, time_interleaved
 from LibMTL_rgb import Trainer
@@ -34,7 +34,7 @@ CASES = (
 )
 
 
-class TaskTargets(torch.utils.data.Dataset):
+class TaskTargets(Dataset):
     def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         self.images, self.targets = images, targets
 
