@@ -406,3 +406,17 @@ def test_autolambda_finite_difference_is_exact_on_a_sampled_ltb_network():
     torch.manual_seed(5)
     ours = meta_gradient(loop, train, meta, lam0, lr)
     torch.testing.assert_close(ours, exact, rtol=1e-3, atol=1e-8)
+
+
+@pytest.mark.parametrize("weighting", BILEVEL)
+def test_task_weight_state_is_checkpointed_and_resumed(weighting, tmp_path):
+    torch.manual_seed(0)
+    trainer = make_image_trainer("HPS", weighting)
+    trainer.save_path = str(tmp_path)
+    trainer.train(image_loader(8, False), image_loader(4, False), epochs=1)
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items() if "_adam_" in k or k.endswith(("logits", "weights", "lambda"))}
+    assert any(k.endswith("_adam_step") and int(v) == 2 for k, v in state.items())  # two steps were taken
+    resumed = make_image_trainer("HPS", weighting)
+    assert resumed.resume(str(tmp_path)) == 1
+    for key, value in state.items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
