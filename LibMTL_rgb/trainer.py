@@ -16,6 +16,7 @@ from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
 from LibMTL_rgb.utils import count_parameters, resolve_device
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+from LibMTL_rgb.weighting.bilevel import BilevelLoop
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -225,12 +226,16 @@ class Trainer(nn.Module):
             self.model.train_loss_buffer = np.zeros([self.task_num, epochs])
         self.model.epochs = epochs
         self.meter.has_val = val_dataloaders is not None
+        bilevel = BilevelLoop.for_trainer(self, train_dataloaders)  # None unless MOML / FORUM / AutoLambda
         for epoch in range(self.start_epoch, epochs):
             self.model.epoch = epoch
             self.model.train()
             self.meter.record_time("begin")
             weights = []
             for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
+                if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
+                    weights.append(bilevel.step(train_loader))
+                    continue
                 train_losses = self._forward_batch(train_loader)
                 self.optimizer.zero_grad(set_to_none=False)
                 if self.run_logger is not None:

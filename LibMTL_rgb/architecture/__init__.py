@@ -4,8 +4,9 @@ from LibMTL_rgb.architecture.cgc import CGC
 from LibMTL_rgb.architecture.cross_stitch import Cross_stitch
 from LibMTL_rgb.architecture.dselect_k import DSelect_k
 from LibMTL_rgb.architecture.hps import HPS
+from LibMTL_rgb.architecture.ltb import LTB
 from LibMTL_rgb.architecture.mmoe import MMoE
 from LibMTL_rgb.architecture.mtan import MTAN
 from LibMTL_rgb.architecture.ple import PLE
 
-__all__ = ["AbsArchitecture", "HPS", "MTAN", "MMoE", "CGC", "PLE", "Cross_stitch", "DSelect_k"]
+__all__ = ["AbsArchitecture", "HPS", "MTAN", "MMoE", "CGC", "PLE", "Cross_stitch", "DSelect_k", "LTB"]

@@ -4,10 +4,14 @@ Loss weightings are written here (EW, SI, RLW, DWA, UW, GradNorm, FAMO); the gra
 methods that torchjd implements are wrapped (``torchjd_methods.py``); RGB is ours.
 """
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting, BatchedGradFallbackWarning
+from LibMTL_rgb.weighting.autolambda import AutoLambda
+from LibMTL_rgb.weighting.bilevel import BilevelWeighting
 from LibMTL_rgb.weighting.dwa import DWA
 from LibMTL_rgb.weighting.ew import EW
 from LibMTL_rgb.weighting.famo import FAMO
+from LibMTL_rgb.weighting.forum import FORUM
 from LibMTL_rgb.weighting.gradnorm import GradNorm
+from LibMTL_rgb.weighting.moml import MOML
 from LibMTL_rgb.weighting.rgb import RGB
 from LibMTL_rgb.weighting.rlw import RLW
 from LibMTL_rgb.weighting.si import SI
@@ -50,4 +54,8 @@ __all__ = [
     "Aligned_MTL",
     "UPGrad",
     "DualProj",
+    "BilevelWeighting",
+    "MOML",
+    "FORUM",
+    "AutoLambda",
 ]
