@@ -12,11 +12,12 @@ def project_to_simplex(v: Tensor) -> Tensor:
     decreasingly and ``ρ`` the largest ``j`` with ``u_j > (Σ_{i≤j} u_i − 1) / j``."""
     if v.dim() != 1 or v.numel() == 0:
         raise ValueError(f"project_to_simplex takes a non-empty vector, got shape {tuple(v.shape)}")
-    u, _ = torch.sort(v, descending=True)
-    thresholds = (torch.cumsum(u, dim=0) - 1) / torch.arange(1, len(v) + 1, device=v.device, dtype=v.dtype)
     if not bool(torch.isfinite(v).all()):
         raise FloatingPointError(f"project_to_simplex got a non-finite vector {v.tolist()}")
-    # j = 1 always qualifies; rounding can hide it when |u_1| ≫ 1 (then θ = u_1 − 1).
+    exact = v.to(torch.float64)  # a [T] vector: float64 keeps u_j − θ exact for large entries
+    u, _ = torch.sort(exact, descending=True)
+    thresholds = (torch.cumsum(u, dim=0) - 1) / torch.arange(1, len(v) + 1, device=v.device, dtype=exact.dtype)
     qualifying = torch.nonzero(u > thresholds)
-    rho = int(qualifying[-1]) if len(qualifying) else 0
-    return torch.clamp(v - thresholds[rho], min=0)
+    if len(qualifying) == 0:  # only when rounding hides j = 1 (|u_1| ≳ 1e16): all mass on the largest
+        return torch.nn.functional.one_hot(torch.argmax(exact), len(v)).to(v.dtype)
+    return torch.clamp(exact - thresholds[int(qualifying[-1])], min=0).to(v.dtype)
