@@ -42,6 +42,11 @@ def libmtl_model(name: str, G: torch.Tensor, offsets: list[float]) -> nn.Module:
             super().__init__(tasks, lambda: SharedVector(G.shape[1]), decoders, False, False, torch.device("cpu"))
             self.init_param()
 
+        def zero_grad_share_params(self) -> None:
+            # LibMTL 1.1.5 calls encoder.zero_grad(), which zeroed in place before torch 2.0 and
+            # now sets None, which its _reset_grad cannot write into: restore the old behaviour.
+            self.encoder.zero_grad(set_to_none=False)
+
     return MTLmodel()
 
 

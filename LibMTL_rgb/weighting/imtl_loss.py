@@ -40,9 +40,11 @@ class IMTLLossScaling:
             raise ValueError(f"IMTL_mode must be one of {IMTL_MODES}, got {mode!r}")
         return losses if mode == "gradient" else imtl_scaled_losses(losses, self.imtl_log_scales)
 
-    def make_aggregator(self, options: dict[str, Any]):
-        if options["IMTL_mode"] == "loss":
+    def aggregator(self, options: dict[str, Any]):
+        if options["IMTL_mode"] != "loss":
+            return super().aggregator(options)
+        if getattr(self, "_imtl_sum", None) is None:
             from torchjd.aggregation import Sum
 
-            return Sum()
-        return super().make_aggregator(options)
+            self._imtl_sum = Sum()
+        return self._imtl_sum
