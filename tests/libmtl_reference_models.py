@@ -47,7 +47,12 @@ def libmtl_model(name: str, G: torch.Tensor, offsets: list[float]) -> nn.Module:
             # now sets None, which its _reset_grad cannot write into: restore the old behaviour.
             self.encoder.zero_grad(set_to_none=False)
 
-    return MTLmodel()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # LibMTL's own tensors (IMTL's loss_scale...) in float64
+    try:
+        return MTLmodel()
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def libmtl_step(model: nn.Module, **weight_args) -> tuple[Optional[np.ndarray], torch.Tensor]:

@@ -141,22 +141,30 @@ def test_moco_refuses_rep_grad():
 
 
 # -------------------------------------------------------------------------------- DB_MTL
-def test_db_mtl_balances_ema_log_loss_gradients_over_steps():
-    Gs, Ls = jacobians(3, seed=20), loss_sets(3)
-    model = jacobian_model("DB_MTL", Gs[0], Ls[0])
+def db_mtl_reference(Gs, Ls, beta, beta_sigma):
+    """DB-MTL per step: EMA of ∇log(L_i + ε), then α_i = max_j ‖ĝ_j‖ / (‖ĝ_i‖ + ε)."""
     ema = np.zeros((T, D))
+    out = []
     for t, (G, L) in enumerate(zip(Gs, Ls), start=1):
-        set_all(model, G, L)
-        weights, grad = step(model, DB_beta=0.9, DB_beta_sigma=0.5)
-        beta_t = 0.9 / t**0.5
+        beta_t = beta / t**beta_sigma
         log_grads = np.array([G[i].numpy() / (L[i] + 1e-8) for i in range(T)])
         ema = beta_t * ema + (1 - beta_t) * log_grads
         norms = [math.sqrt(sum(x * x for x in row)) for row in ema]
         alpha = np.array([max(norms) / (n + 1e-8) for n in norms])
+        out.append((alpha, alpha @ ema, ema.copy(), max(norms)))
+    return out
+
+
+def test_db_mtl_balances_ema_log_loss_gradients_over_steps():
+    Gs, Ls = jacobians(3, seed=20), loss_sets(3)
+    model = jacobian_model("DB_MTL", Gs[0], Ls[0])
+    for G, L, (alpha, direction, ema, largest) in zip(Gs, Ls, db_mtl_reference(Gs, Ls, 0.9, 0.5)):
+        set_all(model, G, L)
+        weights, grad = step(model, DB_beta=0.9, DB_beta_sigma=0.5)
         np.testing.assert_allclose(weights, alpha, rtol=1e-12)
-        np.testing.assert_allclose(grad.numpy(), alpha @ ema, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grad.numpy(), direction, rtol=1e-10, atol=1e-12)
         scaled_norms = np.linalg.norm(alpha[:, None] * ema, axis=1)
-        np.testing.assert_allclose(scaled_norms, max(norms), rtol=1e-6)  # every task at the largest norm (up to ε = 1e-8)
+        np.testing.assert_allclose(scaled_norms, largest, rtol=1e-6)  # every task at the largest norm (up to ε = 1e-8)
 
 
 # ---------------------------------------------------------------------------------- STCH
@@ -196,42 +204,63 @@ def test_stch_needs_the_epoch_and_a_nadir_point():
 
 
 # ----------------------------------------------------------------------------- ExcessMTL
-@pytest.mark.parametrize("rep_grad", [False, True], ids=["param_grad", "rep_grad"])
-def test_excess_mtl_exponentiated_weights_over_steps(rep_grad):
-    Gs, Ls = jacobians(4, seed=40), loss_sets(4)
-    model = jacobian_model("ExcessMTL", Gs[0], Ls[0], rep_grad=rep_grad)
+def excess_mtl_reference(Gs, step_size):
+    """ExcessMTL per step: AdaGrad-curvature excess risks, normalised by the first step's,
+    exponentiated-gradient weights on the simplex (kept on the first step)."""
     squared = np.zeros((T, D))
     w = np.full(T, 1.0 / T)
     baseline = None
-    for G, L in zip(Gs, Ls):
-        set_all(model, G, L)
-        weights, grad = step(model, robust_step_size=0.5)
+    out = []
+    for G in Gs:
         g = G.numpy()
         squared += g**2
         excess = np.array([sum(g[i, d] ** 2 / math.sqrt(squared[i, d] + 1e-7) for d in range(D)) for i in range(T)])
         if baseline is None:
             baseline = excess
         else:
-            w = w * np.exp(0.5 * excess / baseline)
+            w = w * np.exp(step_size * excess / baseline)
             w = w / w.sum()
-        np.testing.assert_allclose(weights, w, rtol=1e-12)
-        np.testing.assert_allclose(grad.numpy(), w @ g, rtol=1e-10, atol=1e-12)
-    assert not np.allclose(w, 1.0 / T)
+        out.append((w.copy(), w @ g))
+    return out
+
+
+@pytest.mark.parametrize("rep_grad", [False, True], ids=["param_grad", "rep_grad"])
+def test_excess_mtl_exponentiated_weights_over_steps(rep_grad):
+    Gs, Ls = jacobians(4, seed=40), loss_sets(4)
+    model = jacobian_model("ExcessMTL", Gs[0], Ls[0], rep_grad=rep_grad)
+    expected = excess_mtl_reference(Gs, 0.5)
+    returned = []
+    for G, L, (w, direction) in zip(Gs, Ls, expected):
+        set_all(model, G, L)
+        weights, grad = step(model, robust_step_size=0.5)
+        returned.append(weights)
+        np.testing.assert_allclose(grad.numpy(), direction, rtol=1e-10, atol=1e-12)
+    # checked after all steps: the returned weights are copies, not views of the state
+    np.testing.assert_allclose(np.stack(returned), np.stack([w for w, _ in expected]), rtol=1e-12)
+    assert not np.allclose(returned[-1], 1.0 / T)
 
 
 # ------------------------------------------------------------------------ MoDo, SDMGrad
+def modo_reference(Gs, gamma, rho):
+    """MoDo per step with batches of Jacobians G, 2G, 3G: λ ← Π_Δ(λ − γ(G_1 G_2ᵀ λ + ρλ)), update G_3ᵀ λ."""
+    lam = np.full(T, 1.0 / T)
+    out = []
+    for G in Gs:
+        g1, g2, g3 = (b * G.numpy() for b in (1, 2, 3))
+        products = np.array([[sum(g1[i, d] * g2[j, d] for d in range(D)) for j in range(T)] for i in range(T)])
+        lam = literal_simplex_projection(lam - gamma * (products @ lam + rho * lam))
+        out.append((lam.copy(), lam @ g3))
+    return out
+
+
 def test_modo_double_sampling_over_steps():
     Gs = jacobians(3, seed=50)
     model = jacobian_model("MoDo", Gs[0], LOSSES)
-    lam = np.full(T, 1.0 / T)
-    for G in Gs:
+    for G, (lam, direction) in zip(Gs, modo_reference(Gs, 0.05, 0.1)):
         set_all(model, G, LOSSES)
         weights = model.backward(sample_losses(model), MoDo_gamma=0.05, MoDo_rho=0.1)
-        g1, g2, g3 = (b * G.numpy() for b in (1, 2, 3))
-        products = np.array([[sum(g1[i, d] * g2[j, d] for d in range(D)) for j in range(T)] for i in range(T)])
-        lam = literal_simplex_projection(lam - 0.05 * (products @ lam + 0.1 * lam))
         np.testing.assert_allclose(weights, lam, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(shared_grad(model), lam @ g3, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(shared_grad(model), direction, rtol=1e-10, atol=1e-12)
     assert not np.allclose(lam, 1.0 / T)
 
 

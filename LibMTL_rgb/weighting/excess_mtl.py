@@ -69,4 +69,4 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
             self.excess_step += 1
         weights = self.excess_weights.to(losses.dtype)
         self._backward_objective((weights * losses).sum())
-        return self.excess_weights.cpu().numpy()
+        return self.excess_weights.detach().cpu().numpy().copy()  # not a view of the buffer
