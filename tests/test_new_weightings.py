@@ -240,6 +240,15 @@ def test_excess_mtl_exponentiated_weights_over_steps(rep_grad):
     assert not np.allclose(returned[-1], 1.0 / T)
 
 
+def test_excess_mtl_refuses_non_finite_weights():
+    G = random_jacobian(41)
+    model = jacobian_model("ExcessMTL", torch.cat([G[:2], torch.zeros(1, D, dtype=torch.float64)]), LOSSES)
+    step(model)  # task 2 has no gradient: its baseline excess risk is 0
+    set_task(model, 2, G[2])
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        step(model)
+
+
 # ------------------------------------------------------------------------ MoDo, SDMGrad
 def modo_reference(Gs, gamma, rho):
     """MoDo per step with batches of Jacobians G, 2G, 3G: λ ← Π_Δ(λ − γ(G_1 G_2ᵀ λ + ρλ)), update G_3ᵀ λ."""

@@ -65,7 +65,12 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
             if int(self.excess_step) == 0:
                 self.excess_baseline.copy_(excess)
             else:
-                self.excess_weights.copy_(excess_mtl_weights(self.excess_weights, excess, self.excess_baseline, robust_step_size))
+                weights = excess_mtl_weights(self.excess_weights, excess, self.excess_baseline, robust_step_size)
+                if not bool(torch.isfinite(weights).all()):
+                    raise FloatingPointError(
+                        f"ExcessMTL's task weights became non-finite ({weights.tolist()}): a first-step excess-risk "
+                        f"estimate is 0 ({self.excess_baseline.tolist()}) or robust_step_size is too large")
+                self.excess_weights.copy_(weights)
             self.excess_step += 1
         weights = self.excess_weights.to(losses.dtype)
         self._backward_objective((weights * losses).sum())
