@@ -198,3 +198,27 @@ def test_imtl_hybrid_agrees_with_libmtl_1_1_5():
         np.testing.assert_allclose(our_weights, their_weights, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(our_grad.numpy(), their_grad.numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(ours.imtl_log_scales.grad.numpy(), theirs.loss_scale.grad.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("weighting, weight_args", [
+    ("GradVac", {"GradVac_group_type": 1}), ("GradVac", {"GradVac_group_type": 2}),
+    ("IMTL", {"IMTL_mode": "loss"}), ("IMTL", {"IMTL_mode": "gradient"}), ("IMTL", {"IMTL_mode": "hybrid"}),
+])
+def test_options_train_two_steps_with_the_trainer(weighting, weight_args):
+    from LibMTL_rgb import Trainer
+    from test_arch_weighting_matrix import IMG, TASKS, TinyConvEncoder, decoders, loader, task_dict
+    from test_architectures import arch_args
+
+    torch.manual_seed(0)
+    trainer = Trainer(task_dict(), weighting, "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "adam", "lr": 1e-2},
+                      device="cpu", arch_args=arch_args("HPS", TASKS, IMG), weight_args=weight_args)
+    before = [p.detach().clone() for p in trainer.model.get_share_params()]
+    weights = trainer.train(loader(8, False), loader(4, False), epochs=1, return_weight=True)
+    assert np.isfinite(weights).all() and np.isfinite(trainer.model.train_loss_buffer).all()
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.get_share_params()))
+    if weighting == "GradVac":
+        groups = parameter_groups(trainer.model, list(trainer.model.get_share_params()), weight_args["GradVac_group_type"])
+        assert trainer.model.gradvac_group_targets.shape == (len(groups), 2, 2) and len(groups) > 1
+        assert trainer.model.gradvac_group_targets.abs().sum() > 0
+    elif weight_args["IMTL_mode"] != "gradient":
+        assert trainer.model.imtl_log_scales.abs().sum() > 0  # the optimizer moved the loss scales
