@@ -212,6 +212,15 @@ class Trainer(nn.Module):
                 losses = torch.stack(per_task)
         return losses.float()
 
+    def _forward_samples(self, loader):
+        """The losses of one training step: ``[T]``, or a tuple of ``S`` such vectors from ``S``
+        batches for a weighting that asks for several (``loss_samples_per_step``: MoDo,
+        SDMGrad; LibMTL stacks them into ``[S, T]``, which shares one graph between them)."""
+        samples = int(getattr(self.model, "loss_samples_per_step", 1))
+        if samples == 1:
+            return self._forward_batch(loader)
+        return tuple(self._forward_batch(loader) for _ in range(samples))
+
     # ---------------------------------------------------------------- loops
     def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):
         """Train for ``epochs`` epochs (continuing from a resumed epoch), evaluating after each."""
@@ -236,10 +245,10 @@ class Trainer(nn.Module):
                 if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
                     weights.append(bilevel.step(train_loader))
                     continue
-                train_losses = self._forward_batch(train_loader)
+                train_losses = self._forward_samples(train_loader)
                 self.optimizer.zero_grad(set_to_none=False)
                 if self.run_logger is not None:
-                    self.run_logger.before_backward(train_losses)
+                    self.run_logger.before_backward(train_losses[-1] if isinstance(train_losses, tuple) else train_losses)
                 w = self.model.backward(train_losses, **self.kwargs["weight_args"])
                 if self.run_logger is not None:
                     self.run_logger.after_backward()

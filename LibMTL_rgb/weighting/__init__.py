@@ -30,6 +30,13 @@ from LibMTL_rgb.weighting.torchjd_methods import (
     UPGrad,
 )
 from LibMTL_rgb.weighting.uw import UW
+from LibMTL_rgb.weighting.gls import GLS
+from LibMTL_rgb.weighting.moco import MoCo
+from LibMTL_rgb.weighting.db_mtl import DB_MTL
+from LibMTL_rgb.weighting.stch import STCH
+from LibMTL_rgb.weighting.excess_mtl import ExcessMTL
+from LibMTL_rgb.weighting.modo import MoDo
+from LibMTL_rgb.weighting.sdmgrad import SDMGrad
 
 __all__ = [
     "AbsWeighting",
@@ -58,4 +65,11 @@ __all__ = [
     "MOML",
     "FORUM",
     "AutoLambda",
+    "GLS",
+    "MoCo",
+    "DB_MTL",
+    "STCH",
+    "ExcessMTL",
+    "MoDo",
+    "SDMGrad",
 ]

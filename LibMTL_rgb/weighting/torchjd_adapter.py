@@ -37,6 +37,10 @@ class TorchJDAggregation(AbsWeighting):
         gradient normalisation); the returned weights then apply to the unscaled rows."""
         return None
 
+    def prepare_losses(self, losses: Tensor, options: dict[str, Any]) -> Tensor:
+        """Optional transformation of the losses before their gradients are taken (IMTL-L)."""
+        return losses
+
     def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
         """Optional post-processing of the aggregator's weights (e.g. CAGrad's rescale)."""
         return weights
@@ -78,6 +82,7 @@ class TorchJDAggregation(AbsWeighting):
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         options = self.aggregator_options(kwargs)
         aggregator = self.aggregator(options)
+        losses = self.prepare_losses(losses, options)
         grads = self._get_grads(losses, mode="backward")
         per_grads, matrix = grads if self.rep_grad else (None, grads)
         self._raise_if_nonfinite(losses, matrix)

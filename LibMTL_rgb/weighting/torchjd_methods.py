@@ -23,6 +23,8 @@ from torchjd.aggregation import UPGrad as UPGradAggregator
 from torchjd.linalg import QuadprogProjector
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
+from LibMTL_rgb.weighting.gradvac_groups import GRADVAC_GROUP_TYPES, GradVacGrouping
+from LibMTL_rgb.weighting.imtl_loss import IMTL_MODES, IMTLLossScaling
 from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation
 
 #: MGDA's gradient normalisations (Sener & Koltun's code; LibMTL's ``--mgda_gn``).
@@ -84,11 +86,16 @@ class GradDrop(TorchJDAggregation):
 
 
 @WEIGHTINGS.register
-class GradVac(TorchJDAggregation):
-    """Gradient Vaccine (Wang et al., ICLR 2021), on the whole shared model: EMA targets
-    φ̂_ij of the pairwise cosine similarities (kept in the buffer ``gradvac_targets``)."""
+class GradVac(GradVacGrouping, TorchJDAggregation):
+    """Gradient Vaccine (Wang et al., ICLR 2021): EMA targets φ̂_ij of the pairwise cosine
+    similarities, on the whole shared model (kept in the buffer ``gradvac_targets``) or per
+    layer / per parameter tensor (``--GradVac_group_type``, ``gradvac_groups.py``)."""
 
-    hyperparameters = (Hyperparameter("GradVac_beta", 0.5, "GradVac: EMA rate β of the target cosine similarities"),)
+    hyperparameters = (
+        Hyperparameter("GradVac_beta", 0.5, "GradVac: EMA rate β of the target cosine similarities", minimum=0.0, maximum=1.0),
+        Hyperparameter("GradVac_group_type", 0, "GradVac: parameter groups (0: whole model; 1: per layer; 2: per parameter tensor)",
+                       choices=GRADVAC_GROUP_TYPES),
+    )
 
     def init_param(self) -> None:
         super().init_param()
@@ -128,10 +135,18 @@ class CAGrad(TorchJDAggregation):
 
 
 @WEIGHTINGS.register
-class IMTL(TorchJDAggregation):
-    """IMTL-G (Liu et al., ICLR 2021), torchjd's generalisation to linearly dependent
+class IMTL(IMTLLossScaling, TorchJDAggregation):
+    """IMTL (Liu et al., ICLR 2021). IMTL-G, torchjd's generalisation to linearly dependent
     gradients: the weights (summing to 1) whose combination has equal projections on every
-    unit task gradient. The loss-scale part IMTL-L is not included."""
+    unit task gradient. IMTL-L (``imtl_loss.py``): the losses become ``e^s L − s`` with
+    learnable ``s``. ``--IMTL_mode``: hybrid (both, the paper's IMTL and LibMTL's), gradient
+    (IMTL-G only), loss (IMTL-L only). The weights returned apply to the scaled losses'
+    gradients."""
+
+    hyperparameters = (
+        Hyperparameter("IMTL_mode", "hybrid", "IMTL: hybrid (IMTL-L + IMTL-G, the paper's and LibMTL's IMTL), gradient or loss",
+                       choices=IMTL_MODES),
+    )
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return IMTLG()

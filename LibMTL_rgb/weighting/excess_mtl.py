@@ -1,0 +1,77 @@
+"""ExcessMTL: task weights from estimated excess risks (He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
+from LibMTL_rgb.weighting.loss_weighting import LossWeighting
+from LibMTL_rgb.weighting.state_buffers import ResizableBuffers
+
+#: ε in ``sqrt(Σ_s g_s² + ε)`` (the authors' code / LibMTL).
+ADAGRAD_EPS = 1e-7
+
+
+def excess_risk_estimates(grads: Tensor, squared_grad_sum: Tensor) -> Tensor:
+    r"""``e_i = g_iᵀ H_i^{-1} g_i`` with the diagonal AdaGrad-style curvature
+    ``H_i = diag(sqrt(Σ_{s≤t} g_{i,s}² + ε))`` (the paper's second-order Taylor estimate of
+    the excess risk, up to the factor ½ that the normalisation by the first estimate removes);
+    ``squared_grad_sum`` already includes the current ``g²``."""
+    return (grads.pow(2) / torch.sqrt(squared_grad_sum + ADAGRAD_EPS)).sum(dim=1)
+
+
+def excess_mtl_weights(weights: Tensor, excess: Tensor, baseline: Tensor, step_size: float) -> Tensor:
+    r"""Exponentiated-gradient step on the simplex: ``w_i ∝ w_i exp(η e_i / e_i^0)``."""
+    moved = weights * torch.exp(step_size * excess / baseline)
+    return moved / moved.sum()
+
+
+@WEIGHTINGS.register
+class ExcessMTL(ResizableBuffers, LossWeighting):
+    r"""Minimise ``Σ_i w_i L_i`` (all parameters, as the paper's weighted objective); every
+    step the per-task gradients of the shared parameters (or of the representation with
+    ``rep_grad``) update the excess-risk estimates (:func:`excess_risk_estimates`), and from
+    the second step on ``w`` takes an exponentiated-gradient step (:func:`excess_mtl_weights`)
+    on the estimates divided by those of the first step (the paper's scale normalisation).
+    Returns ``w``.
+
+    Choices: ``w`` starts uniform on the simplex (the paper; LibMTL keeps ``Σ w = T``, i.e.
+    LibMTL's gradients are ``T`` times ours); the first step sets the baseline and keeps
+    ``w`` (LibMTL / the authors' code). ``Σ g²``, the baseline, ``w`` and the step count are
+    buffers (saved with the ``state_dict``)."""
+
+    hyperparameters = (
+        Hyperparameter("robust_step_size", 1e-2, "ExcessMTL: step size η of the exponentiated task-weight update",
+                       minimum=0.0, exclusive_minimum=True),
+    )
+
+    def init_param(self) -> None:
+        self.register_resizable_buffer("excess_squared_grad_sum")
+        self.register_buffer("excess_baseline", torch.zeros(self.task_num, dtype=torch.float64, device=self.device))
+        self.register_buffer("excess_weights", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
+        self.register_buffer("excess_step", torch.zeros((), dtype=torch.long, device=self.device))
+
+    def backward(self, losses: Tensor, robust_step_size: float = 1e-2, **kwargs) -> np.ndarray:
+        grads = self._get_grads(losses, mode="autograd")
+        matrix = grads[1] if self.rep_grad else grads
+        self._raise_if_nonfinite(losses, matrix)
+        with torch.no_grad():
+            matrix = matrix.detach()
+            if self.excess_squared_grad_sum.shape != matrix.shape:
+                self.excess_squared_grad_sum = torch.zeros_like(matrix)
+            self.excess_squared_grad_sum += matrix.pow(2)
+            excess = excess_risk_estimates(matrix, self.excess_squared_grad_sum).to(self.excess_weights.dtype)
+            if int(self.excess_step) == 0:
+                self.excess_baseline.copy_(excess)
+            else:
+                weights = excess_mtl_weights(self.excess_weights, excess, self.excess_baseline, robust_step_size)
+                if not bool(torch.isfinite(weights).all()):
+                    raise FloatingPointError(
+                        f"ExcessMTL's task weights became non-finite ({weights.tolist()}): a first-step excess-risk "
+                        f"estimate is 0 ({self.excess_baseline.tolist()}) or robust_step_size is too large")
+                self.excess_weights.copy_(weights)
+            self.excess_step += 1
+        weights = self.excess_weights.to(losses.dtype)
+        self._backward_objective((weights * losses).sum())
+        return self.excess_weights.detach().cpu().numpy().copy()  # not a view of the buffer
