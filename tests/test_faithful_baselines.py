@@ -1,0 +1,147 @@
+"""The three baselines that used to differ from their authors: MGDA's min-norm point solved
+exactly, Aligned-MTL's summed aligned gradients, GradNorm's weights kept positive. Each is
+checked in float64 against a literal, slow form of the paper's formula."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torchjd.aggregation import MGDA as TorchJDMGDA
+
+from LibMTL_rgb.weighting.gradnorm import MIN_WEIGHT
+from LibMTL_rgb.weighting.min_norm import min_norm_gap, min_norm_weights
+from jacobian_model import jacobian_model, random_jacobian, set_task, step
+
+
+def brute_force_min_norm(G: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Every support S: the affine minimiser of S (KKT system); keep the feasible one of least
+    norm. Exponential in T: a reference only."""
+    T = G.shape[0]
+    K = G @ G.T
+    best = (float("inf"), None)
+    for size in range(1, T + 1):
+        for support in itertools.combinations(range(T), size):
+            idx = list(support)
+            system = torch.zeros(size + 1, size + 1, dtype=torch.float64)
+            system[:size, :size] = K[idx][:, idx]
+            system[:size, size] = system[size, :size] = 1.0
+            rhs = torch.zeros(size + 1, dtype=torch.float64)
+            rhs[size] = 1.0
+            try:
+                mu = torch.linalg.solve(system, rhs)[:size]
+            except RuntimeError:  # singular: affinely dependent support
+                continue
+            if bool((mu < -1e-12).any()):
+                continue
+            w = torch.zeros(T, dtype=torch.float64)
+            w[idx] = mu
+            value = float(w @ K @ w)
+            if value < best[0]:
+                best = (value, w)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_min_norm_point_matches_brute_force(seed):
+    T, D = (2, 3, 4, 5, 6)[seed % 5], (3, 6, 10)[seed % 3]
+    G = random_jacobian(seed, T, D)
+    if seed % 4 == 0:
+        G[1] = 2.0 * G[0]  # collinear rows: a singular Gram matrix
+    value, reference = brute_force_min_norm(G)
+    w = min_norm_weights(G @ G.T)
+    assert bool((w >= 0).all()) and float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float(w @ G @ G.T @ w) == pytest.approx(value, abs=1e-12 * float((G * G).sum(1).max()))
+    torch.testing.assert_close(w @ G, reference @ G, rtol=0, atol=1e-9)
+
+
+def test_min_norm_fixes_torchjd_frank_wolfe_gap():
+    """The issue's case: a random 3×6 Jacobian, torchjd's Frank-Wolfe (ε = 1e-3) vs exact."""
+    G = random_jacobian(0, 3, 6)
+    K = G @ G.T
+    exact = min_norm_weights(K)
+    _, reference = brute_force_min_norm(G)
+    frank_wolfe = TorchJDMGDA().weighting(G)
+    assert float((exact @ G - reference @ G).norm()) < 1e-12
+    assert float((frank_wolfe @ G - reference @ G).norm()) > 1e-2  # what the old solver left
+    assert min_norm_gap(K, exact) < 1e-12 * float(K.diagonal().max())
+
+
+def test_min_norm_many_tasks_meets_optimality_conditions():
+    """T = 40 (CelebA): KKT — every (Kw)_i ≥ wᵀKw, with equality on the support."""
+    G = random_jacobian(1, 40, 60) + 0.3
+    K = G @ G.T
+    w = min_norm_weights(K)
+    Kw, value = K @ w, float(w @ K @ w)
+    scale = float(K.diagonal().max())
+    assert bool((Kw >= value - 1e-10 * scale).all())
+    assert torch.allclose(Kw[w > 1e-12], torch.full_like(Kw[w > 1e-12], value), atol=1e-9 * scale)
+
+
+def test_min_norm_keeps_dtype_and_handles_degenerate_inputs():
+    K = torch.zeros(3, 3, dtype=torch.float32)
+    w = min_norm_weights(K)
+    assert w.dtype == torch.float32 and torch.allclose(w, torch.full((3,), 1 / 3))
+    one = min_norm_weights(torch.tensor([[4.0]], dtype=torch.float64))
+    assert one.tolist() == [1.0]
+    with pytest.raises(ValueError, match="square"):
+        min_norm_weights(torch.zeros(2, 3))
+
+
+def test_mgda_uses_the_exact_min_norm_point():
+    G = random_jacobian(0, 3, 5)
+    _, reference = brute_force_min_norm(G)
+    weights, grad = step(jacobian_model("MGDA", G))
+    torch.testing.assert_close(grad, reference @ G, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(weights @ G.numpy(), (reference @ G).numpy(), atol=1e-10)
+
+
+def aligned_mtl_reference(G: torch.Tensor) -> torch.Tensor:
+    """Senushkin et al. (CVPR 2023), Algorithm 1 as in the authors' code: eigen-decompose
+    M = G Gᵀ = V Λ Vᵀ, B = √λ_min V Λ^{-1/2} Vᵀ, weights α = B·1 (aligned gradients summed)."""
+    eigenvalues, V = torch.linalg.eigh(G @ G.T)
+    B = eigenvalues.min().sqrt() * V @ torch.diag(eigenvalues.rsqrt()) @ V.T
+    return B.sum(0)
+
+
+def test_aligned_mtl_sums_the_aligned_gradients_like_the_authors():
+    G = torch.tensor([[1.0, 0.0, 2.0], [0.0, -3.0, 1.0], [2.0, 1.0, 0.0]], dtype=torch.float64)
+    weights, grad = step(jacobian_model("Aligned_MTL", G))
+    alpha = aligned_mtl_reference(G)
+    np.testing.assert_allclose(weights, alpha.numpy(), rtol=1e-10)
+    torch.testing.assert_close(grad, alpha @ G, rtol=1e-10, atol=1e-12)
+    # Orthogonal gradients of equal norm are already aligned: B = I, the update is Σ g_i.
+    E = 2.0 * torch.eye(3, dtype=torch.float64)
+    weights, grad = step(jacobian_model("Aligned_MTL", E))
+    np.testing.assert_allclose(weights, np.ones(3), rtol=1e-12)
+
+
+def test_gradnorm_weights_stay_positive_and_sum_to_T():
+    """The issue's case: T = 2, lr 0.1 drove a weight to −6.7 before; now every step starts
+    from positive weights summing to T, and the shared update keeps both tasks' signs."""
+    G = torch.tensor([[10.0, 0.0], [0.0, 0.1]], dtype=torch.float64)
+    model = jacobian_model("GradNorm", G, [1.0, 1.0])
+    optimizer = torch.optim.SGD([model.gradnorm_weights], lr=0.1)
+    overshoots = 0
+    for k in range(6):
+        optimizer.zero_grad()
+        for i, loss in enumerate([1.0, 1.0 + 0.5 * k]):
+            set_task(model, i, loss=loss)
+        weights, grad = step(model, alpha=1.5)
+        assert bool((torch.from_numpy(weights) > 0).all()), weights
+        assert weights.sum() == pytest.approx(2.0)
+        torch.testing.assert_close(grad, torch.from_numpy(weights) @ G)
+        optimizer.step()
+        overshoots += int(float(model.gradnorm_weights.detach().min()) < 0)
+    assert overshoots > 0  # the optimizer did push a weight below zero; the next step clipped it
+
+
+def test_gradnorm_renormalisation_is_clip_then_rescale():
+    G = random_jacobian(2, 3, 4)
+    model = jacobian_model("GradNorm", G)
+    with torch.no_grad():
+        model.gradnorm_weights.copy_(torch.tensor([-1.0, 1.0, 3.0]))
+    weights, _ = step(model, alpha=1.5)
+    clipped = np.array([MIN_WEIGHT, 1.0, 3.0])
+    np.testing.assert_allclose(weights, 3.0 * clipped / clipped.sum(), rtol=1e-6)
