@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     trainer = build_trainer(
         params, celeba_task_dict(names, params.metrics),
         lambda: CelebAEncoder(params.width), attribute_heads(names, encoder_features(params.width)),
-        optim_param, scheduler_param, kwargs,
+        optim_param, scheduler_param, kwargs, sample_shape=(3, params.image_size, params.image_size),
     )
     run_and_report(trainer, params, train, test, val)
     return trainer

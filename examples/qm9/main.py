@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from mpnn import MPNNEncoder, target_heads
+from mpnn import MPNNEncoder, target_heads, unsupported_architectures
 from qm9_data import HOW_TO_GET, TARGETS, TASK_NAMES, load_qm9, qm9_loaders, require_qm9
 from qm9_metrics import QM9MAE
 
@@ -49,7 +49,7 @@ def qm9_task_dict(std) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
-    params = example_parser(__doc__, DEFAULTS, add_qm9_args).parse_args(argv)
+    params = example_parser(__doc__, DEFAULTS, add_qm9_args, unsupported_architectures()).parse_args(argv)
     root = require_dataset("QM9", params.dataset_path, [], HOW_TO_GET)
     require_qm9(root)
     ensure_save_path("qm9", params)
