@@ -199,3 +199,48 @@ def test_nash_mtl_bargaining_equation_to_the_authors_tolerance(seed):
     alpha = torch.from_numpy(weights)
     residual = (alpha * ((G @ G.T) @ alpha) - 1.0).abs().max()
     assert float(residual) < 1e-6
+
+
+# ----------------------------------- methods LibMTL 1.1.5 lacks, on hand-checkable cases
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_fairgrad_alpha_fair_weights_on_orthogonal_gradients(alpha):
+    """FairGrad (Ban & Ji, ICML 2024, Eq. 8): ``G Gᵀ w = w^{−1/α}``. For orthogonal gradients
+    of norms n_i this is ``n_i² w_i = w_i^{−1/α}``, so ``w_i = n_i^{−2α/(α+1)}`` (α = 1: 1/n_i)."""
+    norms = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    G = torch.diag(norms)
+    weights, grad = step(jacobian_model("FairGrad", G), FairGrad_alpha=alpha)
+    expected = norms ** (-2 * alpha / (alpha + 1))
+    np.testing.assert_allclose(weights, expected.numpy(), rtol=1e-5)
+    torch.testing.assert_close(grad, torch.from_numpy(weights) @ G)
+
+
+def test_fairgrad_solves_its_equation_on_a_random_case():
+    G = random_jacobian(3, 3, 6)
+    weights, _ = step(jacobian_model("FairGrad", G), FairGrad_alpha=2.0)
+    w = torch.from_numpy(weights)
+    torch.testing.assert_close((G @ G.T) @ w, w ** (-1 / 2.0), rtol=1e-5, atol=1e-6)
+
+
+# g1 = (1, 0), g2 = (−2, 1) conflict (g1·g2 = −2). Projections onto the dual cone
+# {x : g1·x ≥ 0, g2·x ≥ 0}, by hand: g1 → g1 + (2/5) g2 = (0.2, 0.4); g2 → g2 + 2 g1 = (0, 1);
+# the mean (−0.5, 0.5) → (0, 0.5).
+CONFLICT = torch.tensor([[1.0, 0.0], [-2.0, 1.0]], dtype=torch.float64)
+TINY_EPS = {"norm_eps": 1e-12, "reg_eps": 1e-12}
+
+
+def test_upgrad_is_the_mean_of_the_projected_gradients():
+    """UPGrad (Quinton & Rey 2024, Def. 3): the mean of each gradient projected onto the dual
+    cone of all gradients; with non-conflicting gradients, the plain mean."""
+    options = {f"UPGrad_{k}": v for k, v in TINY_EPS.items()}
+    _, grad = step(jacobian_model("UPGrad", CONFLICT), **options)
+    torch.testing.assert_close(grad, torch.tensor([0.1, 0.7], dtype=torch.float64), rtol=1e-6, atol=1e-8)
+    aligned = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    _, grad = step(jacobian_model("UPGrad", aligned), **options)
+    torch.testing.assert_close(grad, aligned.mean(0), rtol=1e-6, atol=1e-8)
+
+
+def test_dualproj_projects_the_mean_gradient_onto_the_dual_cone():
+    """DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual cone."""
+    options = {f"DualProj_{k}": v for k, v in TINY_EPS.items()}
+    _, grad = step(jacobian_model("DualProj", CONFLICT), **options)
+    torch.testing.assert_close(grad, torch.tensor([0.0, 0.5], dtype=torch.float64), rtol=1e-6, atol=1e-8)
