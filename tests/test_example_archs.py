@@ -1,6 +1,6 @@
 """``--arch`` in every example, without extra flags: every registered architecture trains one
-epoch of CelebA (staged encoder, input size from ``--image_size``, default expert counts) and
-of Cityscapes (default expert counts) on tiny data; where an architecture cannot work (QM9's
+epoch of CelebA (staged encoder, input size from ``--image_size``, default expert counts), of
+Cityscapes and of NYUv2 (default expert counts) on tiny data; where an architecture cannot work (QM9's
 graphs, the toy's point) ``--arch`` is refused at parse time, before any data is read, with
 the reason. Architectures are read from the registry, so ones added later are covered."""
 import math
@@ -11,6 +11,8 @@ from LibMTL_rgb.registry import ARCHITECTURES
 from example_loading import load_example
 from test_example_celeba import make_celeba_root
 from test_example_cityscapes import write_mtan
+from test_example_nyu import SIZE as NYU_SIZE
+from test_example_nyu import write_nyu
 
 ALL_ARCHS = ARCHITECTURES.names()
 CELEBA_TINY = ["--bs", "6", "--width", "2", "--image_size", "16", "--num_workers", "0", "--device", "cpu",
@@ -47,6 +49,20 @@ def cityscapes_root(tmp_path_factory):
 def test_cityscapes_trains_with_every_architecture(arch, cityscapes_root, tmp_path):
     main = load_example("cityscapes")[0].main
     trainer = main(["--dataset_path", str(cityscapes_root), "--arch", arch, "--save_path", str(tmp_path), *CITYSCAPES_TINY])
+    finite_test_row(trainer)
+
+
+@pytest.fixture(scope="module")
+def nyu_root(tmp_path_factory):
+    return write_nyu(tmp_path_factory.mktemp("nyu_archs") / "nyuv2", {"train": 2, "val": 2})
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_nyu_trains_with_every_architecture(arch, nyu_root, tmp_path):
+    main = load_example("nyu")[0].main
+    trainer = main(["--dataset_path", str(nyu_root), "--img_size", *map(str, NYU_SIZE), "--no_pretrained",
+                    "--backbone_depth", "18", "--backbone_width", "4", "--device", "cpu", "--weighting", "EW",
+                    "--arch", arch, "--epochs", "1", "--bs", "2", "--save_path", str(tmp_path)])
     finite_test_row(trainer)
 
 
