@@ -193,7 +193,7 @@ def test_nash_mtl_bargaining_equation_to_the_authors_tolerance(seed):
     """Nash-MTL (Navon et al. 2022, Eq. 5): ``Gᵀ G α = 1/α``, i.e. ``α ⊙ Kα = 1``. torchjd runs
     the authors' sequential convex program (ECOS on K/‖K‖_F, stop when ``‖Kα − 1/α‖ < 1e-3``);
     the residual reached on these cases is far below that. (On ``random_jacobian(2)`` the
-    authors' program fails at its first iterate and keeps the previous α = 1, as their code.)"""
+    program fails at its first iterate and torchjd keeps the previous α = 1.)"""
     G = random_jacobian(seed, 3, 6)
     weights, _ = step(jacobian_model("Nash_MTL", G), max_norm=0.0)
     alpha = torch.from_numpy(weights)
