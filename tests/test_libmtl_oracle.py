@@ -290,6 +290,19 @@ def test_mgda_normalised_variants_share_weights_and_differ_as_documented(gn):
     assert gap.update <= TOLERANCES["MGDA"] and gap.weights <= TOLERANCES["MGDA"]
 
 
+@pytest.mark.parametrize("gn", ["l2", "loss+"])
+def test_mgda_normalised_matches_libmtl_on_representation_gradients(gn):
+    """LibMTL applies MGDA's weights to the raw gradients when ``rep_grad=True`` (its
+    representation here is the shared parameter itself), as ours always does."""
+    gap, mine, theirs = Gap(), ours("MGDA"), libmtl_model("MGDA", T, D, rep_grad=True)
+    for k in range(STEPS):
+        G, losses = step_data(k)
+        w, g = our_step(mine, G, losses, mgda_gn=gn)
+        lw, lg = libmtl_step(theirs, G, losses, mgda_gn=gn)
+        gap.add(g, lg, w, lw)
+    assert gap.update <= TOLERANCES["MGDA"] and gap.weights <= TOLERANCES["MGDA"]
+
+
 def test_mgda_five_tasks():
     gap = compare_mgda("none", tasks=5)
     assert gap.update <= TOLERANCES["MGDA"] and gap.weights <= TOLERANCES["MGDA"]
