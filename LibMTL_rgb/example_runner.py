@@ -15,9 +15,13 @@ from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
 
 
-def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> argparse.ArgumentParser:
-    """LibMTL's flags + the shared example flags, with the example's (paper's) ``defaults``."""
+def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+                   unsupported_archs: Optional[Mapping[str, str]] = None) -> argparse.ArgumentParser:
+    """LibMTL's flags + the shared example flags, with the example's (paper's) ``defaults``.
+    ``unsupported_archs`` (architecture -> why) makes ``--arch`` refuse those at parse time."""
     parser = make_parser(description)
+    if unsupported_archs:
+        refuse_archs(parser, unsupported_archs)
     group = parser.add_argument_group("example")
     group.add_argument("--dataset_path", type=str, default=None, help="root directory of the dataset (see the example's README for the layout)")
     group.add_argument("--epochs", type=int, default=1, help="training epochs")
@@ -62,14 +66,37 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
 
 
 def build_trainer(params: argparse.Namespace, task_dict: Mapping[str, Any], encoder_class, decoders,
-                  optim_param: dict, scheduler_param: Optional[dict], kwargs: dict, trainer_class: type = Trainer) -> Trainer:
+                  optim_param: dict, scheduler_param: Optional[dict], kwargs: dict, trainer_class: type = Trainer,
+                  sample_shape: Optional[Sequence[int]] = None) -> Trainer:
     """LibMTL's ``Trainer(...)`` with every choice taken from the flags (``--weighting``,
     ``--arch``, ``--rep_grad``, ``--multi_input``, ``--save_path``, ``--load_path``) and
-    ``setup_run``'s outputs."""
+    ``setup_run``'s outputs. ``sample_shape``: see ``fill_input_size``."""
+    fill_input_size(kwargs, sample_shape)
     return trainer_class(
         task_dict, params.weighting, params.arch, encoder_class, decoders, params.rep_grad, params.multi_input,
         optim_param, scheduler_param, save_path=params.save_path, load_path=params.load_path, **kwargs,
     )
+
+
+def fill_input_size(kwargs: dict, sample_shape: Optional[Sequence[int]]) -> None:
+    """Set the architecture's ``img_size`` (MMoE, DSelect_k... gates read the input) to
+    ``sample_shape`` (one input sample, e.g. ``(3, 64, 64)``) when ``--img_size`` is not given."""
+    arch_args = kwargs.get("arch_args", {})
+    if sample_shape is not None and "img_size" in arch_args and arch_args["img_size"] is None:
+        arch_args["img_size"] = [int(s) for s in sample_shape]
+
+
+def refuse_archs(parser: argparse.ArgumentParser, unsupported: Mapping[str, str]) -> None:
+    """Make ``--arch NAME`` a parse-time error saying why, for each NAME in ``unsupported``."""
+    action = next(a for a in parser._actions if "--arch" in a.option_strings)
+
+    def checked(name: str) -> str:
+        if name in unsupported:
+            raise argparse.ArgumentTypeError(f"{name} cannot run on this example: {unsupported[name]}")
+        return name
+
+    action.type = checked
+    action.help = f"{action.help} (not here: {', '.join(unsupported)})"
 
 
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:

@@ -1,7 +1,7 @@
 """Every registered architecture × every registered weighting, through the real Trainer.
 
 Pairs meant to work train two steps of a tiny model with finite losses and weights and move
-the shared parameters; pairs not meant to work (a weighting without ``supports_rep_grad`` and
+the shared parameters, which stay finite; pairs not meant to work (a weighting without ``supports_rep_grad`` and
 ``rep_grad=True``; an architecture without ``supports_multi_input`` and ``multi_input=True``)
 fail at construction with the documented error. Both registries are read at collection time,
 so methods added later are covered without editing this file.
@@ -114,7 +114,9 @@ def check_two_steps(arch: str, weighting: str, rep_grad: bool, multi_input: bool
     weights = trainer.train(loader(8, multi_input), loader(4, multi_input), epochs=1, return_weight=True)
     assert torch.isfinite(torch.as_tensor(trainer.model.train_loss_buffer)).all()
     assert torch.isfinite(torch.as_tensor(weights)).all()
-    moved = [not torch.equal(b, p) for b, p in zip(before, trainer.model.get_share_params())]
+    after = [p.detach() for p in trainer.model.get_share_params()]
+    assert all(torch.isfinite(p).all() for p in after), f"{weighting} on {arch}: non-finite shared parameters"
+    moved = [not torch.equal(b, p) for b, p in zip(before, after)]
     assert any(moved), f"{weighting} on {arch} (rep_grad={rep_grad}) did not update the shared parameters"
 
 

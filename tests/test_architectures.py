@@ -204,7 +204,7 @@ def test_stagewise_architectures_refuse_encoders_without_stages(arch):
 
 @pytest.mark.parametrize("arch, options, message", [
     ("MMoE", {"num_experts": [2, 1]}, r"MMoE takes one --num_experts value.*got \[2, 1\]"),
-    ("MMoE", {"num_experts": None}, "MMoE takes one --num_experts value"),
+    ("MMoE", {"num_experts": []}, "MMoE takes one --num_experts value"),
     ("DSelect_k", {"num_experts": [0]}, "at least one shared expert"),
     ("CGC", {"num_experts": [1, 1]}, r"CGC takes 1 \+ 3 --num_experts values.*\['seg', 'depth', 'normal'\]"),
     ("PLE", {"num_experts": [0, 1, 1, 1]}, "at least one shared expert"),
@@ -216,6 +216,15 @@ def test_stagewise_architectures_refuse_encoders_without_stages(arch):
 def test_bad_options_are_clear_errors(arch, options, message):
     with pytest.raises(ValueError, match=message):
         build(arch, **options)
+
+
+@pytest.mark.parametrize("arch, experts", [("MMoE", (2, 0)), ("DSelect_k", (2, 0)), ("CGC", (1, 1)), ("PLE", (1, 1))])
+def test_expert_counts_default_when_not_given(arch, experts):
+    """Without --num_experts: MMoE / DSelect_k 2 shared experts; CGC / PLE 1 shared + 1 per task."""
+    model = build(arch, num_experts=None)
+    shared, per_task = experts
+    assert len(model.experts_shared) == shared
+    assert all(len(model.experts_specific[t]) == per_task for t in model.task_name)
 
 
 @pytest.mark.parametrize("arch", ["MMoE", "DSelect_k"])

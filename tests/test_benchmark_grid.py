@@ -120,6 +120,36 @@ def test_paper_baseline_matches_tasks_and_units():
         paper_baseline("nyuv2", tasks, [])
 
 
+def test_all_archs_and_weightings_run_the_grid_and_record_skips(tmp_path, capsys):
+    """``--archs all --weightings all`` plans every registered pair; a pair the example refuses
+    at parse time is recorded as skipped with its reason (not failed), left out of the tables
+    and named in their notes; the tables put every method under every architecture."""
+    from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
+
+    out = str(tmp_path)
+    assert main(["run", FAKE, "--archs", "all", "--weightings", "all", "--seeds", "0", "--out", out, "--dry-run"]) == 0
+    planned = len(ARCHITECTURES.names()) * len(WEIGHTINGS.names())
+    assert f"{planned} run(s) to start" in capsys.readouterr().out
+
+    assert main(["run", FAKE, "--archs", "all", "--weightings", "EW", "RGB", "--seeds", "0", "--out", out, "--jobs", "4"]) == 0
+    records = grid.load_results(out)
+    assert len(records) == 2 * len(ARCHITECTURES.names())
+    by_status = {s: [r for r in records if r["status"] == s] for s in ("ok", "skipped", "failed")}
+    assert not by_status["failed"]
+    assert {r["config"]["arch"] for r in by_status["skipped"]} == {"MTAN"}
+    assert all("the fake example has no stages" in r["skip_reason"] for r in by_status["skipped"])
+    assert "skipped RGB__MTAN__seed0" in capsys.readouterr().err
+    main(["run", FAKE, "--archs", "MTAN", "--weightings", "RGB", "--seeds", "0", "--out", out, "--retry-failed"])
+    assert "skipping 1 run(s) with results" in capsys.readouterr().out  # skips are final: nothing reruns
+    tables = build_tables(records)
+    assert sorted(t.arch for t in tables) == sorted(a for a in ARCHITECTURES.names() if a != "MTAN")
+    assert all([r.label for r in t.rows] == ["EW", "RGB"] and all(r.mr for r in t.rows) for t in tables)
+    assert main(["table", out]) == 0
+    written = open(os.path.join(out, "tables", "results.md")).read()
+    assert "### MR per architecture" in written and "| RGB |" in written
+    assert "skipped, RGB on MTAN: " in written
+
+
 # ------------------------------------------------- end to end with the Trainer
 def test_tiny_grid_end_to_end_resumes_and_renders(tmp_path):
     out = str(tmp_path)

@@ -10,19 +10,21 @@ import torch
 from torchjd import aggregation as tjd
 from torchjd.linalg import QuadprogProjector
 
+from LibMTL_rgb.weighting.min_norm import min_norm_weights
+from LibMTL_rgb.weighting.torchjd_methods import MinNormWeighting
 from jacobian_model import D, T, jacobian_model, random_jacobian, set_task, step
 
 
 # name -> (weight_args, torchjd aggregator with the same options, exposes weights)
 CASES = {
-    "MGDA": ({}, lambda: tjd.MGDA(), True),
+    "MGDA": ({}, lambda: tjd.GramianWeightedAggregator(MinNormWeighting()), True),
     "PCGrad": ({}, lambda: tjd.PCGrad(), True),
     "GradVac": ({"GradVac_beta": 0.3}, lambda: tjd.GradVac(beta=0.3), True),
     "CAGrad": ({"calpha": 0.4, "rescale": 0}, lambda: tjd.CAGrad(c=0.4), True),
     "IMTL": ({}, lambda: tjd.IMTLG(), True),
     "Nash_MTL": ({"max_norm": 0.0}, lambda: tjd.NashMTL(n_tasks=T, max_norm=0.0), True),
     "FairGrad": ({"FairGrad_alpha": 2.0}, lambda: tjd.FairGrad(alpha=2.0), True),
-    "Aligned_MTL": ({}, lambda: tjd.AlignedMTL(), True),
+    "Aligned_MTL": ({}, lambda: tjd.AlignedMTL(pref_vector=torch.ones(T, dtype=torch.float64)), True),
     "UPGrad": ({"UPGrad_norm_eps": 1e-3}, lambda: tjd.UPGrad(projector=QuadprogProjector(norm_eps=1e-3, reg_eps=1e-4)), True),
     "DualProj": ({}, lambda: tjd.DualProj(), True),
     "GradDrop": ({"leak": 0.25}, lambda: tjd.GradDrop(leak=torch.full((T,), 0.25, dtype=torch.float64)), False),
@@ -72,10 +74,12 @@ def test_mgda_gradient_normalisation(kind):
     losses = torch.tensor(offsets, dtype=torch.float64)
     norms = G.norm(dim=1)
     scales = {"l2": norms, "loss": losses, "loss+": losses * norms}[kind]
-    inner = tjd.MGDA().weighting(G / scales.unsqueeze(1))
+    normalised = G / scales.unsqueeze(1)
+    inner = min_norm_weights(normalised @ normalised.T)
     weights, grad = step(jacobian_model("MGDA", G, offsets), mgda_gn=kind)
-    np.testing.assert_allclose(weights, (inner / scales).numpy(), rtol=1e-10)
-    torch.testing.assert_close(grad, inner @ (G / scales.unsqueeze(1)), rtol=1e-10, atol=1e-12)
+    # the authors' code: weights found on the normalised gradients scale the raw losses
+    np.testing.assert_allclose(weights, inner.numpy(), rtol=1e-10)
+    torch.testing.assert_close(grad, inner @ G, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["GradVac", "Nash_MTL"])
@@ -117,7 +121,7 @@ def test_stateful_methods_resume_from_state_dict(name):
 def test_mgda_ub_applies_representation_weights():
     G = random_jacobian(8)
     weights, grad = step(jacobian_model("MGDA", G, rep_grad=True))
-    expected = tjd.MGDA().weighting(G)
+    expected = min_norm_weights(G @ G.T)
     np.testing.assert_allclose(weights, expected.numpy(), rtol=1e-10)
     torch.testing.assert_close(grad, expected @ G, rtol=1e-10, atol=1e-12)
 

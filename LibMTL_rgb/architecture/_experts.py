@@ -22,10 +22,17 @@ from LibMTL_rgb.architecture._stages import encoder_stages
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import Hyperparameter
 
+#: Shared experts of MMoE / DSelect_k when ``num_experts`` is not given (DSelect_k's default
+#: k = 2 experts are then all selected; any larger count makes the selection sparse).
+DEFAULT_SHARED_EXPERTS = 2
+#: CGC / PLE without ``num_experts``: one shared expert and one expert per task (LibMTL's examples).
+DEFAULT_CGC_EXPERTS = (1, 1)
+
 NUM_EXPERTS = Hyperparameter(
     "num_experts", None,
-    "number of experts (each a copy of the encoder): MMoE / DSelect_k: one number, the shared experts; "
-    "CGC / PLE: the shared experts followed by one number per task, e.g. 1 1 1 1 for 3 tasks",
+    "number of experts (each a copy of the encoder): MMoE / DSelect_k: one number, the shared experts "
+    f"(default {DEFAULT_SHARED_EXPERTS}); CGC / PLE: the shared experts followed by one number per task, "
+    "e.g. 1 1 1 1 for 3 tasks (default: 1 shared and 1 per task)",
     type=int, nargs="+",
 )
 
@@ -140,8 +147,11 @@ def _check_counts(arch: str, counts: Sequence[int], shared: int) -> None:
 
 
 def single_count(arch: str, num_experts: Optional[Sequence[int]], task_name: Sequence[str]) -> tuple[int, dict[str, int]]:
-    """MMoE / DSelect_k: ``num_experts`` is one number, the shared experts; no task experts."""
-    if num_experts is None or len(num_experts) != 1:
+    """MMoE / DSelect_k: ``num_experts`` is one number, the shared experts (default
+    ``DEFAULT_SHARED_EXPERTS``); no task experts."""
+    if num_experts is None:
+        num_experts = [DEFAULT_SHARED_EXPERTS]
+    if len(num_experts) != 1:
         raise ValueError(
             f"{arch} takes one --num_experts value (arch_args['num_experts'] = [n]), the number of shared "
             f"experts; got {num_experts}"
@@ -154,8 +164,12 @@ def single_count(arch: str, num_experts: Optional[Sequence[int]], task_name: Seq
 def shared_and_task_counts(
     arch: str, num_experts: Optional[Sequence[int]], task_name: Sequence[str]
 ) -> tuple[int, dict[str, int]]:
-    """CGC / PLE: ``num_experts`` is the shared count followed by one count per task."""
-    if num_experts is None or len(num_experts) != 1 + len(task_name):
+    """CGC / PLE: ``num_experts`` is the shared count followed by one count per task (default:
+    ``DEFAULT_CGC_EXPERTS``, one shared expert and one per task)."""
+    if num_experts is None:
+        shared, per_task = DEFAULT_CGC_EXPERTS
+        num_experts = [shared] + [per_task] * len(task_name)
+    if len(num_experts) != 1 + len(task_name):
         raise ValueError(
             f"{arch} takes 1 + {len(task_name)} --num_experts values: the shared experts, then one count per "
             f"task in the order {list(task_name)}; got {num_experts}"

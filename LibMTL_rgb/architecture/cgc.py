@@ -15,7 +15,7 @@ class CGC(GatedExperts):
     serve every task, the others only their task; each task's softmax gate on the flattened
     input mixes the shared experts and its own.
 
-    Options: ``img_size`` (required: sizes the gates), ``num_experts`` (1 + T numbers).
+    Options: ``img_size`` (required: sizes the gates), ``num_experts`` (1 + T numbers; default 1 shared and 1 per task).
     Shared parameters: the shared experts. Task parameters: task experts and gates.
     Works with ``rep_grad`` and with ``multi_input``.
     """

@@ -59,7 +59,7 @@ class DSelect_k(MMoE):
     are DSelect-k gates, ``num_nonzeros`` soft binary selectors (smooth step with scale
     ``kgamma``) that converge to picking ``num_nonzeros`` experts per task.
 
-    Options: ``img_size`` (required), ``num_experts`` (one number), ``num_nonzeros``, ``kgamma``.
+    Options: ``img_size`` (required), ``num_experts`` (one number, default 2), ``num_nonzeros``, ``kgamma``.
     Shared parameters: the experts. Task parameters: the gates.
     Differences from the paper, on purpose: no entropy regulariser (optional in the paper; its
     gradient never reaches LibMTL's parameters either, as LibMTL's Trainer zeroes gradients after

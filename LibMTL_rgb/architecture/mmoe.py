@@ -15,7 +15,7 @@ class MMoE(GatedExperts):
     outputs with its own softmax gate on the flattened input, ``rep_t = Σ_e g_t(x)_e f_e(x)``.
 
     Options (``arch_args`` / flags): ``img_size`` (required: sizes the gates),
-    ``num_experts`` (one number).
+    ``num_experts`` (one number, default 2).
     Shared parameters: the experts. Task parameters: the gates (and decoders).
     Works with any encoder whose output shape does not depend on the expert, with
     ``rep_grad`` and with ``multi_input``.

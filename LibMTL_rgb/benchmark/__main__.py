@@ -43,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                                      "'-- --dataset_path /data/nyuv2 --epochs 200 --diagnostics'.")
     run.add_argument("example", help="a main.py, a directory holding one, or a name: " + ", ".join(grid.KNOWN_EXAMPLES))
     run.add_argument("--weightings", nargs="+", default=["EW", "RGB"],
-                     help="weightings, each NAME or NAME:flag=value,... (e.g. RGB:rgb_steps=30)")
-    run.add_argument("--archs", nargs="+", default=["HPS"], help="architectures")
+                     help="weightings, each NAME or NAME:flag=value,... (e.g. RGB:rgb_steps=30); 'all': every "
+                          "registered weighting")
+    run.add_argument("--archs", nargs="+", default=["HPS"],
+                     help="architectures; 'all': every registered one (those the example cannot run are recorded "
+                          "as skipped, with the example's reason)")
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="random seeds (the paper's: 0 1 2)")
     run.add_argument("--out", default=None, help="output directory (default: benchmark_runs/<example>)")
     run.add_argument("--stl", action="store_true", help="also run the single-task baselines (--stl_task, EW) per task and seed")
@@ -98,8 +101,8 @@ def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     example = grid.resolve_example(args.example)
     name = os.path.basename(os.path.dirname(example)) or "example"
     out = args.out or os.path.join("benchmark_runs", name)
-    methods = [grid.MethodSpec.parse(m) for m in args.weightings]
-    specs = grid.plan_runs(example, methods, args.archs, args.seeds, extra)
+    methods = [grid.MethodSpec.parse(m) for m in _expand_all(args.weightings, "weightings")]
+    specs = grid.plan_runs(example, methods, _expand_all(args.archs, "archs"), args.seeds, extra)
     options = dict(python=args.python, timeout=args.timeout, retry_failed=args.retry_failed, dry_run=args.dry_run,
                    jobs=args.jobs)
     records = grid.run_grid(specs, out, **options)
@@ -117,8 +120,20 @@ def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     return _exit_code(records)
 
 
+def _expand_all(names: Sequence[str], kind: str) -> list[str]:
+    """``all`` (alone or among names) -> every registered weighting / architecture, in order."""
+    if "all" not in names:
+        return list(names)
+    from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
+    import LibMTL_rgb.config  # noqa: F401  (registers every weighting and architecture)
+
+    registered = (WEIGHTINGS if kind == "weightings" else ARCHITECTURES).names()
+    expanded = [n for name in names for n in (registered if name == "all" else [name])]
+    return list(dict.fromkeys(expanded))
+
+
 def _exit_code(records: Sequence[dict]) -> int:
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+    return 1 if any(r["status"] == "failed" for r in records) else 0
 
 
 # ------------------------------------------------------------ table / plot
@@ -143,6 +158,7 @@ def _tables(args: argparse.Namespace):
     tables = tb.build_tables(records, baseline, args.split, args.delta_m_average, args.mr_average)
     if baseline is not None:
         notes.insert(0, f"Δm% baseline: {baseline.source}")
+    notes += [f"skipped, {label} on {arch}: {reason}" for arch, label, reason in tb.skipped_runs(records)]
     return tables, notes
 
 
@@ -155,6 +171,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
     markdown = "\n".join(tb.to_markdown(t, wide=args.wide) for t in tables)
     if len(tables) > 1:
         markdown += "\n### Δm% per architecture\n\n" + tb.delta_m_by_arch_markdown(tables)
+        markdown += "\n### MR per architecture\n\n" + tb.mr_by_arch_markdown(tables)
     mer = tb.mer_markdown(tables)
     if mer:
         markdown += "\n### MER diagnostics at the minimum mean validation loss (App. A.8)\n\n" + mer

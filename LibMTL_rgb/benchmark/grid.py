@@ -36,6 +36,9 @@ RESULTS_DIR = "results"
 RUNS_DIR = "runs"
 STL_LABEL = "STL"
 STDERR_TAIL_CHARS = 4000
+#: argparse's exit code for a refused command line; with ``--arch`` in its message the example
+#: says the combination cannot run (e.g. an image architecture on QM9's graphs): recorded as skipped.
+USAGE_ERROR_EXIT_CODE = 2
 #: Examples the runner knows by name (``examples/<name>/main.py``).
 KNOWN_EXAMPLES = ("toy", "nyu", "cityscapes", "qm9", "celeba")
 
@@ -226,11 +229,21 @@ def _tail(path: str, chars: int = STDERR_TAIL_CHARS) -> str:
         return handle.read().decode("utf-8", errors="replace")
 
 
+def _arch_refusal(code: int, stderr_path: str) -> Optional[str]:
+    """The example's parse-time refusal of ``--arch`` (exit code 2, ``--arch`` in the last
+    stderr line), or None."""
+    if code != USAGE_ERROR_EXIT_CODE:
+        return None
+    lines = [line.strip() for line in _tail(stderr_path).splitlines() if line.strip()]
+    return lines[-1] if lines and "--arch" in lines[-1] else None
+
+
 def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: Optional[float] = None,
             env: Optional[dict] = None) -> dict[str, Any]:
     """Run ``spec`` in a subprocess and write its JSON result; returns the record.
 
-    The record holds ``config``, ``command``, ``status`` (``ok``/``failed``), ``returncode``,
+    The record holds ``config``, ``command``, ``status`` (``ok``/``failed``, or ``skipped``
+    with ``skip_reason`` when the example refuses the architecture), ``returncode``,
     ``error`` (stderr tail, failures only), ``wall_time_s``, ``peak_rss_mb`` (the child's
     maxrss), ``peak_cuda_mb`` (the Trainer's ``torch.cuda.max_memory_allocated``), ``tasks``
     (metric names and ``weight``), ``history`` (history.csv rows), ``best`` (the Trainer's
@@ -261,7 +274,10 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
         "history": _read_history(os.path.join(save_path, "history.csv")),
         "diagnostics": _read_json(os.path.join(save_path, "diagnostics_summary.json")),
     }
-    if timed_out:
+    refusal = _arch_refusal(code, stderr_path)
+    if refusal is not None:
+        record.update(status="skipped", skip_reason=refusal)
+    elif timed_out:
         record.update(status="failed", error=f"timed out after {timeout} s\n" + _tail(stderr_path))
     elif code != 0:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -286,7 +302,7 @@ def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.execut
     todo = []
     for spec in specs:
         existing = _read_json(result_path(out_dir, spec))
-        if existing is not None and not (retry_failed and existing.get("status") != "ok"):
+        if existing is not None and not (retry_failed and existing.get("status") == "failed"):
             continue
         todo.append(spec)
     skipped = len(specs) - len(todo)
@@ -304,7 +320,9 @@ def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.execut
         records[record["run_id"]] = record
         bar.set_postfix_str(record["run_id"])
         bar.update(1)
-        if record["status"] != "ok":
+        if record["status"] == "skipped":
+            tqdm.write(f"skipped {record['run_id']}: {record['skip_reason']}", file=sys.stderr)
+        elif record["status"] != "ok":
             last = (record["error"] or "").strip().splitlines()[-1:] or [""]
             tqdm.write(f"FAILED {record['run_id']}: {last[0]} (see {os.path.join(out_dir, RUNS_DIR, record['run_id'])}"
                        "/stderr.log)", file=sys.stderr)
@@ -325,8 +343,10 @@ def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.execut
     finally:
         bar.close()
     ordered = [records[s.run_id] for s in todo if s.run_id in records]
-    failed = sum(r["status"] != "ok" for r in ordered)
-    echo(f"{len(ordered)} run(s) done, {failed} failed; results in {os.path.join(out_dir, RESULTS_DIR)}")
+    failed = sum(r["status"] == "failed" for r in ordered)
+    skipped_here = sum(r["status"] == "skipped" for r in ordered)
+    echo(f"{len(ordered)} run(s) done, {failed} failed, {skipped_here} skipped (the example cannot run that "
+         f"architecture); results in {os.path.join(out_dir, RESULTS_DIR)}")
     return ordered
 
 

@@ -15,7 +15,7 @@ import math
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def build_tables(records: Sequence[Mapping[str, Any]], baseline: Optional[Baseli
     tasks_of_arch: dict[str, dict] = {}
     for record in records:
         config = record["config"]
-        if config.get("stl_task") is not None:
+        if config.get("stl_task") is not None or record.get("status") == "skipped":
             continue
         arch, label = config["arch"], config["label"]
         metrics = run_metrics(record, split)
@@ -295,8 +295,8 @@ def to_csv(tables: Sequence[ResultTable]) -> str:
     return buffer.getvalue()
 
 
-def delta_m_by_arch_markdown(tables: Sequence[ResultTable]) -> str:
-    """Δm% (mean ± stderr) of each method (rows) under each architecture (columns)."""
+def _by_arch_markdown(tables: Sequence[ResultTable], cell: Callable[[MethodRow], str]) -> str:
+    """One value per method (rows) and architecture (columns); "—" where a method did not run."""
     archs = [t.arch for t in tables]
     labels = list(dict.fromkeys(r.label for t in tables for r in t.rows if r.label != STL_LABEL))
     lines = ["| Method | " + " | ".join(archs) + " |", "|" + "---|" * (len(archs) + 1)]
@@ -304,9 +304,26 @@ def delta_m_by_arch_markdown(tables: Sequence[ResultTable]) -> str:
         cells = []
         for t in tables:
             row = next((r for r in t.rows if r.label == label), None)
-            cells.append(_pm(row.delta_m, row.delta_m_stderr) if row else "—")
+            cells.append(cell(row) if row else "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def delta_m_by_arch_markdown(tables: Sequence[ResultTable]) -> str:
+    """Δm% (mean ± stderr) of each method (rows) under each architecture (columns)."""
+    return _by_arch_markdown(tables, lambda row: _pm(row.delta_m, row.delta_m_stderr))
+
+
+def mr_by_arch_markdown(tables: Sequence[ResultTable]) -> str:
+    """Mean rank of each method (rows) within each architecture's table (columns); needs no STL runs."""
+    return _by_arch_markdown(tables, lambda row: _fmt(row.mr, 2))
+
+
+def skipped_runs(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """``(arch, method, reason)`` of each combination the example refused (one per seed group)."""
+    found = {(r["config"]["arch"], r["config"]["label"]): r.get("skip_reason", "")
+             for r in records if r.get("status") == "skipped"}
+    return [(arch, label, reason) for (arch, label), reason in found.items()]
 
 
 def mer_markdown(tables: Sequence[ResultTable]) -> str:

@@ -12,6 +12,9 @@ from torch import Tensor
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
+#: Floor of GradNorm's task weights (before renormalisation to Σ w = T): keeps them positive.
+MIN_WEIGHT = 1e-6
+
 
 def gradnorm_loss(weights: Tensor, grad_norms: Tensor, loss_ratios: Tensor, alpha: float) -> Tensor:
     r"""Eq. 2: ``L_grad = Σ_i | w_i ‖g_i‖ − Ḡ · r_i^α |`` with ``Ḡ = mean_i w_i ‖g_i‖`` and
@@ -28,7 +31,9 @@ class GradNorm(AbsWeighting):
     r"""Learnable task weights ``w`` (parameter ``gradnorm_weights``, initialised to 1) that
     scale the shared gradient ``Σ_i w_i g_i``; every step ``w.grad`` receives
     ``∇_w L_grad`` (:func:`gradnorm_loss`) and the Trainer's optimizer updates ``w`` with the
-    model. At the start of every step ``w`` is renormalised to ``Σ_i w_i = T`` (Algorithm 1).
+    model. At the start of every step (i.e. after the previous update) ``w`` is kept valid as
+    the paper requires: positive (clipped below at ``MIN_WEIGHT``, so a step that overshoots
+    zero cannot flip a task's gradient) and renormalised to ``Σ_i w_i = T`` (Algorithm 1).
 
     Choices: ``g_i`` are the gradients of all shared parameters (or, with ``rep_grad``, of
     the representation — the paper uses the last shared layer); ``L_i(0)`` are the losses of
@@ -58,8 +63,9 @@ class GradNorm(AbsWeighting):
         return task_weights.cpu().numpy()
 
     def _renormalize_weights(self) -> None:
+        """``w ← T · max(w, MIN_WEIGHT) / Σ_j max(w_j, MIN_WEIGHT)``: positive, summing to T."""
         with torch.no_grad():
-            total = self.gradnorm_weights.sum()
-            if float(total) <= 0:
-                raise FloatingPointError(f"GradNorm's task weights sum to {float(total)} (<= 0): lower the learning rate")
-            self.gradnorm_weights.mul_(self.task_num / total)
+            if not bool(torch.isfinite(self.gradnorm_weights).all()):
+                raise FloatingPointError(f"GradNorm's task weights are not finite: {self.gradnorm_weights.tolist()}")
+            self.gradnorm_weights.clamp_(min=MIN_WEIGHT)
+            self.gradnorm_weights.mul_(self.task_num / self.gradnorm_weights.sum())

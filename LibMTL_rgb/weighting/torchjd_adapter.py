@@ -34,7 +34,8 @@ class TorchJDAggregation(AbsWeighting):
 
     def row_scales(self, losses: Tensor, grads: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
         """Optional [T] divisors applied to the rows of ``G`` before weighting (e.g. MGDA's
-        gradient normalisation); the returned weights then apply to the unscaled rows."""
+        gradient normalisation). The weights found for the scaled rows are then applied to
+        the unscaled rows, as Sener & Koltun's code applies MGDA's weights to the raw losses."""
         return None
 
     def prepare_losses(self, losses: Tensor, options: dict[str, Any]) -> Tensor:
@@ -106,5 +107,5 @@ class TorchJDAggregation(AbsWeighting):
             weights = aggregator.weighting(matrix)
         else:
             scales = scales.to(device=matrix.device, dtype=matrix.dtype)
-            weights = aggregator.weighting(matrix / scales.unsqueeze(1)) / scales
+            weights = aggregator.weighting(matrix / scales.unsqueeze(1))
         return self.adjust_weights(weights.to(device=matrix.device, dtype=matrix.dtype), options)

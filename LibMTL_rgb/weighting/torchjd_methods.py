@@ -11,13 +11,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import Tensor
-from torchjd.aggregation import IMTLG, Aggregator, AlignedMTL, NashMTL
+from torchjd.aggregation import IMTLG, Aggregator, AlignedMTL, GramianWeightedAggregator, NashMTL, Weighting
 from torchjd.aggregation import CAGrad as CAGradAggregator
 from torchjd.aggregation import DualProj as DualProjAggregator
 from torchjd.aggregation import FairGrad as FairGradAggregator
 from torchjd.aggregation import GradDrop as GradDropAggregator
 from torchjd.aggregation import GradVac as GradVacAggregator
-from torchjd.aggregation import MGDA as MGDAAggregator
 from torchjd.aggregation import PCGrad as PCGradAggregator
 from torchjd.aggregation import UPGrad as UPGradAggregator
 from torchjd.linalg import QuadprogProjector
@@ -25,18 +24,29 @@ from torchjd.linalg import QuadprogProjector
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting.gradvac_groups import GRADVAC_GROUP_TYPES, GradVacGrouping
 from LibMTL_rgb.weighting.imtl_loss import IMTL_MODES, IMTLLossScaling
+from LibMTL_rgb.weighting.min_norm import min_norm_weights
 from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation
 
 #: MGDA's gradient normalisations (Sener & Koltun's code; LibMTL's ``--mgda_gn``).
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
+class MinNormWeighting(Weighting):
+    """torchjd ``Weighting`` of the Gramian: the exact min-norm simplex weights."""
+
+    def forward(self, gramian: Tensor, /) -> Tensor:
+        return min_norm_weights(gramian)
+
+
 @WEIGHTINGS.register
 class MGDA(TorchJDAggregation):
-    """MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of the task
-    gradients (torchjd's Frank-Wolfe solver). With ``rep_grad=True`` this is MGDA-UB. The
-    rows are first divided by ``--mgda_gn``'s normalisers (‖g_i‖, L_i, or L_i‖g_i‖); the
-    returned weights apply to the unnormalised gradients."""
+    """MGDA (Sener & Koltun, NeurIPS 2018, Eq. 3): the min-norm point of the convex hull of the
+    task gradients, solved exactly (:func:`~LibMTL_rgb.weighting.min_norm.min_norm_weights`,
+    duality gap ≤ 1e-12·max‖g_i‖²). With ``rep_grad=True`` this is MGDA-UB. With
+    ``--mgda_gn`` the rows are divided by the normalisers (‖g_i‖, L_i, or L_i‖g_i‖) before
+    solving and the weights are applied to the raw gradients, as in the authors' code (their
+    ``train_multi_task.py`` scales the raw losses; LibMTL's ``rep_grad=False`` path applies
+    them to the normalised gradients instead)."""
 
     hyperparameters = (
         Hyperparameter("mgda_gn", "none", "MGDA: gradient normalisation before the min-norm solver", choices=MGDA_NORMALIZATIONS),
@@ -45,7 +55,7 @@ class MGDA(TorchJDAggregation):
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         if options["mgda_gn"] not in MGDA_NORMALIZATIONS:
             raise ValueError(f"mgda_gn must be one of {MGDA_NORMALIZATIONS}, got {options['mgda_gn']!r}")
-        return MGDAAggregator()
+        return GramianWeightedAggregator(MinNormWeighting())
 
     def row_scales(self, losses: Tensor, grads: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
         kind = options["mgda_gn"]
@@ -201,9 +211,11 @@ class FairGrad(TorchJDAggregation):
 
 @WEIGHTINGS.register
 class Aligned_MTL(TorchJDAggregation):
-    """Aligned-MTL (Senushkin et al., CVPR 2023): align the principal components of the
-    gradient system (condition number 1), scaled by the smallest singular value (or
-    ``--Aligned_MTL_scale_mode``)."""
+    """Aligned-MTL (Senushkin et al., CVPR 2023, Algorithm 1): align the principal components
+    of the gradient system (condition number 1), scaled by the smallest singular value (or
+    ``--Aligned_MTL_scale_mode``). The aligned gradients are summed (preference vector of
+    ones), as in the authors' code and LibMTL: ``α = B·1`` with ``B = σ_min V Σ⁻¹ Vᵀ``
+    (torchjd's default preference vector 1/T would average them, a T times smaller step)."""
 
     hyperparameters = (
         Hyperparameter("Aligned_MTL_scale_mode", "min", "Aligned_MTL: eigenvalue that sets the scale", choices=("min", "median", "rmse")),
@@ -211,6 +223,10 @@ class Aligned_MTL(TorchJDAggregation):
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return AlignedMTL(scale_mode=options["Aligned_MTL_scale_mode"])
+
+    def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
+        """torchjd's weights are ``B·1/T`` (linear in the preference vector); ``B·1`` is T times them."""
+        return weights * self.task_num
 
 
 def _quadprog_projector(options: dict[str, Any], prefix: str) -> QuadprogProjector:

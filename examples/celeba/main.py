@@ -11,7 +11,7 @@ from celeba_metrics import HIGHER_IS_BETTER, BinaryAttributeMetric
 from celeba_model import CelebAEncoder, attribute_heads, encoder_features
 
 from LibMTL_rgb import Trainer
-from LibMTL_rgb.example_runner import example_parser, require_dataset, setup_run
+from LibMTL_rgb.example_runner import example_parser, fill_input_size, require_dataset, setup_run
 from LibMTL_rgb.loss import BCELoss
 from LibMTL_rgb.many_task_output import ensure_save_path, run_and_report
 
@@ -54,6 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
         return CelebAEncoder(params.width)
 
     decoders = attribute_heads(names, encoder_features(params.width))
+    fill_input_size(kwargs, (3, params.image_size, params.image_size))  # gates of MMoE, DSelect_k... read images
 
     trainer = Trainer(celeba_task_dict(names, params.metrics), params.weighting, params.arch, encoder_class, decoders,
                       params.rep_grad, params.multi_input, optim_param, scheduler_param, save_path=params.save_path,

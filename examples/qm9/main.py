@@ -9,7 +9,7 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from mpnn import MPNNEncoder, target_heads
+from mpnn import MPNNEncoder, target_heads, unsupported_architectures
 from qm9_data import (DEFAULT_TARGETS, HOW_TO_GET, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TASK_NAME_STYLES, check_targets,
                       load_qm9, qm9_loaders, require_qm9, task_names)
 from qm9_metrics import QM9MAE
@@ -75,7 +75,7 @@ def paper_stl_base(targets: Sequence[int], names: Sequence[str]) -> Optional[dic
 
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     # arguments
-    params = example_parser(__doc__, DEFAULTS, add_qm9_args).parse_args(argv)
+    params = example_parser(__doc__, DEFAULTS, add_qm9_args, unsupported_architectures()).parse_args(argv)
     try:
         targets = check_targets(params.target)
     except ValueError as err:
