@@ -218,6 +218,7 @@ def test_our_classes_match_libmtl_1_1_5_where_it_has_them():
     assert pairs[1][0].score_fun() == pairs[1][1].score_fun()
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # PyTorch's note on KLDivLoss' default
 def test_kldiv_and_l1_metric_as_libmtl():
     gen = torch.Generator().manual_seed(3)
     log_p = torch.log_softmax(torch.randn(4, 5, generator=gen), dim=-1)
