@@ -185,6 +185,18 @@ def test_loss_record_bs_and_average_as_libmtl():
     assert loss.record == [] and loss.bs == []
 
 
+def test_our_losses_and_metrics_defer_the_host_transfer_to_the_first_read():
+    loss, metric = CELoss(), AccMetric()
+    for pred, gt in _classification_batches():
+        loss._update_loss(pred, gt)
+        metric.update_fun(pred, gt)
+    for holder in (loss, metric):
+        pending = holder.__dict__["_record"]
+        assert len(pending) == 3 and all(isinstance(v, torch.Tensor) for v in pending)
+        assert all(not isinstance(v, torch.Tensor) for v in holder.record)  # read: Python numbers
+        assert holder.__dict__["_record"] is pending  # fetched in place, once
+
+
 def test_metric_record_bs_and_score_as_libmtl_accmetric():
     metric = AccMetric()
     record, bs = [], []
