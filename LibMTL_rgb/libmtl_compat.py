@@ -19,6 +19,8 @@ import inspect
 import sys
 from typing import Any, Optional
 
+import torch
+
 #: Our package and the module of LibMTL's abstract class, per method kind.
 _KINDS = {
     "weighting": ("LibMTL_rgb.weighting", "LibMTL.weighting.abstract_weighting", "AbsWeighting"),
@@ -59,6 +61,18 @@ def check_method_class(cls: Any, kind: str) -> None:
         _, libmtl_module, name = _KINDS[kind]
         raise TypeError(f"{kind} {cls!r} is not a subclass of LibMTL_rgb's {name} "
                         f"(nor of LibMTL's {libmtl_module}.{name})")
+
+
+def move_created_state(model: torch.nn.Module, device: torch.device) -> None:
+    """LibMTL moves the model to ``device`` after ``init_param``: parameters and floating-point
+    buffers that ``init_param`` created elsewhere (``nn.Parameter(torch.ones(T))``) follow.
+    Integer buffers stay where the method put them (our step counters live on the CPU so that
+    reading them costs no device sync)."""
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        floating = tensor.is_floating_point() or tensor.is_complex()
+        return tensor.to(device) if floating and tensor.device != device else tensor
+
+    model._apply(move)  # what ``Module.to`` uses: parameters stay the same objects where it can
 
 
 def signature_weight_args(cls: type, params: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_save
-from LibMTL_rgb.libmtl_compat import check_method_class
+from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
@@ -49,7 +49,7 @@ def build_mtl_model(
     """LibMTL's composition ``class MTLmodel(Architecture, Weighting)``, then ``init_param()``.
 
     Either class may subclass LibMTL's own base class instead of ours (``libmtl_compat``).
-    Whatever ``init_param`` creates ends up on ``device`` too (LibMTL moves the model after it)."""
+    What ``init_param`` creates follows to ``device`` (``libmtl_compat.move_created_state``)."""
     weighting_class = WEIGHTINGS.get(weighting)
     architecture_class = ARCHITECTURES.get(architecture)
     check_method_class(weighting_class, "weighting")
@@ -60,7 +60,7 @@ def build_mtl_model(
             super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **(arch_args or {}))
             self.to(device)
             self.init_param()
-            self.to(device)
+            move_created_state(self, device)
 
     MTLmodel.__name__ = f"MTLmodel[{architecture_class.__name__}+{weighting_class.__name__}]"
     return MTLmodel()

@@ -373,3 +373,17 @@ def test_utils_as_libmtl_main(capsys):
     assert model[1][0].weight is replacement and "weight" not in dict(model[1][0].named_parameters())
     assert set_param(model, "1.0.weight", mode="get") is replacement
     assert set_param(model, "0.missing", mode="get") is None
+
+
+def test_state_created_by_init_param_follows_the_model_device():
+    """LibMTL moves the model after ``init_param``; integer step counters stay on the CPU."""
+    from LibMTL_rgb.libmtl_compat import move_created_state
+
+    module = nn.Module()
+    module.weights = nn.Parameter(torch.ones(3))
+    module.register_buffer("ema", torch.zeros(3))
+    module.register_buffer("step", torch.zeros((), dtype=torch.long))
+    move_created_state(module, torch.device("meta"))
+    assert module.weights.device.type == "meta" and isinstance(module.weights, nn.Parameter)
+    assert module.ema.device.type == "meta" and module.step.device.type == "cpu"
+
