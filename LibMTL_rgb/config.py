@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import LibMTL_rgb.architecture  # noqa: F401  (registers the architectures)
 import LibMTL_rgb.weighting  # noqa: F401  (registers the weightings)
+from LibMTL_rgb.libmtl_compat import signature_weight_args
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
 
 
@@ -119,11 +120,15 @@ def prepare_args(params: argparse.Namespace, verbose: bool = True) -> tuple[dict
     """LibMTL's ``prepare_args``: ``(kwargs, optim_param, scheduler_param)`` from parsed flags.
 
     ``kwargs`` holds ``weight_args`` and ``arch_args`` for the chosen ``--weighting`` and
-    ``--arch``; unknown method names raise ``ValueError`` listing the registered ones.
+    ``--arch``; unknown method names raise ``ValueError`` listing the registered ones. A class
+    added to ``LibMTL_rgb.weighting`` by name (LibMTL's route) that declares no
+    ``hyperparameters`` gets the flags named like the keyword parameters of its ``backward``.
     """
     weighting_class = WEIGHTINGS.get(params.weighting)
     arch_class = ARCHITECTURES.get(params.arch)
     kwargs = {"weight_args": method_args(params, weighting_class), "arch_args": method_args(params, arch_class)}
+    if params.weighting not in WEIGHTINGS and not kwargs["weight_args"]:  # a class added to the package by name
+        kwargs["weight_args"] = signature_weight_args(weighting_class, params)
 
     optim_param: dict[str, Any] = {"optim": params.optim, "lr": params.lr, "weight_decay": params.weight_decay}
     if params.optim == "sgd":

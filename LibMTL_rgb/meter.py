@@ -6,6 +6,7 @@ import time
 from typing import Any, Mapping, Optional
 
 import numpy as np
+import torch
 
 from LibMTL_rgb.atomic_io import atomic_write
 from LibMTL_rgb.utils import count_improvement
@@ -49,15 +50,18 @@ class PerformanceMeter:
             self._elapsed = time.perf_counter() - self._begin
 
     def update(self, preds, gts, task_name: Optional[str] = None) -> None:
-        if task_name is None:
-            for task in self.task_name:
-                self.metrics[task].update_fun(preds[task], gts[task])
-        else:
-            self.metrics[task_name].update_fun(preds, gts)
+        """Each task's ``update_fun`` under ``torch.no_grad()`` (as LibMTL's recorder calls it)."""
+        with torch.no_grad():
+            if task_name is None:
+                for task in self.task_name:
+                    self.metrics[task].update_fun(preds[task], gts[task])
+            else:
+                self.metrics[task_name].update_fun(preds, gts)
 
     def get_score(self) -> None:
-        self.results = {t: list(map(float, self.metrics[t].score_fun())) for t in self.task_name}
-        self.loss_item = np.array([self.losses[t]._average_loss() for t in self.task_name])
+        with torch.no_grad():
+            self.results = {t: list(map(float, self.metrics[t].score_fun())) for t in self.task_name}
+            self.loss_item = np.array([self.losses[t]._average_loss() for t in self.task_name])
 
     def reinit(self) -> None:
         for task in self.task_name:

@@ -7,6 +7,7 @@ command-line flags and ``prepare_args`` collects the chosen method's values into
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -60,7 +61,10 @@ class Hyperparameter:
 
 
 class Registry:
-    """A case-sensitive map from public names (LibMTL's: ``EW``, ``HPS``...) to classes."""
+    """A case-sensitive map from public names (LibMTL's: ``EW``, ``HPS``...) to classes.
+
+    ``get`` also resolves, as LibMTL does, a class that is an attribute of the package
+    ``LibMTL_rgb.<kind>`` without being registered (``weighting.MyMethod = MyMethod``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -83,13 +87,19 @@ class Registry:
         """Resolve a registered name (or pass a class through). Unknown names list the known ones."""
         if isinstance(name_or_class, type):
             return name_or_class
-        try:
-            return self._classes[name_or_class]
-        except KeyError:
+        found = self._classes.get(name_or_class) or self._from_package(name_or_class)
+        if found is None:
             known = ", ".join(self.names())
-            raise ValueError(
-                f"unknown {self.kind} {name_or_class!r}; known {self.kind}s: {known}"
-            ) from None
+            raise ValueError(f"unknown {self.kind} {name_or_class!r}; known {self.kind}s: {known}")
+        return found
+
+    def _from_package(self, name: str) -> Optional[type]:
+        """A weighting/architecture class named ``name`` in ``LibMTL_rgb.<kind>``'s namespace."""
+        from LibMTL_rgb.libmtl_compat import is_method_class  # late: it imports the packages
+
+        package = sys.modules.get(f"LibMTL_rgb.{self.kind}")
+        found = getattr(package, name, None) if isinstance(name, str) else None
+        return found if is_method_class(found, self.kind) else None
 
     def names(self) -> list[str]:
         return sorted(self._classes)

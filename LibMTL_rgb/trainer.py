@@ -9,13 +9,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.atomic_io import atomic_save
+from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
 from LibMTL_rgb.utils import count_parameters, resolve_device
-from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 from LibMTL_rgb.weighting.bilevel import BilevelLoop
 
 OPTIMIZERS = {
@@ -48,19 +47,21 @@ def build_mtl_model(
     device: torch.device,
     arch_args: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
-    """LibMTL's composition ``class MTLmodel(Architecture, Weighting)``, then ``init_param()``."""
+    """LibMTL's composition ``class MTLmodel(Architecture, Weighting)``, then ``init_param()``.
+
+    Either class may subclass LibMTL's own base class instead of ours (``libmtl_compat``).
+    What ``init_param`` creates follows to ``device`` (``libmtl_compat.move_created_state``)."""
     weighting_class = WEIGHTINGS.get(weighting)
     architecture_class = ARCHITECTURES.get(architecture)
-    if not issubclass(weighting_class, AbsWeighting):
-        raise TypeError(f"weighting {weighting_class!r} is not an AbsWeighting subclass")
-    if not issubclass(architecture_class, AbsArchitecture):
-        raise TypeError(f"architecture {architecture_class!r} is not an AbsArchitecture subclass")
+    check_method_class(weighting_class, "weighting")
+    check_method_class(architecture_class, "architecture")
 
     class MTLmodel(architecture_class, weighting_class):
         def __init__(self) -> None:
             super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **(arch_args or {}))
             self.to(device)
             self.init_param()
+            move_created_state(self, device)
 
     MTLmodel.__name__ = f"MTLmodel[{architecture_class.__name__}+{weighting_class.__name__}]"
     return MTLmodel()
@@ -138,7 +139,7 @@ class Trainer(nn.Module):
             self.model.grad_method = grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
         if load_path is not None:
             self.load_weights(load_path)
-        total, trainable = count_parameters(self.model)
+        total, trainable = count_parameters(self.model, verbose=False)
         print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
@@ -193,24 +194,48 @@ class Trainer(nn.Module):
             return torch.stack(losses)
         return self.meter.losses[task_name]._update_loss(preds, gts)
 
+    def forward4loss(self, model, inputs, gts, return_preds: bool = False):
+        """LibMTL's ``forward4loss``: ``model``'s predictions (through ``process_preds``) and
+        the losses [T] (recorded by each task's ``loss_fn``); ``(losses, preds)`` with
+        ``return_preds``. With ``multi_input``, ``inputs`` and ``gts`` are dicts by task."""
+        if not self.multi_input:
+            preds = self.process_preds(model(inputs))
+            losses = self._compute_loss(preds, gts)
+        else:
+            preds, per_task = {}, []
+            for task in self.task_name:
+                preds[task] = self.process_preds(model(inputs[task], task)[task], task)
+                per_task.append(self._compute_loss(preds[task], gts[task], task))
+            # bfloat16 (amp) losses stack as float32, float64 ones stay float64
+            losses = torch.stack([loss.to(torch.promote_types(loss.dtype, torch.float32)) for loss in per_task])
+        return (losses, preds) if return_preds else losses
+
     def _forward_batch(self, loader):
-        """One batch of every task: predictions are recorded in the meter; returns float32
-        losses [T]. With ``amp``, forward and losses run under bfloat16 autocast."""
+        """One batch of every task: predictions are recorded in the meter; returns the losses
+        [T] (float32, or float64 for a float64 model). With ``amp``, forward and losses run
+        under bfloat16 autocast."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if not self.multi_input:
                 inputs, gts = self._process_data(loader)
-                preds = self.process_preds(self.model(inputs))
-                losses = self._compute_loss(preds, gts)
+            else:
+                batches = {task: self._process_data(loader[task]) for task in self.task_name}
+                inputs = {task: batch[0] for task, batch in batches.items()}
+                gts = {task: batch[1] for task, batch in batches.items()}
+            losses, preds = self.forward4loss(self.model, inputs, gts, return_preds=True)
+            if not self.multi_input:
                 self.meter.update(preds, gts)
             else:
-                per_task = []
                 for task in self.task_name:
-                    inputs, gt = self._process_data(loader[task])
-                    pred = self.process_preds(self.model(inputs, task)[task], task)
-                    per_task.append(self._compute_loss(pred, gt, task).float())
-                    self.meter.update(pred, gt, task)
-                losses = torch.stack(per_task)
-        return losses.float()
+                    self.meter.update(preds[task], gts[task], task)
+        return losses if losses.dtype == torch.float64 else losses.float()
+
+    def _forward_task_batch(self, loader, task: str) -> None:
+        """One evaluation batch of one task (``multi_input``), recorded in the meter."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            inputs, gt = self._process_data(loader)
+            pred = self.process_preds(self.model(inputs, task)[task], task)
+            self._compute_loss(pred, gt, task)
+            self.meter.update(pred, gt, task)
 
     def _forward_samples(self, loader):
         """The losses of one training step: ``[T]``, or a tuple of ``S`` such vectors from ``S``
@@ -222,8 +247,14 @@ class Trainer(nn.Module):
         return tuple(self._forward_batch(loader) for _ in range(samples))
 
     # ---------------------------------------------------------------- loops
-    def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):
-        """Train for ``epochs`` epochs (continuing from a resumed epoch), evaluating after each."""
+    def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False,
+              **kwargs):
+        """Train for ``epochs`` epochs (continuing from a resumed epoch), evaluating after each.
+
+        ``**kwargs``: LibMTL main's signature; its training loops take no extra argument (any
+        raises ``TypeError`` there), so any raises here too."""
+        if kwargs:
+            raise TypeError(f"Trainer.train() got unexpected keyword arguments {sorted(kwargs)}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
@@ -292,9 +323,13 @@ class Trainer(nn.Module):
         self.model.eval()
         self.meter.record_time("begin")
         with torch.no_grad():
-            batches = max(test_batch) if self.multi_input else test_batch
-            for _ in range(batches):
-                self._forward_batch(test_loader)
+            if not self.multi_input:
+                for _ in range(test_batch):
+                    self._forward_batch(test_loader)
+            else:  # LibMTL's order: each task's whole loader once, task after task
+                for task, batches in zip(self.task_name, test_batch):
+                    for _ in range(batches):
+                        self._forward_task_batch(test_loader[task], task)
         self.meter.record_time("end")
         self.meter.get_score()
         self.meter.display(epoch=epoch, mode=mode)

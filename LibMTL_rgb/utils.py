@@ -10,13 +10,21 @@ import torch
 import torch.nn as nn
 
 
+def get_root_dir() -> str:
+    """LibMTL's ``get_root_dir``: the directory that holds the package (``LibMTL_rgb``'s parent)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def set_random_seed(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (CPU and CUDA)."""
+    """Seed Python, NumPy and PyTorch (CPU and CUDA); with CUDA, make cuDNN deterministic
+    (LibMTL's ``set_random_seed``)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 def set_device(gpu_id: "str | int | None") -> None:
@@ -35,11 +43,37 @@ def resolve_device(device: "str | torch.device | None" = None) -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
+def count_parameters(model: nn.Module, verbose: bool = True) -> tuple[int, int]:
+    """(total, trainable) parameter counts; ``verbose`` prints them as LibMTL's
+    ``count_parameters`` does (which returns nothing)."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if verbose:
+        print("=" * 40)
+        print("Total Params:", total)
+        print("Trainable Params:", trainable)
+        print("Non-trainable Params:", total - trainable)
     return total, trainable
+
+
+def set_param(curr_mod: nn.Module, name: str, param=None, mode: str = "update"):
+    """LibMTL's ``set_param``: on the submodule that the dotted ``name`` points to, replace
+    the attribute (``mode='update'``: delete it, then set ``param``; a plain tensor may thus
+    replace an ``nn.Parameter``, as functional inner-loop updates need) or return it
+    (``mode='get'``; None when absent). A path through a missing child does nothing."""
+    *path, leaf = name.split(".")
+    module = curr_mod
+    for child in path:
+        module = dict(module.named_children()).get(child)
+        if module is None:
+            return None
+    if mode == "update":
+        delattr(module, leaf)
+        setattr(module, leaf, param)
+        return None
+    if mode == "get":
+        return getattr(module, leaf, None)
+    return None
 
 
 def count_improvement(

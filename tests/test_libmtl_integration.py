@@ -6,8 +6,6 @@ failure is an error.
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -17,11 +15,7 @@ import torch.nn as nn
 if importlib.util.find_spec("LibMTL") is None:
     pytest.skip("LibMTL is not installed (python -m pip install --no-deps LibMTL==1.1.5)", allow_module_level=True)
 
-# LibMTL 1.1.5's model/resnet.py imports torchvision.models.utils (gone since torchvision 0.13).
-if importlib.util.find_spec("torchvision.models.utils") is None:
-    _stand_in = types.ModuleType("torchvision.models.utils")
-    _stand_in.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-    sys.modules["torchvision.models.utils"] = _stand_in
+from libmtl_trainer_oracle import LegacyLoader, cpu_trainer_class  # noqa: E402  (makes LibMTL 1.1.5 importable)
 
 import LibMTL  # noqa: E402
 import LibMTL.config  # noqa: E402
@@ -42,29 +36,6 @@ IN_DIM, HIDDEN, CLASSES, BATCH = 6, 5, 3, 8
 @pytest.fixture(scope="module")
 def rgb_class():
     return register()
-
-
-class _LegacyIterator:
-    """LibMTL 1.1.5's Trainer calls ``iterator.next()``, which DataLoader iterators no longer have."""
-
-    def __init__(self, iterable) -> None:
-        self._it = iter(iterable)
-
-    def __next__(self):
-        return next(self._it)
-
-    next = __next__
-
-
-class _LegacyLoader:
-    def __init__(self, batches) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return _LegacyIterator(self.batches)
 
 
 def _batches(num: int, seed: int):
@@ -88,19 +59,6 @@ def _decoders():
     return nn.ModuleDict({t: nn.Linear(HIDDEN, CLASSES) for t in TASKS})
 
 
-def _trainer_class():
-    """LibMTL 1.1.5's Trainer hard-codes ``cuda:0``; on a CPU-only machine use the CPU."""
-    if torch.cuda.is_available():
-        return LibMTL.Trainer
-
-    class CPUTrainer(LibMTL.Trainer):
-        def _prepare_model(self, *args, **kwargs):
-            self.device = torch.device("cpu")
-            return super()._prepare_model(*args, **kwargs)
-
-    return CPUTrainer
-
-
 def test_register_adds_rgb_to_libmtl(rgb_class):
     assert LibMTL.weighting.__dict__["RGB"] is rgb_class
     assert issubclass(rgb_class, LibMTLAbsWeighting) and issubclass(rgb_class, OurRGB)
@@ -122,7 +80,7 @@ def test_libmtl_trainer_trains_two_steps_with_rgb(rgb_class):
     torch.manual_seed(0)
     params = LibMTL.config.LibMTL_args.parse_args(["--weighting", "RGB", "--rgb_steps", "3", "--lr", "0.05"])
     kwargs, optim_param, scheduler_param = LibMTL.config.prepare_args(params)
-    trainer = _trainer_class()(
+    trainer = cpu_trainer_class()(
         task_dict=_task_dict(), weighting=LibMTL.weighting.__dict__[params.weighting], architecture=HPS,
         encoder_class=_encoder, decoders=_decoders(), rep_grad=False, multi_input=False,
         optim_param=optim_param, scheduler_param=scheduler_param, **kwargs,
@@ -136,7 +94,7 @@ def test_libmtl_trainer_trains_two_steps_with_rgb(rgb_class):
         return original_backward(losses, **weight_args)
 
     trainer.model.backward = spy
-    weights = trainer.train(_LegacyLoader(_batches(2, 0)), _LegacyLoader(_batches(1, 1)), epochs=1, return_weight=True)
+    weights = trainer.train(LegacyLoader(_batches(2, 0)), LegacyLoader(_batches(1, 1)), epochs=1, return_weight=True)
     assert len(seen) == 2
     assert all(bool(torch.isfinite(losses).all()) for losses, _ in seen)
     assert seen[0][1]["rgb_steps"] == 3
@@ -149,7 +107,7 @@ def test_libmtl_trainer_trains_two_steps_with_rgb(rgb_class):
 
 def test_shared_gradient_equals_pure_rgb_step(rgb_class):
     torch.manual_seed(1)
-    model = _trainer_class()(
+    model = cpu_trainer_class()(
         task_dict=_task_dict(), weighting=rgb_class, architecture=HPS, encoder_class=_encoder,
         decoders=_decoders(), rep_grad=False, multi_input=False,
         optim_param={"optim": "sgd", "lr": 0.1, "momentum": 0.0}, scheduler_param=None,
@@ -171,7 +129,7 @@ def test_shared_gradient_equals_pure_rgb_step(rgb_class):
 
 def test_rep_grad_is_refused_at_construction(rgb_class):
     with pytest.raises(ValueError, match="rep_grad"):
-        _trainer_class()(
+        cpu_trainer_class()(
             task_dict=_task_dict(), weighting=rgb_class, architecture=HPS, encoder_class=_encoder,
             decoders=_decoders(), rep_grad=True, multi_input=False,
             optim_param={"optim": "adam", "lr": 1e-3}, scheduler_param=None, weight_args={}, arch_args={},

@@ -16,7 +16,7 @@ import torch
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.weighting.simplex import project_to_simplex
 from jacobian_model import jacobian_model, random_jacobian, set_task, step
-from libmtl_reference_models import libmtl_model, libmtl_step
+from libmtl_oracle import libmtl_model, libmtl_step
 
 T, D = 3, 5
 LOSSES = [0.5, 2.0, 4.0]
@@ -86,7 +86,7 @@ def test_gls_agrees_with_libmtl_1_1_5_and_returns_the_applied_weights():
     for seed, losses in zip(range(3), loss_sets(3)):
         G = random_jacobian(seed)
         ours_weights, ours = step(jacobian_model("GLS", G, losses))
-        theirs_weights, theirs = libmtl_step(libmtl_model("GLS", G, losses))
+        theirs_weights, theirs = libmtl_step(libmtl_model("GLS", *G.shape), G, losses)
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12, atol=1e-14)
         # LibMTL 1.1.5 returns L_i / (T Π_j L_j), not the weights its gradient applies.
         np.testing.assert_allclose(theirs_weights, np.array(losses) / (T * math.prod(losses)), rtol=1e-12)
