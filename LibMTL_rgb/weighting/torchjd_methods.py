@@ -6,21 +6,30 @@ differences from LibMTL: ``docs/methods.md``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchjd.aggregation import IMTLG, Aggregator, AlignedMTL, NashMTL
-from torchjd.aggregation import CAGrad as CAGradAggregator
-from torchjd.aggregation import DualProj as DualProjAggregator
-from torchjd.aggregation import FairGrad as FairGradAggregator
-from torchjd.aggregation import GradDrop as GradDropAggregator
-from torchjd.aggregation import GradVac as GradVacAggregator
-from torchjd.aggregation import MGDA as MGDAAggregator
-from torchjd.aggregation import PCGrad as PCGradAggregator
-from torchjd.aggregation import UPGrad as UPGradAggregator
-from torchjd.linalg import QuadprogProjector
+
+from LibMTL_rgb.lazy_import import lazy_callable
+
+if TYPE_CHECKING:
+    from torchjd.aggregation import Aggregator
+
+# torchjd (and cvxpy/quadprog through it) loads on the first aggregator built, not on import.
+IMTLG = lazy_callable("torchjd.aggregation", "IMTLG")
+AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
+NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
+CAGradAggregator = lazy_callable("torchjd.aggregation", "CAGrad")
+DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
+FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
+GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
+GradVacAggregator = lazy_callable("torchjd.aggregation", "GradVac")
+MGDAAggregator = lazy_callable("torchjd.aggregation", "MGDA")
+PCGradAggregator = lazy_callable("torchjd.aggregation", "PCGrad")
+UPGradAggregator = lazy_callable("torchjd.aggregation", "UPGrad")
+QuadprogProjector = lazy_callable("torchjd.linalg", "QuadprogProjector")
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from mpnn import MPNNEncoder, target_heads
-from qm9_data import HOW_TO_GET, TARGETS, TASK_NAMES, load_qm9, qm9_loaders, require_qm9
 from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
@@ -42,6 +40,8 @@ def add_qm9_args(parser: argparse.ArgumentParser) -> None:
 
 def qm9_task_dict(std) -> dict:
     """One task per target: MSE loss (standardised), MAE in the unit of ``TARGETS`` (lower is better)."""
+    from qm9_data import TARGETS
+
     return {
         t.name: {"metrics": ["MAE"], "metrics_fn": QM9MAE(float(std[k]), t.scale), "loss_fn": MSELoss(), "weight": [0]}
         for k, t in enumerate(TARGETS)
@@ -50,6 +50,10 @@ def qm9_task_dict(std) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     params = example_parser(__doc__, DEFAULTS, add_qm9_args).parse_args(argv)
+    # torch_geometric (through these) loads after parsing, so --help answers without it
+    from mpnn import MPNNEncoder, target_heads
+    from qm9_data import HOW_TO_GET, TASK_NAMES, load_qm9, qm9_loaders, require_qm9
+
     root = require_dataset("QM9", params.dataset_path, [], HOW_TO_GET)
     require_qm9(root)
     ensure_save_path("qm9", params)
