@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.atomic_io import atomic_save
+from LibMTL_rgb.batch_format import check_labels
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
@@ -177,6 +178,7 @@ class Trainer(nn.Module):
             data, label = next(loader[1])
         data = _to_device(data, self.device)
         if not self.multi_input:
+            check_labels(label, self.task_name)
             label = {task: _to_device(label[task], self.device) for task in self.task_name}
         else:
             label = _to_device(label, self.device)
