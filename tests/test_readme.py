@@ -36,3 +36,23 @@ def test_using_it_block_runs_as_written(tmp_path):
         assert (run_dir / name).is_file(), f"{name} missing; wrote {sorted(p.name for p in run_dir.iterdir())}"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs_done"] == 5 and set(summary["tasks"]) == {"cls", "reg"}
+
+
+def test_rgb_options_table_matches_the_registry():
+    """The README's table of RGB's flags shows the defaults the registry declares."""
+    from LibMTL_rgb.registry import WEIGHTINGS, hyperparameters_of
+
+    declared = {hp.name: hp.default for hp in hyperparameters_of(WEIGHTINGS.get("RGB"))}
+    rows = [line.split("|")[1:-1] for line in readme_section("Using it").splitlines() if line.startswith("| `--rgb_")]
+    shown = {}
+    for flags, _, defaults in rows:
+        names = re.findall(r"`--(\w+)`", flags)
+        values = [v.strip() for v in defaults.split(",")]
+        assert len(names) == len(values), (flags, defaults)
+        shown.update(zip(names, values))
+    assert set(shown) == set(declared), "every RGB option, and only those, in the README's table"
+    for name, text in shown.items():
+        default = declared[name]
+        expected = {True: "on", False: "off"}[default] if isinstance(default, bool) else default
+        value = text if isinstance(expected, str) else type(expected)(text)
+        assert value == expected, f"README shows --{name} default {text}, the registry declares {default!r}"
