@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
@@ -58,7 +57,6 @@ class RegistryHyperparameters(SphinxDirective):
     """The hyper-parameter tables of one registry (``weightings`` or ``architectures``)."""
 
     required_arguments = 1
-    option_spec = {"only": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         import LibMTL_rgb  # noqa: F401  (registers every method)
@@ -68,13 +66,10 @@ class RegistryHyperparameters(SphinxDirective):
         if kind not in KINDS:
             raise self.error(f"registry-hyperparameters takes one of {sorted(KINDS)}, got {kind!r}")
         attribute, key = KINDS[kind]
-        only = set(self.options["only"].split()) if "only" in self.options else None
         header = [title.format(key=key) for title in HEADER]
         output: list[nodes.Node] = []
         without: list[str] = []
         for name, cls in getattr(registry, attribute).items():
-            if only is not None and name not in only:
-                continue
             hyperparameters = registry.hyperparameters_of(cls)
             if not hyperparameters:
                 without.append(name)
