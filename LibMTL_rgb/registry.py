@@ -37,7 +37,13 @@ class Hyperparameter:
         return type(self.default)
 
     def range_text(self) -> Optional[str]:
-        """The allowed range as text (``'> 0'``, ``'in [0, 1)'``...), or None when unbounded."""
+        """The allowed range as text (``'> 0'``, ``'in [0, 1)'``...), or None when unbounded.
+
+        >>> Hyperparameter("rgb_mu", 0.9, "EMA factor", minimum=0, maximum=1, exclusive_maximum=True).range_text()
+        'in [0, 1)'
+        >>> Hyperparameter("rgb_lr", 1.0, "inner step size", minimum=0, exclusive_minimum=True).range_text()
+        '> 0'
+        """
         low, high = self.minimum, self.maximum
         if low is None and high is None:
             return None

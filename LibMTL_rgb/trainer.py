@@ -10,6 +10,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_save
+from LibMTL_rgb.batch_format import check_labels
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
@@ -179,6 +180,7 @@ class Trainer(nn.Module):
             data, label = next(loader[1])
         data = _to_device(data, self.device)
         if not self.multi_input:
+            check_labels(label, self.task_name)
             label = {task: _to_device(label[task], self.device) for task in self.task_name}
         else:
             label = _to_device(label, self.device)

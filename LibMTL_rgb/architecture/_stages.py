@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from LibMTL_rgb.model.resnet import resnet_stages
-
 #: The attributes of a torchvision-style ResNet that :func:`resnet_stages` reads.
 RESNET_ATTRIBUTES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -26,6 +24,8 @@ def encoder_stages(encoder: nn.Module, arch: str) -> list[nn.Module]:
                 f"torchvision ResNet attributes {', '.join(RESNET_ATTRIBUTES)}; {type(encoder).__name__} has no "
                 f"`stages` and lacks {', '.join(missing)}"
             )
+        from LibMTL_rgb.model.resnet import resnet_stages  # torchvision: only for such encoders
+
         stages = resnet_stages(encoder)
     stages = list(stages)
     if not stages:

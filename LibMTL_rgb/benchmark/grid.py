@@ -152,10 +152,12 @@ def plan_stl_runs(example: str, tasks: Sequence[str], seeds: Sequence[int], arch
 
 
 def run_dir(out_dir: str, spec: RunSpec) -> str:
+    """The folder one run of the grid writes into (its ``--save_path``)."""
     return os.path.join(out_dir, RUNS_DIR, spec.run_id)
 
 
 def result_path(out_dir: str, spec: RunSpec) -> str:
+    """The JSON record of one run of the grid (its status, times and outputs)."""
     return os.path.join(out_dir, RESULTS_DIR, f"{spec.run_id}.json")
 
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from LibMTL_rgb.dense_metrics import unit_normals
-from LibMTL_rgb.model.resnet import resnet_encoder
-from LibMTL_rgb.model.segnet import segnet_model
+
+if TYPE_CHECKING:  # torchvision loads when a model is built, not for --help
+    from torchvision.models.segmentation.deeplabv3 import ASPP
 
 BACKBONES = ("resnet", "segnet")
 ATROUS_RATES = (12, 24, 36)
@@ -102,6 +102,8 @@ class DeepLabHead(nn.Module):
         atrous_rates: Sequence[int] = ATROUS_RATES,
     ) -> None:
         super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
         self.aspp = _skip_padding_taps(ASPP(in_channels, atrous_rates, out_channels=channels))
         self.refine = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
@@ -153,6 +155,9 @@ def deeplab_model(
     The ImageNet weights are read once; ``encoder_class`` returns copies, so architectures
     with one encoder per task (Cross_stitch...) all start from them.
     """
+    from LibMTL_rgb.model.resnet import resnet_encoder
+    from LibMTL_rgb.model.segnet import segnet_model
+
     if getattr(params, "backbone", "resnet") == "segnet":
         if params.weights_path is not None:
             raise SystemExit("--weights_path loads ResNet weights, but --backbone segnet trains from scratch: drop it")

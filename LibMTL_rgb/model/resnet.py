@@ -117,7 +117,7 @@ class ResNetEncoder(nn.Module):
 
 def resnet_stages(resnet: nn.Module) -> nn.ModuleList:
     """The four stages of a torchvision-style ResNet (``conv1``, ``bn1``, ``relu``, ``maxpool``,
-    ``layer1`` ... ``layer4``) as ``nn.Sequential``s of its own modules: stage 0 is the stem
+    ``layer1`` ... ``layer4``) as ``nn.Sequential`` containers of its own modules: stage 0 is the stem
     followed by layer1's blocks, stages 1-3 are layer2-layer4. Applying them in order is the
     ResNet's forward without its head; each stage's last child is its last residual block."""
     stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]

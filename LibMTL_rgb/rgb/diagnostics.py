@@ -95,7 +95,7 @@ def miss_correction_errors(alpha: Tensor, alpha_star: Tensor) -> tuple[Tensor, T
     ``eps_i = alpha_i - alpha*_i`` (Def. 2.5), ``GMAE = mean |eps_i|`` and, exactly
     as the paper writes it, ``SD-MAE = sqrt(mean (eps_i - GMAE)^2)`` -- the signed
     errors are centred on the mean ABSOLUTE error (so it is not the standard
-    deviation of |eps| when some eps_i < 0).
+    deviation of ``|eps|`` when some eps_i < 0).
     """
     err = alpha - alpha_star
     gmae = err.abs().mean()

@@ -13,15 +13,17 @@ A subclass only names its aggregator (:meth:`make_aggregator`) and maps its
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchjd.aggregation import Aggregator, WeightedAggregator
 
 from LibMTL_rgb.registry import Hyperparameter
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+
+if TYPE_CHECKING:  # torchjd is imported when the first aggregator is used, not with the library
+    from torchjd.aggregation import Aggregator, WeightedAggregator
 
 
 class TorchJDAggregation(AbsWeighting):
@@ -81,6 +83,8 @@ class TorchJDAggregation(AbsWeighting):
         return cached[1]
 
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        from torchjd.aggregation import WeightedAggregator
+
         options = self.aggregator_options(kwargs)
         aggregator = self.aggregator(options)
         losses = self.prepare_losses(losses, options)

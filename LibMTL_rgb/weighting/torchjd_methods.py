@@ -6,20 +6,31 @@ differences from LibMTL: ``docs/methods.md``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchjd.aggregation import IMTLG, Aggregator, AlignedMTL, GramianWeightedAggregator, NashMTL, Weighting
-from torchjd.aggregation import CAGrad as CAGradAggregator
-from torchjd.aggregation import DualProj as DualProjAggregator
-from torchjd.aggregation import FairGrad as FairGradAggregator
-from torchjd.aggregation import GradDrop as GradDropAggregator
-from torchjd.aggregation import GradVac as GradVacAggregator
-from torchjd.aggregation import PCGrad as PCGradAggregator
-from torchjd.aggregation import UPGrad as UPGradAggregator
-from torchjd.linalg import QuadprogProjector
+
+from LibMTL_rgb.lazy_import import lazy_callable
+
+if TYPE_CHECKING:
+    from torchjd.aggregation import Aggregator
+
+# torchjd (and cvxpy/quadprog through it) loads on the first aggregator built, not on import.
+IMTLG = lazy_callable("torchjd.aggregation", "IMTLG")
+AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
+NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
+CAGradAggregator = lazy_callable("torchjd.aggregation", "CAGrad")
+DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
+FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
+GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
+GradVacAggregator = lazy_callable("torchjd.aggregation", "GradVac")
+GramianWeightedAggregator = lazy_callable("torchjd.aggregation", "GramianWeightedAggregator")
+PCGradAggregator = lazy_callable("torchjd.aggregation", "PCGrad")
+UPGradAggregator = lazy_callable("torchjd.aggregation", "UPGrad")
+QuadprogProjector = lazy_callable("torchjd.linalg", "QuadprogProjector")
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting.gradvac_groups import GRADVAC_GROUP_TYPES, GradVacGrouping
@@ -31,11 +42,25 @@ from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-class MinNormWeighting(Weighting):
-    """torchjd ``Weighting`` of the Gramian: the exact min-norm simplex weights."""
+@functools.lru_cache(maxsize=None)
+def _min_norm_weighting_class() -> type:
+    """``MinNormWeighting``: a torchjd ``Weighting`` of the Gramian, the exact min-norm simplex
+    weights (defined on first use, so importing this module does not import torchjd)."""
+    from torchjd.aggregation import Weighting
 
-    def forward(self, gramian: Tensor, /) -> Tensor:
-        return min_norm_weights(gramian)
+    class MinNormWeighting(Weighting):
+        """torchjd ``Weighting`` of the Gramian: the exact min-norm simplex weights."""
+
+        def forward(self, gramian: Tensor, /) -> Tensor:
+            return min_norm_weights(gramian)
+
+    return MinNormWeighting
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MinNormWeighting":
+        return _min_norm_weighting_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @WEIGHTINGS.register
@@ -55,7 +80,7 @@ class MGDA(TorchJDAggregation):
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         if options["mgda_gn"] not in MGDA_NORMALIZATIONS:
             raise ValueError(f"mgda_gn must be one of {MGDA_NORMALIZATIONS}, got {options['mgda_gn']!r}")
-        return GramianWeightedAggregator(MinNormWeighting())
+        return GramianWeightedAggregator(_min_norm_weighting_class()())
 
     def row_scales(self, losses: Tensor, grads: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
         kind = options["mgda_gn"]

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from LibMTL_rgb.task_columns import TaskColumnLoader
 
@@ -116,6 +115,8 @@ class CelebA(Dataset):
         self.image_dir = index.image_dir
         self.files = [index.files[i] for i in keep.tolist()]
         self.labels = index.labels[keep]
+        from torchvision import transforms  # here, not at import: --help needs no torchvision
+
         self.transform = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.ToTensor()])
 
     def __len__(self) -> int:

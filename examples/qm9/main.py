@@ -9,9 +9,8 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from mpnn import MPNNEncoder, target_heads, unsupported_architectures
-from qm9_data import (DEFAULT_TARGETS, HOW_TO_GET, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TASK_NAME_STYLES, check_targets,
-                      load_qm9, qm9_loaders, require_qm9, task_names)
+from qm9_targets import (DEFAULT_TARGETS, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TASK_NAME_STYLES, check_targets, task_names,
+                         unsupported_architectures)
 from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
@@ -81,6 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     except ValueError as err:
         raise SystemExit(f"QM9: {err}") from None
     names = task_names(targets, params.task_names)
+    # torch_geometric (through these) loads after parsing, so --help answers without it
+    from mpnn import MPNNEncoder, target_heads
+    from qm9_data import HOW_TO_GET, load_qm9, qm9_loaders, require_qm9
+
     root = require_dataset("QM9", params.dataset_path, [], HOW_TO_GET)
     require_qm9(root)
     ensure_save_path("qm9", params)

@@ -15,27 +15,8 @@ from torch_geometric.nn.aggr import Set2Set
 from torch_geometric.utils import to_dense_batch
 
 from qm9_data import NUM_EDGE_FEATURES, NUM_NODE_FEATURES
+from qm9_targets import GRAPH_ARCHITECTURES, unsupported_architectures  # noqa: F401
 
-#: The architectures that use the encoder as a whole on a batch of graphs.
-GRAPH_ARCHITECTURES = ("HPS",)
-
-
-def unsupported_architectures() -> dict[str, str]:
-    """Every other registered architecture, with why it cannot run on graph input (for ``--arch``)."""
-    from LibMTL_rgb.architecture._experts import GatedExperts
-    from LibMTL_rgb.registry import ARCHITECTURES
-
-    reasons = {}
-    for name in ARCHITECTURES.names():
-        if name in GRAPH_ARCHITECTURES:
-            continue
-        if issubclass(ARCHITECTURES.get(name), GatedExperts):
-            reasons[name] = ("its gates read the flattened input sample (a fixed size, --img_size), but QM9's "
-                             "inputs are molecular graphs of varying size")
-        else:
-            reasons[name] = ("it runs the encoder stage by stage on image feature maps, but QM9's MPNN passes "
-                             "messages over a batch of graphs and has no stages")
-    return reasons
 
 
 @dataclass(frozen=True)

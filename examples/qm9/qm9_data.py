@@ -20,64 +20,8 @@ from LibMTL_rgb.atomic_io import atomic_save
 from LibMTL_rgb.task_columns import TaskColumnLoader
 
 
-@dataclass(frozen=True)
-class QM9Target:
-    """One task: its column in PyG's ``QM9.y`` and the unit its MAE is reported in."""
-
-    name: str
-    pyg_index: int
-    unit: str
-    scale: float  # PyG's unit -> reported unit (1000: eV -> meV)
-
-
-#: Every column of PyG's ``QM9.y``, keyed by its index (LibMTL's ``--target`` values). Energies
-#: are eV in PyG; like LibMTL's example, HOMO, LUMO, ZPVE and the atomization energies U0, U, H, G
-#: (columns 12-15, the DimeNet convention Nash-MTL follows) are reported in meV, every other
-#: column in PyG's unit (the gap and the total energies of columns 7-10 stay in eV).
-QM9_COLUMNS: dict[int, QM9Target] = {t.pyg_index: t for t in (
-    QM9Target("mu", 0, "D", 1.0),
-    QM9Target("alpha", 1, "a0^3", 1.0),
-    QM9Target("homo", 2, "meV", 1000.0),
-    QM9Target("lumo", 3, "meV", 1000.0),
-    QM9Target("gap", 4, "eV", 1.0),
-    QM9Target("r2", 5, "a0^2", 1.0),
-    QM9Target("zpve", 6, "meV", 1000.0),
-    QM9Target("U0_total", 7, "eV", 1.0),
-    QM9Target("U_total", 8, "eV", 1.0),
-    QM9Target("H_total", 9, "eV", 1.0),
-    QM9Target("G_total", 10, "eV", 1.0),
-    QM9Target("cv", 11, "cal/(mol K)", 1.0),
-    QM9Target("U0", 12, "meV", 1000.0),
-    QM9Target("U", 13, "meV", 1000.0),
-    QM9Target("H", 14, "meV", 1000.0),
-    QM9Target("G", 15, "meV", 1000.0),
-    QM9Target("A", 16, "GHz", 1.0),
-    QM9Target("B", 17, "GHz", 1.0),
-    QM9Target("C", 18, "GHz", 1.0),
-)}
-#: Paper Table 2's 11 targets in its order: LibMTL's ``--target`` default.
-DEFAULT_TARGETS: tuple[int, ...] = (0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11)
-TARGETS: tuple[QM9Target, ...] = tuple(QM9_COLUMNS[k] for k in DEFAULT_TARGETS)
-#: Task names: LibMTL's (the PyG column index as a string, e.g. '12') or the targets' symbols ('U0').
-TASK_NAME_STYLES = ("index", "symbol")
-
-
-def task_names(targets: Sequence[int], style: str = "index") -> list[str]:
-    """The task name of each target column: ``str(index)`` as LibMTL, or its symbol."""
-    if style not in TASK_NAME_STYLES:
-        raise ValueError(f"task name style must be one of {TASK_NAME_STYLES}, got {style!r}")
-    return [str(k) if style == "index" else QM9_COLUMNS[k].name for k in targets]
-
-
-def check_targets(targets: Sequence[int]) -> tuple[int, ...]:
-    """``targets`` as a tuple, refused unless they are distinct PyG columns."""
-    unknown = [k for k in targets if k not in QM9_COLUMNS]
-    if unknown or not targets or len(set(targets)) != len(targets):
-        raise ValueError(f"--target takes distinct PyG QM9 columns 0..{len(QM9_COLUMNS) - 1}, got {list(targets)}")
-    return tuple(targets)
-
-
-TASK_NAMES: list[str] = task_names(DEFAULT_TARGETS)
+from qm9_targets import (DEFAULT_TARGETS, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TARGETS, TASK_NAME_STYLES,  # noqa: F401
+                         TASK_NAMES, QM9Target, check_targets, task_names)
 NUM_PYG_TARGETS = 19
 NUM_NODE_FEATURES = 11
 NUM_BOND_TYPES = 4
@@ -187,9 +131,6 @@ def split_indices(root: str, num_molecules: int, val_size: int, test_size: int, 
     val = perm[test_size : test_size + val_size]
     return perm[test_size + val_size :], val, test
 
-
-#: The split file LibMTL's examples/qm9 reads from its working directory.
-LIBMTL_SPLIT_FILE = "random_split.t"
 
 
 def read_split_file(path: str, num_molecules: int) -> Tensor:

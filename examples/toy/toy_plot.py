@@ -1,14 +1,14 @@
 """The toy figure (paper Fig. 6 style): per weighting, the trajectories in loss space (f1, f2)
 with the Pareto front in dark gray (top), and in x-space over the contours of the mean loss
-with the Pareto set in dark gray (bottom). Colour runs from light (early) to dark (late)."""
+with the Pareto set in dark gray (bottom). Colour runs from light (early) to dark (late); a
+legend on the figure says what every colour and marker means. matplotlib is imported when
+a figure is drawn (``--help`` does not need it)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from LibMTL_rgb.atomic_io import atomic_savefig
 from pareto import ParetoFront
@@ -16,6 +16,9 @@ from toy_problem import DOMAIN_LIMIT, toy_losses
 from toy_run import ToyRun
 
 FRONT_COLOR = "#4a4a4f"
+PATH_COLORMAP = "magma_r"
+#: The part of the colour map a path runs through, from its first to its last step.
+PATH_COLOR_RANGE = (0.15, 0.75)
 MAX_POINTS_PER_PATH = 400
 CONTOUR_RESOLUTION = 300
 
@@ -26,10 +29,12 @@ def _thinned(values: np.ndarray) -> np.ndarray:
 
 
 def _draw_paths(ax, runs: Sequence[ToyRun], key: str) -> None:
-    colors = colormaps["magma_r"]
+    from matplotlib import colormaps
+
+    colors = colormaps[PATH_COLORMAP]
     for run in runs:
         values = _thinned(getattr(run, key))
-        ax.scatter(values[:, 0], values[:, 1], c=colors(np.linspace(0.15, 0.75, len(values))), s=4, zorder=3)
+        ax.scatter(values[:, 0], values[:, 1], c=colors(np.linspace(*PATH_COLOR_RANGE, len(values))), s=4, zorder=3)
         ax.scatter(*values[0], color="black", s=40, zorder=4)
         ax.scatter(*values[-1], color="tab:red", marker="*", s=60, zorder=5)
 
@@ -41,10 +46,33 @@ def _mean_loss_grid(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return grid_x1.numpy(), grid_x2.numpy(), mean.numpy()
 
 
+def _legend_handles() -> list:
+    """Proxy artists that name every colour and marker of the figure."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    colors = colormaps[PATH_COLORMAP]
+    early, late = colors(PATH_COLOR_RANGE[0]), colors(PATH_COLOR_RANGE[1])
+
+    def dot(color, label: str, marker: str = "o", size: float = 6) -> Line2D:
+        return Line2D([], [], linestyle="none", marker=marker, color=color, markersize=size, label=label)
+
+    return [
+        dot(early, "path, early steps (light)"),
+        dot(late, "path, late steps (dark)"),
+        dot("black", "start", size=7),
+        dot("tab:red", "end", marker="*", size=10),
+        Line2D([], [], color=FRONT_COLOR, linewidth=4, label="Pareto front (top) / Pareto set (bottom)"),
+        Line2D([], [], color=colormaps["viridis"](0.5), linewidth=1, label="contours of (f1 + f2) / 2, purple low to yellow high (bottom)"),
+    ]
+
+
 def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale: float, path: str) -> str:
     """Draw one column per weighting in ``results`` and save the PNG to ``path``."""
     if not results:
         raise ValueError("nothing to plot: no runs")
+    from matplotlib.figure import Figure
+
     columns = len(results)
     fig = Figure(figsize=(4.2 * columns, 8.4), layout="constrained")
     axes = fig.subplots(2, columns, squeeze=False)
@@ -70,7 +98,8 @@ def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale
         x_ax.set_title(f"{name}: x-space, contours of (f1 + f2) / 2", fontsize="medium")
         x_ax.set_xlabel("$x_1$")
         x_ax.set_ylabel("$x_2$")
-    fig.suptitle("Toy problem (RGB paper App. A.10, Fig. 6)\ndark gray: Pareto front (top) / set (bottom)\n"
-                 "black dot: start; red star: end", fontsize="medium")
+    fig.suptitle("Toy problem (RGB paper App. A.10, Fig. 6)", fontsize="medium")
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=min(3, 2 * columns), fontsize="small",
+               frameon=False)
     atomic_savefig(fig, path, dpi=110, facecolor="white")
     return path
