@@ -34,8 +34,8 @@ def test_registry_knows_every_method_without_torchjd():
 
 
 def test_torchjd_loads_when_a_method_needs_it():
-    code = ("import torch\nfrom LibMTL_rgb.weighting.torchjd_methods import MGDAAggregator\n"
-            "aggregator = MGDAAggregator()\nassert type(aggregator).__module__.startswith('torchjd')")
+    code = ("import torch\nfrom LibMTL_rgb.weighting.torchjd_methods import PCGradAggregator\n"
+            "aggregator = PCGradAggregator()\nassert type(aggregator).__module__.startswith('torchjd')")
     assert loaded_heavy_modules(code) == ["torchjd"]
 
 

@@ -19,7 +19,7 @@ _SUBMODULE_OF = {
     "ResNetEncoder": "resnet", "resnet_encoder": "resnet", "resnet_stages": "resnet", "pretrained_weight_files": "resnet",
     "HeadlessResNet": "resnet",
     **{name: "resnet" for name in LIBMTL_MODEL_NAMES if name != "resnet_dilated"},
-    "resnet_dilated": "resnet_dilated", "ResnetDilated": "resnet_dilated",
+    "resnet_dilated": "dilated_resnet", "ResnetDilated": "dilated_resnet",
     "SegNetEncoder": "segnet", "SegNetDecoder": "segnet", "segnet_model": "segnet",
 }
 
