@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from LibMTL_rgb.checkpoint import CheckpointError
+from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
+from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
+from LibMTL_rgb.nonfinite import NonFiniteError
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
@@ -34,11 +39,28 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                             "an example may set its own default (QM9: 'loop')")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
+    group.add_argument("--resume", type=str, default=None,
+                       help="continue an interrupted run from its last.pt (the file or its run directory): model, "
+                            "optimiser, scheduler, weighting state, RNG states, history; --epochs may be larger")
+    group.add_argument("--nonfinite", type=str, default="raise", choices=list(NONFINITE_MODES),
+                       help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
+                            "('raise'), or skip that batch and report how many were skipped ('skip')")
     add_logging_args(parser)
     if add_own_args is not None:
         add_own_args(parser)
     parser.set_defaults(**defaults)
+    declare_ranges(parser, EXAMPLE_RANGES)
+    parser.add_check(_check_example_flags)
     return parser
+
+
+def _check_example_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """The example flags' combinations, refused as argparse errors before any data is read."""
+    problem = check_device(params.device)
+    if problem:
+        parser.error(f"argument --device: {problem}")
+    if params.mode == "test" and params.load_path is None:
+        parser.error("--mode test evaluates saved weights: give --load_path (a best.pt file or its directory)")
 
 
 def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:
@@ -51,6 +73,7 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
     kwargs["amp"] = params.amp
+    kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs.update(logging_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
@@ -70,13 +93,18 @@ def build_trainer(params: argparse.Namespace, task_dict: Mapping[str, Any], enco
 
 
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
-    """``--mode train``: train and evaluate each epoch; ``--mode test``: evaluate ``--load_path``."""
-    if params.mode == "train":
-        trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
-    else:
-        if params.load_path is None:
-            raise SystemExit("--mode test needs --load_path (a best.pt file or its directory)")
-        trainer.test(test_loader, epoch=None, mode="test")
+    """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
+    test``: evaluate ``--load_path``. A non-finite step or an unusable checkpoint ends the run
+    with its one-line message (exit code 1), not a traceback."""
+    try:
+        if params.mode == "train":
+            if getattr(params, "resume", None):
+                print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
+            trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
+        else:
+            trainer.test(test_loader, epoch=None, mode="test")
+    except (NonFiniteError, CheckpointError) as err:
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {err}") from None
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

@@ -7,6 +7,7 @@ command-line flags and ``prepare_args`` collects the chosen method's values into
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -86,10 +87,7 @@ class Registry:
         try:
             return self._classes[name_or_class]
         except KeyError:
-            known = ", ".join(self.names())
-            raise ValueError(
-                f"unknown {self.kind} {name_or_class!r}; known {self.kind}s: {known}"
-            ) from None
+            raise ValueError(unknown_name_message(self.kind, name_or_class, self.names())) from None
 
     def names(self) -> list[str]:
         return sorted(self._classes)
@@ -99,6 +97,15 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes
+
+
+def unknown_name_message(kind: str, name: str, known: Sequence[str]) -> str:
+    """``unknown weighting 'rgb' (did you mean 'RGB'?); known weightings: ...`` (the suggestion:
+    the closest known name, ignoring case, by ``difflib``)."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(known)}"
 
 
 WEIGHTINGS = Registry("weighting")

@@ -26,7 +26,7 @@ NUM_EXPERTS = Hyperparameter(
     "num_experts", None,
     "number of experts (each a copy of the encoder): MMoE / DSelect_k: one number, the shared experts; "
     "CGC / PLE: the shared experts followed by one number per task, e.g. 1 1 1 1 for 3 tasks",
-    type=int, nargs="+",
+    type=int, nargs="+", minimum=0,
 )
 
 
