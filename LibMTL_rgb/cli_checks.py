@@ -46,7 +46,7 @@ EXAMPLE_RANGES = (
 
 __all__ = [
     "CheckedArgumentParser", "GENERAL_RANGES", "EXAMPLE_RANGES", "declare_ranges", "range_checked_type",
-    "check_general_flags", "check_output_dir", "check_device", "check_checkpoint_flags",
+    "check_general_flags", "check_output_dir", "check_device", "check_load_path", "check_resume",
 ]
 
 
@@ -147,28 +147,43 @@ def check_device(device: Optional[str]) -> Optional[str]:
     return None
 
 
-def check_checkpoint_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
-    """``--resume`` / ``--load_path``: the file exists, is the right kind, comes from the same
-    ``--weighting``/``--arch`` and (resume) has epochs left to train."""
-    from LibMTL_rgb.checkpoint import CheckpointError, check_compatible, read_model_weights, read_training_state
+def check_load_path(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """``--load_path``: the file exists, holds model weights and comes from the same
+    ``--weighting``/``--arch``."""
+    from LibMTL_rgb.checkpoint import CheckpointError, check_compatible, read_model_weights
 
-    resume, load_path = getattr(params, "resume", None), getattr(params, "load_path", None)
-    if resume and load_path:
-        parser.error("give either --resume (continue a run) or --load_path (start from its weights), not both")
-    if resume and getattr(params, "mode", "train") != "train":
-        parser.error("--resume continues training: it needs --mode train")
-    expected = {"weighting": getattr(params, "weighting", None), "architecture": getattr(params, "arch", None)}
+    load_path = getattr(params, "load_path", None)
+    if not load_path or getattr(params, "resume", None):
+        return
     try:
-        if resume:
-            state = read_training_state(resume)
-            check_compatible(state.get("metadata"), expected, state["path"])
-            done = int(state["epoch"]) + 1
-            epochs = getattr(params, "epochs", None)
-            if epochs is not None and epochs <= done:
-                parser.error(f"argument --epochs: {state['path']} already holds {done} epoch(s); "
-                             f"give --epochs larger than {done} to train more")
-        elif load_path:
-            _, metadata, path = read_model_weights(load_path)
-            check_compatible(metadata, expected, path)
+        _, metadata, path = read_model_weights(load_path)
+        check_compatible(metadata, _expected_setup(params), path)
     except CheckpointError as err:
-        parser.error(f"argument --{'resume' if resume else 'load_path'}: {err}")
+        parser.error(f"argument --load_path: {err}")
+
+
+def check_resume(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """``--resume`` (of a Trainer run): the file exists, is a ``last.pt`` of the same
+    ``--weighting``/``--arch`` and has epochs left to train."""
+    from LibMTL_rgb.checkpoint import CheckpointError, check_compatible, read_training_state
+
+    resume = getattr(params, "resume", None)
+    if not resume:
+        return
+    if getattr(params, "load_path", None):
+        parser.error("give either --resume (continue a run) or --load_path (start from its weights), not both")
+    if getattr(params, "mode", "train") != "train":
+        parser.error("--resume continues training: it needs --mode train")
+    try:
+        state = read_training_state(resume)
+        check_compatible(state.get("metadata"), _expected_setup(params), state["path"])
+    except CheckpointError as err:
+        parser.error(f"argument --resume: {err}")
+    done = int(state["epoch"]) + 1
+    if getattr(params, "epochs", None) is not None and params.epochs < done:
+        parser.error(f"argument --epochs: {state['path']} already holds {done} epoch(s); "
+                     f"give --epochs {done} (nothing left to train) or more")
+
+
+def _expected_setup(params: argparse.Namespace) -> dict[str, Optional[str]]:
+    return {"weighting": getattr(params, "weighting", None), "architecture": getattr(params, "arch", None)}

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import LibMTL_rgb.architecture  # noqa: F401  (registers the architectures)
 import LibMTL_rgb.weighting  # noqa: F401  (registers the weightings)
 from LibMTL_rgb.cli_checks import (
-    GENERAL_RANGES, CheckedArgumentParser, check_checkpoint_flags, check_general_flags, declare_ranges, range_checked_type,
+    GENERAL_RANGES, CheckedArgumentParser, check_load_path, check_general_flags, declare_ranges, range_checked_type,
 )
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
 
@@ -53,7 +53,7 @@ def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradien
     _add_method_flags(parser, ARCHITECTURES, "architecture")
     declare_ranges(parser, GENERAL_RANGES)  # and, after parsing, the checks of cli_checks.py
     parser.add_check(check_general_flags)
-    parser.add_check(check_checkpoint_flags)
+    parser.add_check(check_load_path)
     return parser
 
 

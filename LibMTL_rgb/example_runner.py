@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from LibMTL_rgb.checkpoint import CheckpointError
-from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, declare_ranges
+from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, check_resume, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
 from LibMTL_rgb.nonfinite import NonFiniteError
@@ -51,6 +51,7 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     parser.set_defaults(**defaults)
     declare_ranges(parser, EXAMPLE_RANGES)
     parser.add_check(_check_example_flags)
+    parser.add_check(check_resume)
     return parser
 
 

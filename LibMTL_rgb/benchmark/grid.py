@@ -8,8 +8,8 @@ Layout under the output directory ``OUT``::
     OUT/results/<run_id>.json   config, status, wall time, peak memory, per-epoch history,
                             best result, diagnostics summary (see :func:`run_one`)
 
-A run whose JSON exists is skipped, so an interrupted grid resumes where it stopped; a failed
-run is recorded (status ``failed`` with the tail of its stderr) and the grid goes on.
+A run whose JSON exists is skipped, so an interrupted grid resumes where it stopped (a run cut
+off midway continues from its ``last.pt`` with ``--resume``); a failed run is recorded (status ``failed`` with the tail of its stderr) and the grid goes on.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_write_json
+from LibMTL_rgb.checkpoint import LAST_CHECKPOINT
 
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
@@ -240,6 +241,9 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
     save_path = run_dir(out_dir, spec)
     os.makedirs(save_path, exist_ok=True)
     cmd = spec.command(save_path, python)
+    resume_from = os.path.join(save_path, LAST_CHECKPOINT)
+    if os.path.isfile(resume_from):  # an interrupted run continues after its last finished epoch
+        cmd += ["--resume", resume_from]
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.setdefault("TQDM_DISABLE", "1")  # keep the stderr tail readable

@@ -3,7 +3,8 @@ with the Pareto front in dark gray (top), and in x-space over the contours of th
 with the Pareto set in dark gray (bottom). Colour runs from light (early) to dark (late)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import os
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +40,16 @@ def _mean_loss_grid(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     grid_x1, grid_x2 = torch.meshgrid(axis, axis, indexing="xy")
     mean = toy_losses(torch.stack([grid_x1, grid_x2], dim=-1), scale).mean(dim=-1)
     return grid_x1.numpy(), grid_x2.numpy(), mean.numpy()
+
+
+def plot_format_problem(path: str) -> Optional[str]:
+    """None when matplotlib can write ``path``'s format (its extension), else why not."""
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    supported = Figure().canvas.get_supported_filetypes()
+    if extension not in supported:
+        return (f"{path}: matplotlib cannot write {'files without an extension' if not extension else '.' + extension}; "
+                f"use one of {', '.join('.' + e for e in sorted(supported))}")
+    return None
 
 
 def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale: float, path: str) -> str:

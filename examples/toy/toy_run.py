@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -129,9 +129,17 @@ def optimize_toy(
 
 def optimize_from_starts(
     weighting: str, starts: Sequence[Sequence[float]], steps: int, front: ParetoFront,
-    show_progress: bool = True, **options: Any,
+    show_progress: bool = True, done: Sequence[ToyRun] = (),
+    on_run: Optional[Callable[[list[ToyRun]], None]] = None, **options: Any,
 ) -> list[ToyRun]:
-    """:func:`optimize_toy` from every start, under one tqdm bar (``options`` are passed on)."""
-    with tqdm(total=steps * len(starts), desc=f"{weighting} toy", disable=not show_progress,
-              dynamic_ncols=True, leave=False) as bar:
-        return [optimize_toy(weighting, start, steps, front=front, progress=bar, **options) for start in starts]
+    """:func:`optimize_toy` from every start, under one tqdm bar (``options`` are passed on).
+    ``done``: runs of the first starts already finished (a resumed run; each start is seeded
+    afresh, so the rest ends as an uninterrupted run); ``on_run(runs)`` is called after each."""
+    runs = list(done)
+    with tqdm(total=steps * len(starts), initial=steps * len(runs), desc=f"{weighting} toy",
+              disable=not show_progress, dynamic_ncols=True, leave=False) as bar:
+        for start in starts[len(runs):]:
+            runs.append(optimize_toy(weighting, start, steps, front=front, progress=bar, **options))
+            if on_run is not None:
+                on_run(runs)
+    return runs
