@@ -48,19 +48,17 @@ class NonFiniteGuard:
         return f"non-finite loss of task {', '.join(bad)}"
 
     def gradients_problem(self, model: nn.Module, task_names: Sequence[str]) -> Optional[str]:
-        """None when every gradient is finite, else the first parameter (and its task when the
-        parameter is task-specific) with a non-finite gradient."""
+        """None when every gradient is finite, else which gradient is not: of a task-specific
+        parameter (naming its task) if any, else of a shared parameter."""
         named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-        if not named:
+        if not named or bool(torch.stack([torch.isfinite(g).all() for _, g in named]).all()):
             return None
-        if bool(torch.stack([torch.isfinite(g).all() for _, g in named]).all()):
-            return None
-        for name, grad in named:
-            if not bool(torch.isfinite(grad).all()):
-                owner = next((t for t in task_names if f".{t}." in f".{name}."), None)
-                where = f"task {owner!r} (parameter {name})" if owner else f"shared parameter {name}"
-                return f"non-finite gradient of {where}"
-        return None
+        bad = [name for name, grad in named if not bool(torch.isfinite(grad).all())]
+        for name in bad:
+            owner = next((t for t in task_names if f".{t}." in f".{name}."), None)
+            if owner is not None:
+                return f"non-finite gradient of task {owner!r} (parameter {name})"
+        return f"non-finite gradient of shared parameter {bad[0]} (all task losses finite)"
 
     def handle(self, problem: str, epoch: int, batch: int) -> None:
         """Raise :class:`NonFiniteError` (``'raise'``) or count the skipped batch (``'skip'``)."""
