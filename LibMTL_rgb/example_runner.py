@@ -20,8 +20,10 @@ from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
 
 
-def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> argparse.ArgumentParser:
-    """LibMTL's flags + the shared example flags, with the example's (paper's) ``defaults``."""
+def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+                   architectures: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """LibMTL's flags + the shared example flags, with the example's (paper's) ``defaults``;
+    ``architectures``: the ones that fit the example's encoder (default: all)."""
     parser = make_parser(description)
     group = parser.add_argument_group("example")
     group.add_argument("--dataset_path", type=str, default=None, help="root directory of the dataset (see the example's README for the layout)")
@@ -51,6 +53,8 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     parser.set_defaults(**defaults)
     declare_ranges(parser, EXAMPLE_RANGES)
     parser.add_check(_check_example_flags)
+    if architectures is not None:
+        parser.add_check(lambda parser, params: _check_architecture(parser, params, architectures))
     parser.add_check(check_resume)
     return parser
 
@@ -62,6 +66,12 @@ def _check_example_flags(parser: argparse.ArgumentParser, params: argparse.Names
         parser.error(f"argument --device: {problem}")
     if params.mode == "test" and params.load_path is None:
         parser.error("--mode test evaluates saved weights: give --load_path (a best.pt file or its directory)")
+
+
+def _check_architecture(parser: argparse.ArgumentParser, params: argparse.Namespace, architectures: Sequence[str]) -> None:
+    if params.arch not in architectures:
+        parser.error(f"argument --arch: {params.arch} cannot fit this example's encoder; "
+                     f"it supports {', '.join(architectures)}")
 
 
 def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:

@@ -25,6 +25,11 @@ DEFAULTS = dict(
 )
 
 
+#: The encoder gets a PyG batch of molecules: no image to gate on (MMoE, CGC, PLE, DSelect_k),
+#: no convolutional stages (MTAN, Cross_stitch).
+ARCHITECTURES = ("HPS",)
+
+
 def add_qm9_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("qm9")
     group.add_argument("--val_size", type=int, default=10000, help="molecules in the validation split")
@@ -49,7 +54,7 @@ def qm9_task_dict(std) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
-    params = example_parser(__doc__, DEFAULTS, add_qm9_args).parse_args(argv)
+    params = example_parser(__doc__, DEFAULTS, add_qm9_args, architectures=ARCHITECTURES).parse_args(argv)
     root = require_dataset("QM9", params.dataset_path, [], HOW_TO_GET)
     require_qm9(root)
     ensure_save_path("qm9", params)
