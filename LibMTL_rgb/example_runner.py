@@ -13,6 +13,7 @@ import torch
 from LibMTL_rgb.checkpoint import CheckpointError
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, check_resume, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
+from LibMTL_rgb.input_files import InputDataError, install_input_error_hook, worker_message
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
 from LibMTL_rgb.nonfinite import NonFiniteError
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
@@ -77,6 +78,7 @@ def _check_architecture(parser: argparse.ArgumentParser, params: argparse.Namesp
 def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:
     """Seed, pick the device (``--gpu_id``/``--device``, CPU without CUDA) and prepare the
     Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``."""
+    install_input_error_hook()  # unreadable data files: one error line naming the file
     set_random_seed(params.seed)
     if params.device is None:
         set_device(params.gpu_id)
@@ -109,13 +111,27 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
     with its one-line message (exit code 1), not a traceback."""
     try:
         if params.mode == "train":
+            _check_batchnorm_batch(trainer, params)
             if getattr(params, "resume", None):
                 print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
             trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
         else:
             trainer.test(test_loader, epoch=None, mode="test")
-    except (NonFiniteError, CheckpointError) as err:
-        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {err}") from None
+    except (NonFiniteError, CheckpointError, InputDataError) as err:
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(err)}") from None
+    except ValueError as err:
+        if "Expected more than 1 value per channel when training" not in str(err):
+            raise
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: a training batch of one sample reached "
+                         "a BatchNorm layer, which cannot normalise a single value per channel; choose --bs so that "
+                         "no batch (the last one included) holds a single sample") from None
+
+
+def _check_batchnorm_batch(trainer, params: argparse.Namespace) -> None:
+    """``--bs 1`` cannot train a model with BatchNorm layers: say so before training."""
+    if params.bs == 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trainer.model.modules()):
+        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: --bs 1 cannot train this model: its "
+                         "BatchNorm layers need at least 2 samples per batch; use --bs 2 or more")
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:
