@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from LibMTL_rgb.checkpoint import CheckpointError
+from LibMTL_rgb.checkpoint import LAST_CHECKPOINT, CheckpointError
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, check_resume, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.input_files import InputDataError, install_input_error_hook, worker_message
@@ -119,12 +119,27 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
             trainer.test(test_loader, epoch=None, mode="test")
     except (NonFiniteError, CheckpointError, InputDataError) as err:
         raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(err)}") from None
+    except KeyboardInterrupt:
+        _report_interrupt(trainer)
     except ValueError as err:
         if "Expected more than 1 value per channel when training" not in str(err):
             raise
         raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: a training batch of one sample reached "
                          "a BatchNorm layer, which cannot normalise a single value per channel; choose --bs so that "
                          "no batch (the last one included) holds a single sample") from None
+
+
+#: Exit code of a run stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _report_interrupt(trainer) -> None:
+    """Ctrl-C: one line saying how to continue (the last finished epoch's checkpoint is intact:
+    checkpoints are written atomically), exit code 130."""
+    saved = trainer.save_path and os.path.isfile(os.path.join(trainer.save_path, LAST_CHECKPOINT))
+    how = f"continue with --resume {trainer.save_path}" if saved else "no finished epoch was saved"
+    print(f"{os.path.basename(sys.argv[0]) or 'main.py'}: interrupted; {how}", file=sys.stderr)
+    raise SystemExit(INTERRUPTED_EXIT_CODE)
 
 
 def _check_batchnorm_batch(trainer, params: argparse.Namespace) -> None:

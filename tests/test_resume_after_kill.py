@@ -96,3 +96,20 @@ def test_killed_run_resumed_with_more_epochs_ends_bit_identical(weighting, tmp_p
     assert_same_state(torch.load(os.path.join(straight, "best.pt")), torch.load(os.path.join(interrupted, "best.pt")))
     assert history_without_time(os.path.join(straight, "history.csv")) == \
         history_without_time(os.path.join(interrupted, "history.csv"))
+
+
+def test_ctrl_c_stops_with_one_line_and_exit_130_keeping_the_checkpoint(tmp_path):
+    run_dir = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, TINY, *COMMON, "--weighting", "RGB", "--epochs", "50",
+                             "--save_path", run_dir, "--batch_delay", "0.2"],
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not os.path.exists(os.path.join(run_dir, "last.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"interrupted; continue with --resume {run_dir}" in err
+    state = torch.load(os.path.join(run_dir, "last.pt"), weights_only=False)
+    assert 0 <= state["epoch"] < 49 and state["metadata"]["weighting"] == "RGB"

@@ -252,7 +252,7 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
     t0 = time.perf_counter()
     code, peak_rss, timed_out = _spawn(cmd, os.path.join(save_path, "stdout.log"), stderr_path, child_env, timeout)
     wall = time.perf_counter() - t0
-    if code == -signal.SIGINT:  # Ctrl-C: leave no result, so the run starts again on resume
+    if code in (-signal.SIGINT, 130):  # Ctrl-C (130: an example's clean exit): no result, the run continues on resume
         raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
     summary = _read_json(os.path.join(save_path, "summary.json"))
     record: dict[str, Any] = {
