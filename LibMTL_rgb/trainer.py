@@ -346,6 +346,7 @@ class Trainer(nn.Module):
             "base_result": self.meter.base_result,
             "history": self.meter.history,
             "train_loss_buffer": getattr(self.model, "train_loss_buffer", None),
+            "nonfinite_skipped": self.nonfinite.skipped,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(),
@@ -365,6 +366,7 @@ class Trainer(nn.Module):
         self.meter.base_result = state["base_result"]
         self.meter.history = list(state["history"])
         self.model.train_loss_buffer = state["train_loss_buffer"]
+        self.nonfinite.skipped = int(state.get("nonfinite_skipped", 0))
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
