@@ -98,3 +98,20 @@ def test_dwa_resumed_with_more_epochs_keeps_its_history_and_matches_the_straight
     np.testing.assert_array_equal(resumed.model.train_loss_buffer, straight.model.train_loss_buffer)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("weighting", sorted(__import__("LibMTL_rgb").WEIGHTINGS.names()))
+def test_every_weighting_resumes_bit_identical(weighting, tmp_path):
+    """All of a weighting's state must be in the checkpoint (buffers, parameters or the
+    Trainer's saved attributes): a Python attribute carried from step to step would make the
+    resumed run differ from the straight one."""
+    train, test = synthetic.loaders(T, train_size=64, shuffle=True)
+    straight = make_trainer(weighting)
+    straight.train(train, test, epochs=3)
+    first = make_trainer(weighting, save_path=str(tmp_path))
+    first.train(train, test, epochs=2)
+    resumed = make_trainer(weighting)
+    resumed.resume(str(tmp_path))
+    resumed.train(train, test, epochs=3)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
