@@ -101,6 +101,9 @@ def test_invalid_combinations_are_refused(nyu_main, capsys, tmp_path):
     qm9_main = load_example("qm9")[0].main
     assert "argument --arch: MTAN cannot fit this example's encoder; it supports HPS" in \
         refusal(qm9_main, [*NO_DATA, "--arch", "MTAN"], capsys)
+    celeba_main = load_example("celeba")[0].main
+    assert "argument --arch: PLE cannot fit this example's encoder; it supports HPS, MMoE, CGC, DSelect_k" in \
+        refusal(celeba_main, [*NO_DATA, "--arch", "PLE"], capsys)
 
 
 def test_output_directories_are_checked_before_data_loading(nyu_main, capsys, tmp_path):

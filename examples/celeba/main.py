@@ -22,6 +22,11 @@ DEFAULTS = dict(
 )
 
 
+#: The architectures CelebAEncoder fits: a plain conv stack (no ResNet stages for MTAN,
+#: Cross_stitch and PLE to run stage by stage).
+ARCHITECTURES = ("HPS", "MMoE", "CGC", "DSelect_k")
+
+
 def add_celeba_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("celeba")
     group.add_argument("--image_size", type=int, default=64, help="images are resized to SIZE x SIZE")
@@ -40,7 +45,7 @@ def celeba_task_dict(attribute_names: Sequence[str], metrics: Sequence[str]) -> 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
-    params = example_parser(__doc__, DEFAULTS, add_celeba_args).parse_args(argv)
+    params = example_parser(__doc__, DEFAULTS, add_celeba_args, architectures=ARCHITECTURES).parse_args(argv)
     root = require_dataset("CelebA", params.dataset_path, REQUIRED, HOW_TO_GET)
     ensure_save_path("celeba", params)
     device, kwargs, optim_param, scheduler_param = setup_run(params)
