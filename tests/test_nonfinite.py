@@ -100,3 +100,15 @@ def test_skip_mode_skips_and_counts_the_bad_batches(weighting, capsys):
 def test_nonfinite_mode_is_checked():
     with pytest.raises(ValueError, match="nonfinite must be one of"):
         make_trainer("EW", nonfinite="ignore")
+
+
+def test_finite_gradients_whose_sum_overflows_are_not_flagged():
+    from LibMTL_rgb.nonfinite import NonFiniteGuard
+
+    model = torch.nn.ModuleDict({"t0": torch.nn.Linear(4, 1)})
+    model["t0"].weight.grad = torch.full((1, 4), 3e38)  # each finite, the sum is inf in float32
+    model["t0"].bias.grad = torch.zeros(1)
+    guard = NonFiniteGuard()
+    assert guard.gradients_problem(model, ["t0"]) is None
+    model["t0"].bias.grad = torch.tensor([math.inf])
+    assert guard.gradients_problem(model, ["t0"]) == "non-finite gradient of task 't0' (parameter t0.bias)"
