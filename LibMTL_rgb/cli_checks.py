@@ -164,7 +164,8 @@ def check_load_path(parser: argparse.ArgumentParser, params: argparse.Namespace)
 
 def check_resume(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
     """``--resume`` (of a Trainer run): the file exists, is a ``last.pt`` of the same
-    ``--weighting``/``--arch`` and has epochs left to train."""
+    ``--weighting``/``--arch`` and has epochs left to train. Without ``--save_path`` the run
+    keeps saving into the resumed run's directory."""
     from LibMTL_rgb.checkpoint import CheckpointError, check_compatible, read_training_state
 
     resume = getattr(params, "resume", None)
@@ -179,6 +180,8 @@ def check_resume(parser: argparse.ArgumentParser, params: argparse.Namespace) ->
         check_compatible(state.get("metadata"), _expected_setup(params), state["path"])
     except CheckpointError as err:
         parser.error(f"argument --resume: {err}")
+    if getattr(params, "save_path", None) is None:
+        params.save_path = os.path.dirname(state["path"])
     done = int(state["epoch"]) + 1
     if getattr(params, "epochs", None) is not None and params.epochs < done:
         parser.error(f"argument --epochs: {state['path']} already holds {done} epoch(s); "

@@ -44,7 +44,8 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     group.add_argument("--resume", type=str, default=None,
                        help="continue an interrupted run from its last.pt (the file or its run directory): model, "
-                            "optimiser, scheduler, weighting state, RNG states, history; --epochs may be larger")
+                            "optimiser, scheduler, weighting state, RNG states, history; --epochs may be larger; "
+                            "saves into that run directory unless --save_path is given")
     group.add_argument("--nonfinite", type=str, default="raise", choices=list(NONFINITE_MODES),
                        help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
                             "('raise'), or skip that batch and report how many were skipped ('skip')")

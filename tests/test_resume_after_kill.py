@@ -83,7 +83,7 @@ def test_killed_run_resumed_with_more_epochs_ends_bit_identical(weighting, tmp_p
         [*flags, "--epochs", str(FIRST_EPOCHS), "--save_path", interrupted, "--batch_delay", "0.5"], interrupted)
     assert killed_at < FIRST_EPOCHS - 1  # really killed midway
     resumed = subprocess.run(
-        [sys.executable, TINY, *flags, "--epochs", str(FINAL_EPOCHS), "--save_path", interrupted, "--resume", interrupted],
+        [sys.executable, TINY, *flags, "--epochs", str(FINAL_EPOCHS), "--resume", interrupted],  # saves there too
         env=child_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming after epoch {killed_at}" in resumed.stdout
