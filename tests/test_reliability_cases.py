@@ -1,6 +1,9 @@
 """The earlier reliability cases of docs/reliability.md that no other test file covers: an
 empty split, an empty training loader and a huge loss scale."""
 import math
+import re
+
+import numpy as np
 
 import pytest
 import torch
@@ -53,3 +56,17 @@ def test_a_huge_loss_scale_trains_without_overflow(weighting):
     first, last = [row for row in trainer.meter.history if row["mode"] == "test"][::2]
     for task in trainer.task_name:
         assert math.isfinite(last[f"{task}_loss"]) and last[f"{task}_loss"] < first[f"{task}_loss"]
+
+
+def test_nan_in_the_data_ends_an_example_run_with_one_line(tmp_path):
+    root = write_nyu(tmp_path / "nyuv2", {"train": 4, "val": 2})
+    image = np.load(root / "train" / "image" / "2.npy")  # (NaN depth is read as a missing value, masked)
+    np.save(root / "train" / "image" / "2.npy", np.full_like(image, np.nan))
+    argv = ["--dataset_path", str(root), "--img_size", *map(str, SIZE), *TINY_MODEL, "--weighting", "EW",
+            "--epochs", "2", "--bs", "2", "--save_path", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as info:
+        load_example("nyu")[0].main(argv)
+    message = str(info.value.code)
+    assert "error: non-finite loss of task 'segmentation' (nan)" in message and "\n" not in message
+    assert re.search(r"at epoch 0, batch [01]: training stopped before updating the model", message)
+    assert not (tmp_path / "run" / "best.pt").exists()  # no epoch finished: nothing written, nothing NaN
