@@ -50,12 +50,7 @@ class NonFiniteGuard:
     def gradients_problem(self, model: nn.Module, task_names: Sequence[str]) -> Optional[str]:
         """None when every gradient is finite, else which gradient is not: of a task-specific
         parameter (naming its task) if any, else of a shared parameter."""
-        named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-        # fast path (a sum is far cheaper than isfinite on CPU): NaN/inf propagate through sums;
-        # a non-finite total may also be an overflow of finite values, so then check each
-        if not named or bool(torch.isfinite(torch.stack([g.sum(dtype=torch.float32) for _, g in named]).sum())):
-            return None
-        bad = [name for name, grad in named if not bool(torch.isfinite(grad).all())]
+        bad = nonfinite_names([(name, p.grad) for name, p in model.named_parameters() if p.grad is not None])
         if not bad:
             return None
         for name in bad:
@@ -63,6 +58,16 @@ class NonFiniteGuard:
             if owner is not None:
                 return f"non-finite gradient of task {owner!r} (parameter {name})"
         return f"non-finite gradient of shared parameter {bad[0]} (all task losses finite)"
+
+    def check_parameters(self, model: nn.Module, epoch: int) -> None:
+        """Raise :class:`NonFiniteError` when a parameter became non-finite (finite gradients
+        with too large a step), before the epoch's checkpoints are written. (Buffers are not
+        checked: some weightings keep NaN in theirs as "not yet set".)"""
+        bad = nonfinite_names([(n, p.detach()) for n, p in model.named_parameters()])
+        if bad:
+            raise NonFiniteError(
+                f"parameter {bad[0]} is non-finite after epoch {epoch} (the optimiser step overflowed?): stopped "
+                "before writing this epoch's checkpoints (the previous epoch's are intact). Lower --lr")
 
     def handle(self, problem: str, epoch: int, batch: int) -> None:
         """Raise :class:`NonFiniteError` (``'raise'``) or count the skipped batch (``'skip'``)."""
@@ -78,6 +83,15 @@ class NonFiniteGuard:
         if self.skipped_this_epoch == 0:
             return None
         return f"epoch {epoch}: skipped {self.skipped_this_epoch} batch(es) with non-finite losses/gradients (--nonfinite skip)"
+
+
+def nonfinite_names(named: Sequence[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the tensors holding a NaN or inf. The fast path sums each tensor (far
+    cheaper than ``isfinite`` on CPU; NaN and inf propagate through sums) and looks element by
+    element only when the total is not finite (which an overflow of finite values can cause)."""
+    if not named or bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for _, t in named]).sum())):
+        return []
+    return [name for name, t in named if not bool(torch.isfinite(t).all())]
 
 
 def snapshot_losses(losses: dict) -> list:

@@ -326,6 +326,7 @@ class Trainer(nn.Module):
     def _save_epoch(self, epoch: int) -> None:
         if self.save_path is None:
             return
+        self.nonfinite.check_parameters(self.model, epoch)  # never a NaN best.pt/last.pt
         os.makedirs(self.save_path, exist_ok=True)
         if self.meter.best_result["epoch"] == epoch:
             atomic_save(with_metadata(self.model.state_dict(), self.metadata), os.path.join(self.save_path, BEST_CHECKPOINT))

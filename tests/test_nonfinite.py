@@ -112,3 +112,14 @@ def test_finite_gradients_whose_sum_overflows_are_not_flagged():
     assert guard.gradients_problem(model, ["t0"]) is None
     model["t0"].bias.grad = torch.tensor([math.inf])
     assert guard.gradients_problem(model, ["t0"]) == "non-finite gradient of task 't0' (parameter t0.bias)"
+
+
+def test_parameters_that_overflow_stop_the_run_before_their_checkpoint(tmp_path):
+    trainer = make_trainer("EW", save_path=str(tmp_path))
+    train, test = synthetic.loaders(T)
+    trainer.train(train, test, epochs=1)
+    with torch.no_grad():  # as if the last optimiser step of epoch 1 overflowed
+        trainer.model.decoders["t0"].bias.fill_(math.inf)
+    with pytest.raises(NonFiniteError, match=r"parameter decoders.t0.bias is non-finite after epoch 1"):
+        trainer._save_epoch(1)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 0
