@@ -7,7 +7,9 @@ per-task gradients also stop inside ``backward`` at a non-finite task gradient
 :class:`NonFiniteError` naming the task, the epoch and the batch; the parameters are not
 updated and the checkpoints of the last finished epoch stay as they were. With
 ``nonfinite='skip'`` the batch is dropped instead (no update, its losses not counted in the
-epoch's average) and the number of skipped batches is reported.
+epoch's average) and the number of skipped batches is reported. Before an epoch's checkpoints
+are written the parameters are checked too (an optimiser step can overflow with finite
+gradients), so no checkpoint holds a non-finite parameter.
 """
 from __future__ import annotations
 

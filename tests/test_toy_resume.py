@@ -28,3 +28,11 @@ def test_toy_resume_keeps_finished_starts_and_ends_as_uninterrupted(tmp_path, ca
         toy_main([*FLAGS[:3], "7", *FLAGS[4:], "--resume", str(cut)])
     assert info.value.code == 2
     assert "was made with --steps 6; you passed 7" in capsys.readouterr().err
+
+
+def test_toy_stops_at_a_non_finite_loss_with_one_line():
+    toy_main = load_example("toy")[0].main
+    with pytest.raises(SystemExit) as info:
+        toy_main(["--weighting", "EW", "--steps", "5", "--starts", "0,0", "--lr", "1e30"])
+    assert "error: EW: non-finite loss of task 'f1' (inf)" in str(info.value.code)
+    assert "at step 1 from start (0.0, 0.0)" in str(info.value.code)

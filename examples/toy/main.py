@@ -23,6 +23,7 @@ import torch
 from LibMTL_rgb.checkpoint import CheckpointError
 from LibMTL_rgb.cli_checks import check_device, check_output_dir, declare_ranges
 from LibMTL_rgb.config import make_parser, method_args, prepare_args
+from LibMTL_rgb.nonfinite import NonFiniteError
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.utils import resolve_device
 
@@ -174,11 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, list[ToyRun]]:
         settings = toy_settings(params, optim_param, weight_args)
         done = _resumed_runs(params, parser, settings)
         record = (lambda runs: save_toy_progress(params.save_path, settings, runs)) if params.save_path else None
-        results[name] = optimize_from_starts(
-            name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
-            scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
-            dtype=DTYPES[params.dtype], seed=params.seed, done=done, on_run=record,
-        )
+        try:
+            results[name] = optimize_from_starts(
+                name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
+                scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
+                dtype=DTYPES[params.dtype], seed=params.seed, done=done, on_run=record,
+            )
+        except NonFiniteError as err:  # one line, no traceback (finished starts stay in last.pt)
+            raise SystemExit(f"{parser.prog}: error: {err}") from None
         print_runs(name, results[name], weight_args)
     out = params.out
     if params.save_path:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from LibMTL_rgb.nonfinite import NonFiniteError, NonFiniteGuard
 from LibMTL_rgb.trainer import OPTIMIZERS, build_mtl_model
 from LibMTL_rgb.utils import set_random_seed
 
@@ -101,6 +102,7 @@ def optimize_toy(
     set_random_seed(seed)
     model = build_toy_model(weighting, start, scale, device, rep_grad, shift, dtype)
     optimizer = make_optimizer(model, optim_param)
+    guard = NonFiniteGuard()  # the Trainer's checks: no silent NaN path
     model.epochs = steps
     model.train_loss_buffer = np.zeros([len(TASKS), steps])
     point = model.encoder.x
@@ -114,7 +116,12 @@ def optimize_toy(
         out = model(None)
         losses = torch.stack([out[task] for task in TASKS])
         optimizer.zero_grad(set_to_none=False)
-        model.backward(losses, **weight_args)
+        problem = guard.losses_problem(losses, TASKS)
+        if problem is None:
+            model.backward(losses, **weight_args)
+            problem = guard.gradients_problem(model, TASKS)
+        if problem is not None:
+            raise NonFiniteError(f"{weighting}: {problem} at step {step} from start {tuple(start)}")
         optimizer.step()
         model.train_loss_buffer[:, step] = losses.detach().cpu().numpy()
         path[step + 1] = point.detach().cpu().numpy()
