@@ -47,6 +47,7 @@ EXAMPLE_RANGES = (
 __all__ = [
     "CheckedArgumentParser", "GENERAL_RANGES", "EXAMPLE_RANGES", "declare_ranges", "range_checked_type",
     "check_general_flags", "check_output_dir", "check_device", "check_load_path", "check_resume",
+    "check_example_flags", "architecture_check",
 ]
 
 
@@ -145,6 +146,27 @@ def check_device(device: Optional[str]) -> Optional[str]:
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         return f"{device}: only {torch.cuda.device_count()} CUDA device(s) here"
     return None
+
+
+def check_example_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """The flags every example shares (``example_runner.example_parser``): ``--device`` usable
+    here, ``--mode test`` with ``--load_path``."""
+    problem = check_device(params.device)
+    if problem:
+        parser.error(f"argument --device: {problem}")
+    if params.mode == "test" and params.load_path is None:
+        parser.error("--mode test evaluates saved weights: give --load_path (a best.pt file or its directory)")
+
+
+def architecture_check(architectures: Sequence[str]) -> Check:
+    """A check refusing ``--arch`` values other than ``architectures`` (those that fit an
+    example's encoder)."""
+    def check(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+        if params.arch not in architectures:
+            parser.error(f"argument --arch: {params.arch} cannot fit this example's encoder; "
+                         f"it supports {', '.join(architectures)}")
+
+    return check
 
 
 def check_load_path(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:

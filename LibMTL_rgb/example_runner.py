@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from LibMTL_rgb.checkpoint import LAST_CHECKPOINT, CheckpointError
-from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_device, check_resume, declare_ranges
+from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, architecture_check, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
-from LibMTL_rgb.input_files import InputDataError, install_input_error_hook, worker_message
+from LibMTL_rgb.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
-from LibMTL_rgb.nonfinite import NonFiniteError
+from LibMTL_rgb.run_errors import check_batchnorm_batch, one_line_errors
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
@@ -54,26 +52,11 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
         add_own_args(parser)
     parser.set_defaults(**defaults)
     declare_ranges(parser, EXAMPLE_RANGES)
-    parser.add_check(_check_example_flags)
+    parser.add_check(check_example_flags)
     if architectures is not None:
-        parser.add_check(lambda parser, params: _check_architecture(parser, params, architectures))
+        parser.add_check(architecture_check(architectures))
     parser.add_check(check_resume)
     return parser
-
-
-def _check_example_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
-    """The example flags' combinations, refused as argparse errors before any data is read."""
-    problem = check_device(params.device)
-    if problem:
-        parser.error(f"argument --device: {problem}")
-    if params.mode == "test" and params.load_path is None:
-        parser.error("--mode test evaluates saved weights: give --load_path (a best.pt file or its directory)")
-
-
-def _check_architecture(parser: argparse.ArgumentParser, params: argparse.Namespace, architectures: Sequence[str]) -> None:
-    if params.arch not in architectures:
-        parser.error(f"argument --arch: {params.arch} cannot fit this example's encoder; "
-                     f"it supports {', '.join(architectures)}")
 
 
 def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:
@@ -108,46 +91,16 @@ def build_trainer(params: argparse.Namespace, task_dict: Mapping[str, Any], enco
 
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
     """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
-    test``: evaluate ``--load_path``. A non-finite step or an unusable checkpoint ends the run
-    with its one-line message (exit code 1), not a traceback."""
-    try:
+    test``: evaluate ``--load_path``. Errors the user can act on end the run with one line
+    (``run_errors.py``)."""
+    with one_line_errors(trainer.save_path):
         if params.mode == "train":
-            _check_batchnorm_batch(trainer, params)
+            check_batchnorm_batch(trainer.model, params.bs)
             if getattr(params, "resume", None):
                 print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
             trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
         else:
             trainer.test(test_loader, epoch=None, mode="test")
-    except (NonFiniteError, CheckpointError, InputDataError) as err:
-        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(err)}") from None
-    except KeyboardInterrupt:
-        _report_interrupt(trainer)
-    except ValueError as err:
-        if "Expected more than 1 value per channel when training" not in str(err):
-            raise
-        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: a training batch of one sample reached "
-                         "a BatchNorm layer, which cannot normalise a single value per channel; choose --bs so that "
-                         "no batch (the last one included) holds a single sample") from None
-
-
-#: Exit code of a run stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
-INTERRUPTED_EXIT_CODE = 130
-
-
-def _report_interrupt(trainer) -> None:
-    """Ctrl-C: one line saying how to continue (the last finished epoch's checkpoint is intact:
-    checkpoints are written atomically), exit code 130."""
-    saved = trainer.save_path and os.path.isfile(os.path.join(trainer.save_path, LAST_CHECKPOINT))
-    how = f"continue with --resume {trainer.save_path}" if saved else "no finished epoch was saved"
-    print(f"{os.path.basename(sys.argv[0]) or 'main.py'}: interrupted; {how}", file=sys.stderr)
-    raise SystemExit(INTERRUPTED_EXIT_CODE)
-
-
-def _check_batchnorm_batch(trainer, params: argparse.Namespace) -> None:
-    """``--bs 1`` cannot train a model with BatchNorm layers: say so before training."""
-    if params.bs == 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trainer.model.modules()):
-        raise SystemExit(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: --bs 1 cannot train this model: its "
-                         "BatchNorm layers need at least 2 samples per batch; use --bs 2 or more")
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:
