@@ -13,12 +13,15 @@ from typing import Any, Optional
 import LibMTL_rgb.architecture  # noqa: F401  (registers the architectures)
 import LibMTL_rgb.weighting  # noqa: F401  (registers the weightings)
 from LibMTL_rgb.libmtl_compat import signature_weight_args
+from LibMTL_rgb.cli_checks import (
+    GENERAL_RANGES, CheckedArgumentParser, check_load_path, check_general_flags, declare_ranges, range_checked_type,
+)
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
 
 
 def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradient balancing (RGB and baselines)") -> argparse.ArgumentParser:
     """A fresh parser with LibMTL's flags plus every registered method's options."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CheckedArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     general = parser.add_argument_group("general")
     general.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="train, or evaluate a saved model (with --load_path)")
     general.add_argument("--seed", type=int, default=0, help="random seed")
@@ -49,6 +52,9 @@ def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradien
 
     _add_method_flags(parser, WEIGHTINGS, "weighting")
     _add_method_flags(parser, ARCHITECTURES, "architecture")
+    declare_ranges(parser, GENERAL_RANGES)  # and, after parsing, the checks of cli_checks.py
+    parser.add_check(check_general_flags)
+    parser.add_check(check_load_path)
     return parser
 
 
@@ -74,7 +80,7 @@ def add_flag(group, hp: Hyperparameter) -> None:
     if isinstance(hp.default, bool):
         group.add_argument(f"--{hp.name}", action=argparse.BooleanOptionalAction, default=hp.default, help=hp.help)
         return
-    kwargs: dict[str, Any] = {"type": _range_checked(hp), "default": hp.default, "help": hp.help}
+    kwargs: dict[str, Any] = {"type": range_checked_type(hp), "default": hp.default, "help": hp.help}
     if hp.range_text() is not None:
         kwargs["help"] = f"{hp.help} ({hp.range_text()})"
     if hp.nargs is not None:
@@ -82,23 +88,6 @@ def add_flag(group, hp: Hyperparameter) -> None:
     if hp.choices is not None:
         kwargs["choices"] = hp.choices
     group.add_argument(f"--{hp.name}", **kwargs)
-
-
-def _range_checked(hp: Hyperparameter):
-    """argparse ``type``: parse with ``hp.value_type()`` and refuse values outside ``hp``'s range
-    (argparse prints ``error: argument --x: ...`` and exits with 2)."""
-    parse = hp.value_type()
-
-    def parse_and_check(text: str):
-        value = parse(text)
-        try:
-            hp.check(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {hp.range_text()}, got {text}") from None
-        return value
-
-    parse_and_check.__name__ = getattr(parse, "__name__", "value")
-    return parse_and_check
 
 
 #: LibMTL's module-level parser (examples may add their own flags to it).
@@ -127,7 +116,7 @@ def prepare_args(params: argparse.Namespace, verbose: bool = True) -> tuple[dict
     weighting_class = WEIGHTINGS.get(params.weighting)
     arch_class = ARCHITECTURES.get(params.arch)
     kwargs = {"weight_args": method_args(params, weighting_class), "arch_args": method_args(params, arch_class)}
-    if params.weighting not in WEIGHTINGS and not kwargs["weight_args"]:  # a class added to the package by name
+    if params.weighting not in WEIGHTINGS.names() and not kwargs["weight_args"]:  # a class added to the package by name
         kwargs["weight_args"] = signature_weight_args(weighting_class, params)
 
     optim_param: dict[str, Any] = {"optim": params.optim, "lr": params.lr, "weight_decay": params.weight_decay}

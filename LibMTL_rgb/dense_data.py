@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from LibMTL_rgb.dense_augment import DenseAugmentation, TargetKind, resize_sample
+from LibMTL_rgb.input_files import InputDataError, load_npy
 
 
 class DatasetFormatError(ValueError):
@@ -92,11 +93,11 @@ class MTANNpyDataset(Dataset):
 
     def _check_sample(self, index: int) -> None:
         name = self.files[index]
-        image = np.load(os.path.join(self.split_dir, "image", name), mmap_mode="r")
+        image = load_npy(os.path.join(self.split_dir, "image", name), mmap_mode="r")
         if image.ndim != 3 or image.shape[-1] != 3:
             raise DatasetFormatError(f"image/{name} has shape {image.shape}; expected H×W×3")
         for task, spec in self.targets.items():
-            array = np.load(os.path.join(self.folders[task], name), mmap_mode="r")
+            array = load_npy(os.path.join(self.folders[task], name), mmap_mode="r")
             expected = image.shape[:2] if spec.kind.is_class_map else (*image.shape[:2], spec.channels)
             shape = array.shape if spec.kind.is_class_map or array.ndim == 3 else (*array.shape, 1)
             if tuple(shape) != tuple(expected):
@@ -110,7 +111,7 @@ class MTANNpyDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         name = self.files[index]
-        image = torch.from_numpy(np.load(os.path.join(self.split_dir, "image", name))).float().permute(2, 0, 1)
+        image = torch.from_numpy(load_npy(os.path.join(self.split_dir, "image", name))).float().permute(2, 0, 1)
         targets = {task: self._load_target(task, name) for task in self.targets}
         if self.img_size is not None:
             image, targets = resize_sample(image, targets, self.img_size, self.label_size)
@@ -119,7 +120,7 @@ class MTANNpyDataset(Dataset):
         return image.contiguous(), {task: t.contiguous() for task, t in targets.items()}
 
     def _load_target(self, task: str, name: str) -> Tensor:
-        array = np.load(os.path.join(self.folders[task], name))
+        array = load_npy(os.path.join(self.folders[task], name))
         if self.targets[task].kind.is_class_map:
             return torch.from_numpy(np.rint(array).astype(np.int64))
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
@@ -138,7 +139,8 @@ def dense_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: in
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if train and len(dataset) < batch_size:
-        raise ValueError(f"the training split has {len(dataset)} samples, fewer than the batch size {batch_size}")
+        raise InputDataError(f"the training split has {len(dataset)} samples, fewer than the batch size {batch_size} "
+                             "(--bs): no full training batch")
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 

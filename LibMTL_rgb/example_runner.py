@@ -9,7 +9,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb.config import make_parser, prepare_args
+from LibMTL_rgb.input_files import install_input_error_hook
+from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
+from LibMTL_rgb.run_errors import check_batchnorm_batch, one_line_errors
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
@@ -41,16 +45,27 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                             "an example may set its own default (QM9: 'loop')")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
+    group.add_argument("--resume", type=str, default=None,
+                       help="continue an interrupted run from its last.pt (the file or its run directory): model, "
+                            "optimiser, scheduler, weighting state, RNG states, history; --epochs may be larger; "
+                            "saves into that run directory unless --save_path is given")
+    group.add_argument("--nonfinite", type=str, default="raise", choices=list(NONFINITE_MODES),
+                       help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
+                            "('raise'), or skip that batch and report how many were skipped ('skip')")
     add_logging_args(parser)
     if add_own_args is not None:
         add_own_args(parser)
     parser.set_defaults(**defaults)
+    declare_ranges(parser, EXAMPLE_RANGES)
+    parser.add_check(check_example_flags)
+    parser.add_check(check_resume)
     return parser
 
 
 def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:
     """Seed, pick the device (``--gpu_id``/``--device``, CPU without CUDA) and prepare the
     Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``."""
+    install_input_error_hook()  # unreadable data files: one error line naming the file
     set_random_seed(params.seed)
     if params.device is None:
         set_device(params.gpu_id)
@@ -58,6 +73,7 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
     kwargs["amp"] = params.amp
+    kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs.update(logging_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
@@ -100,13 +116,17 @@ def refuse_archs(parser: argparse.ArgumentParser, unsupported: Mapping[str, str]
 
 
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
-    """``--mode train``: train and evaluate each epoch; ``--mode test``: evaluate ``--load_path``."""
-    if params.mode == "train":
-        trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
-    else:
-        if params.load_path is None:
-            raise SystemExit("--mode test needs --load_path (a best.pt file or its directory)")
-        trainer.test(test_loader, epoch=None, mode="test")
+    """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
+    test``: evaluate ``--load_path``. Errors the user can act on end the run with one line
+    (``run_errors.py``)."""
+    with one_line_errors(trainer.save_path):
+        if params.mode == "train":
+            check_batchnorm_batch(trainer.model, params.bs)
+            if getattr(params, "resume", None):
+                print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
+            trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
+        else:
+            trainer.test(test_loader, epoch=None, mode="test")
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

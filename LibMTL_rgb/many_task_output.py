@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from LibMTL_rgb.cli_checks import check_output_dir
 from LibMTL_rgb.example_runner import run
 from LibMTL_rgb.trainer import HISTORY_CSV
 
@@ -31,6 +32,9 @@ def ensure_save_path(example: str, params: argparse.Namespace) -> None:
     per-task table goes."""
     if params.save_path is None:
         params.save_path = default_save_path(example, params)
+        problem = check_output_dir(params.save_path)
+        if problem:
+            raise SystemExit(f"{example}: cannot write the default --save_path: {problem}")
     table = HISTORY_CSV if params.mode == "train" else TEST_CSV
     print(f"Per-task results of every evaluation: {os.path.join(params.save_path, table)}")
 

@@ -7,6 +7,7 @@ command-line flags and ``prepare_args`` collects the chosen method's values into
 """
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -93,6 +94,10 @@ class Registry:
         """Resolve a registered name (or pass a class through). Unknown names list the known ones."""
         if isinstance(name_or_class, type):
             return name_or_class
+        try:
+            return self._classes[name_or_class]
+        except KeyError:
+            raise ValueError(unknown_name_message(self.kind, name_or_class, self.names())) from None
         found = self._classes.get(name_or_class) or self._from_package(name_or_class)
         if found is None:
             known = ", ".join(self.names())
@@ -114,7 +119,16 @@ class Registry:
         return sorted(self._classes.items())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._classes
+        return name in self._classes or (isinstance(name, str) and self._from_package(name) is not None)
+
+
+def unknown_name_message(kind: str, name: str, known: Sequence[str]) -> str:
+    """``unknown weighting 'rgb' (did you mean 'RGB'?); known weightings: ...`` (the suggestion:
+    the closest known name, ignoring case, by ``difflib``)."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(known)}"
 
 
 WEIGHTINGS = Registry("weighting")

@@ -11,8 +11,13 @@ from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_save
 from LibMTL_rgb.batch_format import check_labels
+from LibMTL_rgb.checkpoint import (
+    BEST_CHECKPOINT, LAST_CHECKPOINT, check_compatible, grow_loss_buffer, load_model_state, read_model_weights,
+    read_training_state, run_metadata, with_metadata,
+)
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
+from LibMTL_rgb.nonfinite import NonFiniteGuard, restore_losses, snapshot_losses
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
 from LibMTL_rgb.utils import count_parameters, resolve_device
@@ -32,8 +37,6 @@ SCHEDULERS = {
     "cos": torch.optim.lr_scheduler.CosineAnnealingLR,
     "reduce": torch.optim.lr_scheduler.ReduceLROnPlateau,
 }
-BEST_CHECKPOINT = "best.pt"
-LAST_CHECKPOINT = "last.pt"
 HISTORY_CSV = "history.csv"
 
 
@@ -91,7 +94,10 @@ class Trainer(nn.Module):
             logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
             ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too;
             ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses);
-            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop').
+            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop');
+            ``nonfinite``: 'raise' (default: stop at the first non-finite loss/gradient) or
+            'skip' (skip such batches, see ``nonfinite.py``); ``command``: the command line
+            recorded in the checkpoints' metadata (default ``sys.argv``).
     """
 
     def __init__(
@@ -131,6 +137,8 @@ class Trainer(nn.Module):
         # dtype and RGB's inner math runs in float32/float64 whatever the autocast dtype.
         self.amp = bool(kwargs.pop("amp", False))
         grad_method = kwargs.pop("grad_method", None)
+        self.nonfinite = NonFiniteGuard(kwargs.pop("nonfinite", "raise"))
+        self.metadata = run_metadata(weighting, architecture, self.task_name, kwargs.pop("command", None))
 
         self.model = build_mtl_model(
             weighting, architecture, self.task_name, encoder_class, decoders,
@@ -264,8 +272,8 @@ class Trainer(nn.Module):
         if train_batch == 0:
             raise ValueError("the training dataloader is empty")
         self.batch_weight = np.zeros([self.task_num, epochs, train_batch])
-        if getattr(self.model, "train_loss_buffer", None) is None or self.model.train_loss_buffer.shape[1] != epochs:
-            self.model.train_loss_buffer = np.zeros([self.task_num, epochs])
+        # per-epoch training losses (DWA's input); a resumed history is kept and grown to ``epochs``
+        self.model.train_loss_buffer = grow_loss_buffer(getattr(self.model, "train_loss_buffer", None), self.task_num, epochs)
         self.model.epochs = epochs
         self.meter.has_val = val_dataloaders is not None
         bilevel = BilevelLoop.for_trainer(self, train_dataloaders)  # None unless MOML / FORUM / AutoLambda
@@ -274,20 +282,23 @@ class Trainer(nn.Module):
             self.model.train()
             self.meter.record_time("begin")
             weights = []
-            for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
+            self.nonfinite.start_epoch()
+            for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
                 if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
                     weights.append(bilevel.step(train_loader))
                     continue
+                loss_sums = snapshot_losses(self.meter.losses) if self.nonfinite.mode == "skip" else None
                 train_losses = self._forward_samples(train_loader)
                 self.optimizer.zero_grad(set_to_none=False)
-                if self.run_logger is not None:
-                    self.run_logger.before_backward(train_losses[-1] if isinstance(train_losses, tuple) else train_losses)
-                w = self.model.backward(train_losses, **self.kwargs["weight_args"])
-                if self.run_logger is not None:
-                    self.run_logger.after_backward()
+                finite, w = self._checked_backward(train_losses, epoch, batch)
+                if not finite:  # --nonfinite skip: no update, the batch's losses not counted
+                    restore_losses(loss_sums)
+                    continue
                 weights.append(w)
                 self.optimizer.step()
             self._store_weights(weights, epoch)
+            if self.nonfinite.epoch_report(epoch):
+                print(self.nonfinite.epoch_report(epoch))
             self.meter.record_time("end")
             self.meter.get_score()
             self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
@@ -311,8 +322,34 @@ class Trainer(nn.Module):
         if self.run_logger is not None:
             self.run_logger.close(self.meter.history, self.meter.best_result.get("epoch"), self.task_name)
         self.meter.display_best_result()
+        if self.nonfinite.skipped:
+            print(f"Skipped {self.nonfinite.skipped} training batch(es) with non-finite losses/gradients in all")
         if return_weight:
             return self.batch_weight
+
+    def _checked_backward(self, losses: torch.Tensor, epoch: int, batch: int):
+        """``(finite, weights)``: the weighting's ``backward`` between the non-finite checks of
+        the losses and of the gradients (``nonfinite.py``); raises in 'raise' mode. ``losses``:
+        ``[T]``, or a tuple of such vectors for a weighting that takes several batches a step."""
+        last = losses[-1] if isinstance(losses, tuple) else losses
+        # several batches: a task's losses summed (a non-finite one keeps the sum non-finite)
+        problem = self.nonfinite.losses_problem(torch.stack(losses).sum(0) if isinstance(losses, tuple) else losses,
+                                                self.task_name)
+        w = None
+        if problem is None:
+            if self.run_logger is not None:
+                self.run_logger.before_backward(last)
+            try:
+                w = self.model.backward(losses, **self.kwargs["weight_args"])
+            except FloatingPointError as err:  # a weighting's own per-task gradient check
+                problem = str(err)
+            if problem is None and self.run_logger is not None:
+                self.run_logger.after_backward()
+            problem = problem or self.nonfinite.gradients_problem(self.model, self.task_name)
+        if problem is not None:
+            self.nonfinite.handle(problem, epoch, batch)
+            return False, None
+        return True, w
 
     def _store_weights(self, weights: list, epoch: int) -> None:
         for index, w in enumerate(weights):
@@ -344,9 +381,10 @@ class Trainer(nn.Module):
     def _save_epoch(self, epoch: int) -> None:
         if self.save_path is None:
             return
+        self.nonfinite.check_parameters(self.model, epoch)  # never a NaN best.pt/last.pt
         os.makedirs(self.save_path, exist_ok=True)
         if self.meter.best_result["epoch"] == epoch:
-            atomic_save(self.model.state_dict(), os.path.join(self.save_path, BEST_CHECKPOINT))
+            atomic_save(with_metadata(self.model.state_dict(), self.metadata), os.path.join(self.save_path, BEST_CHECKPOINT))
         atomic_save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
         self.meter.write_csv(os.path.join(self.save_path, HISTORY_CSV))
         write_run_summary(os.path.join(self.save_path, SUMMARY_JSON), self.task_dict, self.meter.best_result,
@@ -356,6 +394,7 @@ class Trainer(nn.Module):
         """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
         return {
             "epoch": epoch,
+            "metadata": self.metadata,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -363,19 +402,19 @@ class Trainer(nn.Module):
             "base_result": self.meter.base_result,
             "history": self.meter.history,
             "train_loss_buffer": getattr(self.model, "train_loss_buffer", None),
+            "nonfinite_skipped": self.nonfinite.skipped,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(),
         }
 
     def resume(self, path: str) -> int:
-        """Load a ``last.pt`` (file or its directory); ``train`` then continues after its epoch."""
-        if os.path.isdir(path):
-            path = os.path.join(path, LAST_CHECKPOINT)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
+        """Load a ``last.pt`` (file or its directory); ``train`` then continues after its epoch.
+        A file that is not a training state, or one of another weighting/architecture/task set,
+        raises ``checkpoint.CheckpointError`` saying so."""
+        state = read_training_state(path, self.device)
+        check_compatible(state.get("metadata"), self.metadata, state["path"])
+        load_model_state(self.model, state["model"], state["path"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -383,6 +422,7 @@ class Trainer(nn.Module):
         self.meter.base_result = state["base_result"]
         self.meter.history = list(state["history"])
         self.model.train_loss_buffer = state["train_loss_buffer"]
+        self.nonfinite.skipped = int(state.get("nonfinite_skipped", 0))
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -391,15 +431,11 @@ class Trainer(nn.Module):
         return self.start_epoch
 
     def load_weights(self, path: str) -> None:
-        """Load model weights from a file or from ``best.pt`` in a directory."""
-        if os.path.isdir(path):
-            path = os.path.join(path, BEST_CHECKPOINT)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model weights at {path} (expected a .pt file or a directory with {BEST_CHECKPOINT})")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if isinstance(state, dict) and "model" in state and "optimizer" in state:
-            state = state["model"]
-        self.model.load_state_dict(state)
+        """Load model weights from a file or from ``best.pt`` in a directory (one
+        ``checkpoint.CheckpointError`` naming what differs when they do not fit)."""
+        state, metadata, path = read_model_weights(path, self.device)
+        check_compatible(metadata, self.metadata, path)
+        load_model_state(self.model, state, path)
 
 
 def _to_device(value, device: torch.device):

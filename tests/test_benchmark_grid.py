@@ -166,6 +166,7 @@ def test_tiny_grid_end_to_end_resumes_and_renders(tmp_path):
     os.remove(gone)
     rerun = grid.run_grid(specs, out, env=env)
     assert [r["run_id"] for r in rerun] == [specs[3].run_id] and rerun[0]["status"] == "ok"
+    assert rerun[0]["command"][-2:] == ["--resume", os.path.join(grid.run_dir(out, specs[3]), "last.pt")]
     assert {s.run_id: os.path.getmtime(grid.result_path(out, s)) for s in specs[:3]} == kept
     # the same seed and settings give the same result
     assert rerun[0]["best"] == records[3]["best"]

@@ -52,10 +52,14 @@ def test_sgd_gets_momentum():
 
 
 def test_unknown_method_names_are_clear_errors():
+    params = parse()
+    params.weighting = "XYZ"  # past the parser's own check (tests/test_cli_validation.py)
     with pytest.raises(ValueError, match="unknown weighting 'XYZ'; known weightings: .*RGB"):
-        prepare_args(parse("--weighting", "XYZ"), verbose=False)
-    with pytest.raises(ValueError, match="unknown architecture 'XYZ'; known architectures: .*HPS"):
-        prepare_args(parse("--arch", "XYZ"), verbose=False)
+        prepare_args(params, verbose=False)
+    params = parse()
+    params.arch = "hsp"
+    with pytest.raises(ValueError, match="unknown architecture 'hsp' \\(did you mean 'HPS'\\?\\); known architectures: .*HPS"):
+        prepare_args(params, verbose=False)
 
 
 def test_bad_flag_values_exit(capsys):

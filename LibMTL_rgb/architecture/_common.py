@@ -16,7 +16,7 @@ IMG_SIZE = Hyperparameter(
     "img_size", None,
     "size of one input sample, e.g. 3 288 384 (MMoE, CGC, PLE, DSelect_k: sizes the gates, which "
     "read the flattened input; MTAN: optional probe size to infer channel counts)",
-    type=int, nargs="+",
+    type=int, nargs="+", minimum=1,
 )
 #: Spatial size of the probe image when MTAN infers its channel counts without ``img_size``.
 DEFAULT_PROBE_SIDE = 64

@@ -69,8 +69,8 @@ class DSelect_k(MMoE):
     """
 
     hyperparameters = (
-        Hyperparameter("num_nonzeros", DEFAULT_NUM_NONZEROS, "DSelect_k: number of experts each task selects (k)"),
-        Hyperparameter("kgamma", DEFAULT_KGAMMA, "DSelect_k: γ, the width of the smooth-step function"),
+        Hyperparameter("num_nonzeros", DEFAULT_NUM_NONZEROS, "DSelect_k: number of experts each task selects (k)", minimum=1),
+        Hyperparameter("kgamma", DEFAULT_KGAMMA, "DSelect_k: γ, the width of the smooth-step function", minimum=0.0, exclusive_minimum=True),
     )
 
     def _make_gate(self, in_features: int, num_experts: int) -> nn.Module:

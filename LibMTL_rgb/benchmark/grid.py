@@ -8,8 +8,8 @@ Layout under the output directory ``OUT``::
     OUT/results/<run_id>.json   config, status, wall time, peak memory, per-epoch history,
                             best result, diagnostics summary (see :func:`run_one`)
 
-A run whose JSON exists is skipped, so an interrupted grid resumes where it stopped; a failed
-run is recorded (status ``failed`` with the tail of its stderr) and the grid goes on.
+A run whose JSON exists is skipped, so an interrupted grid resumes where it stopped (a run cut
+off midway continues from its ``last.pt`` with ``--resume``); a failed run is recorded (status ``failed`` with the tail of its stderr) and the grid goes on.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_write_json
+from LibMTL_rgb.checkpoint import LAST_CHECKPOINT
 
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
@@ -162,10 +163,13 @@ def result_path(out_dir: str, spec: RunSpec) -> str:
 
 
 # ---------------------------------------------------------------- one run
-def _spawn(cmd: list[str], stdout_path: str, stderr_path: str, env: dict, timeout: Optional[float]) -> tuple[int, Optional[float], bool]:
-    """Run ``cmd``; ``(exit code, peak RSS of the child in MiB or None, timed out)``."""
+def _spawn(cmd: list[str], stdout_path: str, stderr_path: str, env: dict, timeout: Optional[float],
+           append: bool = False) -> tuple[int, Optional[float], bool]:
+    """Run ``cmd``; ``(exit code, peak RSS of the child in MiB or None, timed out)``. The logs
+    are streams (not atomic files); ``append`` keeps an interrupted attempt's lines."""
     timed_out = threading.Event()
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+    mode = "ab" if append else "wb"
+    with open(stdout_path, mode) as out, open(stderr_path, mode) as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
 
         def kill() -> None:
@@ -255,15 +259,20 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
     save_path = run_dir(out_dir, spec)
     os.makedirs(save_path, exist_ok=True)
     cmd = spec.command(save_path, python)
+    resume_from = os.path.join(save_path, LAST_CHECKPOINT)
+    resuming = os.path.isfile(resume_from)
+    if resuming:  # an interrupted run continues after its last finished epoch
+        cmd += ["--resume", resume_from]
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.setdefault("TQDM_DISABLE", "1")  # keep the stderr tail readable
     stderr_path = os.path.join(save_path, "stderr.log")
     started = time.time()
     t0 = time.perf_counter()
-    code, peak_rss, timed_out = _spawn(cmd, os.path.join(save_path, "stdout.log"), stderr_path, child_env, timeout)
+    code, peak_rss, timed_out = _spawn(cmd, os.path.join(save_path, "stdout.log"), stderr_path, child_env, timeout,
+                                       append=resuming)
     wall = time.perf_counter() - t0
-    if code == -signal.SIGINT:  # Ctrl-C: leave no result, so the run starts again on resume
+    if code in (-signal.SIGINT, 130):  # Ctrl-C (130: an example's clean exit): no result, the run continues on resume
         raise KeyboardInterrupt(f"run {spec.run_id} was interrupted")
     summary = _read_json(os.path.join(save_path, "summary.json"))
     record: dict[str, Any] = {

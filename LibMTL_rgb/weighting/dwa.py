@@ -32,7 +32,7 @@ class DWA(LossWeighting):
     Trainer's ``train_loss_buffer`` and ``epoch`` (which the Trainer saves and restores, so
     DWA needs no state of its own). Outside a Trainer (no buffer) the weights are ones."""
 
-    hyperparameters = (Hyperparameter("T", 2.0, "DWA: temperature τ of the softmax over loss ratios"),)
+    hyperparameters = (Hyperparameter("T", 2.0, "DWA: temperature τ of the softmax over loss ratios", minimum=0.0, exclusive_minimum=True),)
 
     def backward(self, losses: Tensor, T: float = 2.0, **kwargs) -> np.ndarray:
         weights = dwa_weights(len(losses), getattr(self, "train_loss_buffer", None), getattr(self, "epoch", None), T)

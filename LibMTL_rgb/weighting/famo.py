@@ -39,8 +39,8 @@ class FAMO(LossWeighting):
     """
 
     hyperparameters = (
-        Hyperparameter("FAMO_w_lr", 0.025, "FAMO: learning rate of the task-weight logits"),
-        Hyperparameter("FAMO_w_gamma", 1e-3, "FAMO: weight decay γ of the task-weight logits"),
+        Hyperparameter("FAMO_w_lr", 0.025, "FAMO: learning rate of the task-weight logits", minimum=0.0, exclusive_minimum=True),
+        Hyperparameter("FAMO_w_gamma", 1e-3, "FAMO: weight decay γ of the task-weight logits", minimum=0.0),
     )
 
     def init_param(self) -> None:

@@ -111,7 +111,7 @@ class GradDrop(TorchJDAggregation):
     gradients only)."""
 
     supports_rep_grad = False
-    hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ in [0, 1] of every task's gradient through the sign mask"),)
+    hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ of every task's gradient through the sign mask", minimum=0.0, maximum=1.0),)
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         leak = float(options["leak"])
@@ -155,7 +155,7 @@ class CAGrad(TorchJDAggregation):
     ``1 + c²`` (``--rescale 1``), ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
 
     hyperparameters = (
-        Hyperparameter("calpha", 0.5, "CAGrad: radius c of the ball around the mean gradient"),
+        Hyperparameter("calpha", 0.5, "CAGrad: radius c of the ball around the mean gradient", minimum=0.0),
         Hyperparameter("rescale", 1, "CAGrad: divide the direction by 1 (0), 1+c² (1) or 1+c (2)", choices=(0, 1, 2)),
     )
 
@@ -195,9 +195,9 @@ class Nash_MTL(TorchJDAggregation):
     ``nash_prev_alpha`` and ``nash_step``."""
 
     hyperparameters = (
-        Hyperparameter("update_weights_every", 1, "Nash_MTL: recompute the weights every this many steps"),
-        Hyperparameter("optim_niter", 20, "Nash_MTL: iterations of the bargaining solver"),
-        Hyperparameter("max_norm", 1.0, "Nash_MTL: clip the norm of the update to this (0 disables)"),
+        Hyperparameter("update_weights_every", 1, "Nash_MTL: recompute the weights every this many steps", minimum=1),
+        Hyperparameter("optim_niter", 20, "Nash_MTL: iterations of the bargaining solver", minimum=1),
+        Hyperparameter("max_norm", 1.0, "Nash_MTL: clip the norm of the update to this (0 disables)", minimum=0.0),
     )
 
     def init_param(self) -> None:
@@ -228,7 +228,7 @@ class Nash_MTL(TorchJDAggregation):
 class FairGrad(TorchJDAggregation):
     """FairGrad (Ban & Ji, ICML 2024): α-fair allocation, ``Gᵀ G w = w^{−1/α}``."""
 
-    hyperparameters = (Hyperparameter("FairGrad_alpha", 1.0, "FairGrad: fairness exponent α (1 = proportional fairness)"),)
+    hyperparameters = (Hyperparameter("FairGrad_alpha", 1.0, "FairGrad: fairness exponent α (1 = proportional fairness)", minimum=0.0, exclusive_minimum=True),)
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return FairGradAggregator(alpha=options["FairGrad_alpha"])
@@ -260,8 +260,8 @@ def _quadprog_projector(options: dict[str, Any], prefix: str) -> QuadprogProject
 
 def _projector_hyperparameters(prefix: str) -> tuple[Hyperparameter, ...]:
     return (
-        Hyperparameter(f"{prefix}_norm_eps", 1e-4, f"{prefix}: ε added when normalising the Gramian"),
-        Hyperparameter(f"{prefix}_reg_eps", 1e-4, f"{prefix}: ε added to the Gramian's diagonal (positive definiteness)"),
+        Hyperparameter(f"{prefix}_norm_eps", 1e-4, f"{prefix}: ε added when normalising the Gramian", minimum=0.0),
+        Hyperparameter(f"{prefix}_reg_eps", 1e-4, f"{prefix}: ε added to the Gramian's diagonal (positive definiteness)", minimum=0.0),
     )
 
 

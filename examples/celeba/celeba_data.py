@@ -14,10 +14,10 @@ import os
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from LibMTL_rgb.input_files import open_image
 from LibMTL_rgb.task_columns import TaskColumnLoader
 
 NUM_ATTRIBUTES = 40
@@ -123,8 +123,8 @@ class CelebA(Dataset):
         return len(self.files)
 
     def __getitem__(self, item: int) -> tuple[Tensor, Tensor]:
-        with Image.open(os.path.join(self.image_dir, self.files[item])) as image:
-            return self.transform(image.convert("RGB")), self.labels[item]
+        image = open_image(os.path.join(self.image_dir, self.files[item]), "RGB")
+        return self.transform(image), self.labels[item]
 
 
 def celeba_loaders(

@@ -45,6 +45,7 @@ from labels import INSTANCE_BASE, thing_label_ids, train_id_lookup
 from LibMTL_rgb import example_runner
 from LibMTL_rgb.dense_augment import CLASS_MAP, DEPTH, DISPARITY, OFFSET_YX, DenseAugmentation
 from LibMTL_rgb.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
+from LibMTL_rgb.input_files import open_image
 
 # --------------------------------------------------------------------- 2 tasks (MTAN)
 MTAN_CLASSES = 7
@@ -172,9 +173,9 @@ class CityscapesOfficial(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         stem = self.stems[index]
-        label_ids = np.asarray(Image.open(self._path(stem, LABEL_SUFFIX)))
-        instance_ids = np.asarray(Image.open(self._path(stem, INSTANCE_SUFFIX)))
-        raw_disparity = np.asarray(Image.open(self._path(stem, DISPARITY_SUFFIX)))
+        label_ids = np.asarray(open_image(self._path(stem, LABEL_SUFFIX)))
+        instance_ids = np.asarray(open_image(self._path(stem, INSTANCE_SUFFIX)))
+        raw_disparity = np.asarray(open_image(self._path(stem, DISPARITY_SUFFIX)))
         if not label_ids.shape == instance_ids.shape == raw_disparity.shape:
             raise DatasetFormatError(
                 f"{stem}: labelIds {label_ids.shape}, instanceIds {instance_ids.shape} and disparity "
@@ -193,7 +194,7 @@ class CityscapesOfficial(Dataset):
         return image, targets
 
     def _image(self, stem: str) -> Tensor:
-        picture = Image.open(self._path(stem, IMAGE_SUFFIX)).convert("RGB")
+        picture = open_image(self._path(stem, IMAGE_SUFFIX), "RGB")
         picture = picture.resize((self.img_size[1], self.img_size[0]), Image.BILINEAR)
         image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

@@ -28,6 +28,9 @@ DEFAULTS = dict(
 )
 
 
+#: The encoder gets a PyG batch of molecules: no image to gate on (MMoE, CGC, PLE, DSelect_k),
+
+
 def add_qm9_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("qm9")
     group.add_argument("--target", type=int, nargs="+", default=list(DEFAULT_TARGETS),

@@ -104,6 +104,11 @@ def read_qm9(root: str) -> QM9:
     except FileNotFoundError:
         raise
     except Exception as err:  # PyG's reader fails in many ways on a foreign file
+        cache = os.path.join(root, PROCESSED_FILE)
+        if os.path.exists(cache):
+            raise ValueError(f"could not read PyG's processed cache {cache} ({type(err).__name__}: {err}); it is "
+                             f"probably corrupt or from another PyG version: delete {os.path.dirname(cache)} and run "
+                             f"again (it is rebuilt from {RAW_FILE})") from None
         raise ValueError(f"could not read QM9 at {root} ({type(err).__name__}: {err}); is it PyG's qm9_v3.pt?") from err
     for key, columns, what in (("y", NUM_PYG_TARGETS, "molecules"), ("x", NUM_NODE_FEATURES, "atoms")):
         value = getattr(dataset, key, None)

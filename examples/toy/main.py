@@ -20,12 +20,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from LibMTL_rgb.checkpoint import CheckpointError
+from LibMTL_rgb.cli_checks import check_device, check_output_dir, declare_ranges
 from LibMTL_rgb.config import make_parser, method_args, prepare_args
-from LibMTL_rgb.registry import WEIGHTINGS
+from LibMTL_rgb.nonfinite import NonFiniteError
+from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.utils import resolve_device
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from toy_plot import plot_runs  # noqa: E402
+from toy_checkpoint import load_toy_progress, save_toy_progress, toy_settings  # noqa: E402
+from toy_plot import plot_runs, plot_format_problem  # noqa: E402
 from toy_problem import DEFAULT_LOSS_SHIFT, DEFAULT_SCALE, START_SETS, parse_starts  # noqa: E402
 from toy_results import DEFAULT_EVAL_POINTS, save_toy_results  # noqa: E402
 from toy_run import (  # noqa: E402
@@ -35,6 +39,9 @@ from toy_run import (  # noqa: E402
 #: ``--dtype`` choices.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: LibMTL flags that have no meaning for the toy (kept so the flag set stays LibMTL's).
+#: Ranges of the toy's own flags.
+TOY_RANGES = (Hyperparameter("steps", 1, "", minimum=1), Hyperparameter("eval_points", 1, "", minimum=1),
+              Hyperparameter("scale", 1.0, "", minimum=0.0, exclusive_minimum=True))
 UNUSED_FLAGS = ("mode", "gpu_id", "multi_input", "load_path", "scheduler", "milestones",
                 "step_size", "gamma", "T_max", "eta_min", "patience", "min_lr")
 
@@ -67,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--eval_points", type=int, default=DEFAULT_EVAL_POINTS,
                      help="with --save_path: evaluation points along the run written to history.csv, one 'epoch' "
                           "each, every steps/N optimiser steps (the last one at the end)")
+    toy.add_argument("--resume", type=str, default=None,
+                     help="continue a run from its last.pt (or the --save_path holding it): the finished starts are "
+                          "kept, the others run (same flags needed); writes into --save_path (default: that directory)")
     parser.set_defaults(weighting="RGB", lr=DEFAULT_TOY_LR, weight_decay=0.0)
+    declare_ranges(parser, TOY_RANGES)
     for action in parser._actions:
         if action.dest in UNUSED_FLAGS:
             action.help = f"(not used by the toy) {action.help}"
@@ -93,20 +104,38 @@ def _weightings(params: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _check_supported(params: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if params.steps < 1:
-        parser.error(f"--steps must be >= 1, got {params.steps}")
     if params.arch != "HPS":
         parser.error(f"the toy's shared parameter is the point x itself, so only --arch HPS applies, got {params.arch}")
     if params.mode != "train" or params.multi_input or params.scheduler is not None or params.load_path:
         parser.error("the toy supports none of --mode test, --multi_input, --scheduler, --load_path")
     if params.save_path and params.compare:
         parser.error("--save_path records one weighting: use --weighting, not --compare")
-    if params.eval_points < 1:
-        parser.error(f"--eval_points must be >= 1, got {params.eval_points}")
+    problem = check_device(params.device)
+    if problem:
+        parser.error(f"argument --device: {problem}")
+    if params.resume:
+        if params.compare:
+            parser.error("--resume continues one weighting's run: use --weighting, not --compare")
+        params.save_path = params.save_path or (params.resume if os.path.isdir(params.resume) else os.path.dirname(params.resume))
+    params.out = _output_file(params, parser)
     try:
         params.start_points = parse_starts(params.starts)
     except ValueError as err:
         parser.error(str(err))
+
+
+def _output_file(params: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The PNG (or other matplotlib format) to write: ``--out`` (inside it when it is a
+    directory), else the default name (inside ``--save_path`` when given); refused early when
+    matplotlib cannot write its extension or its directory is not writable."""
+    default = "toy_compare.png" if params.compare else f"toy_{params.weighting}.png"
+    out = params.out or (os.path.join(params.save_path, default) if params.save_path else default)
+    if os.path.isdir(out):
+        out = os.path.join(out, default)
+    problem = plot_format_problem(out) or check_output_dir(os.path.dirname(out))
+    if problem:
+        parser.error(f"argument --out: {problem}")
+    return out
 
 
 def print_runs(name: str, runs: Sequence[ToyRun], weight_args: dict) -> None:
@@ -143,21 +172,38 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, list[ToyRun]]:
     results: dict[str, list[ToyRun]] = {}
     for name in names:
         weight_args = method_args(params, WEIGHTINGS.get(name))
-        results[name] = optimize_from_starts(
-            name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
-            scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
-            dtype=DTYPES[params.dtype], seed=params.seed,
-        )
+        settings = toy_settings(params, optim_param, weight_args)
+        done = _resumed_runs(params, parser, settings)
+        record = (lambda runs: save_toy_progress(params.save_path, settings, runs)) if params.save_path else None
+        try:
+            results[name] = optimize_from_starts(
+                name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
+                scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
+                dtype=DTYPES[params.dtype], seed=params.seed, done=done, on_run=record,
+            )
+        except NonFiniteError as err:  # one line, no traceback (finished starts stay in last.pt)
+            raise SystemExit(f"{parser.prog}: error: {err}") from None
         print_runs(name, results[name], weight_args)
-    out = params.out or ("toy_compare.png" if params.compare else f"toy_{names[0]}.png")
+    out = params.out
     if params.save_path:
         rows = save_toy_results(params.save_path, results[names[0]], front, params.eval_points, device)
-        out = params.out or os.path.join(params.save_path, out)
     plot_runs(results, front, params.scale, out)
     print(f"\nSaved the trajectories to {out}")
     if params.save_path:
         print(f"Saved history.csv ({len(rows)} evaluation points) and summary.json to {params.save_path}")
     return results
+
+
+def _resumed_runs(params: argparse.Namespace, parser: argparse.ArgumentParser, settings: dict) -> list[ToyRun]:
+    """The finished starts of ``--resume`` (none without it)."""
+    if not params.resume:
+        return []
+    try:
+        done = load_toy_progress(params.resume, settings)
+    except CheckpointError as err:
+        parser.error(f"argument --resume: {err}")
+    print(f"Resuming: {len(done)} of {len(params.start_points)} starts already finished in {params.resume}")
+    return done
 
 
 if __name__ == "__main__":

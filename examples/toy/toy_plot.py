@@ -5,7 +5,8 @@ legend on the figure says what every colour and marker means. matplotlib is impo
 a figure is drawn (``--help`` does not need it)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import os
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +66,18 @@ def _legend_handles() -> list:
         Line2D([], [], color=FRONT_COLOR, linewidth=4, label="Pareto front (top) / Pareto set (bottom)"),
         Line2D([], [], color=colormaps["viridis"](0.5), linewidth=1, label="contours of (f1 + f2) / 2, purple low to yellow high (bottom)"),
     ]
+
+
+def plot_format_problem(path: str) -> Optional[str]:
+    """None when matplotlib can write ``path``'s format (its extension), else why not."""
+    from matplotlib.figure import Figure
+
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    supported = Figure().canvas.get_supported_filetypes()
+    if extension not in supported:
+        return (f"{path}: matplotlib cannot write {'files without an extension' if not extension else '.' + extension}; "
+                f"use one of {', '.join('.' + e for e in sorted(supported))}")
+    return None
 
 
 def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale: float, path: str) -> str:

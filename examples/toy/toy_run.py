@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from LibMTL_rgb.nonfinite import NonFiniteError, NonFiniteGuard
 from LibMTL_rgb.trainer import OPTIMIZERS, build_mtl_model
 from LibMTL_rgb.utils import set_random_seed
 
@@ -101,6 +102,7 @@ def optimize_toy(
     set_random_seed(seed)
     model = build_toy_model(weighting, start, scale, device, rep_grad, shift, dtype)
     optimizer = make_optimizer(model, optim_param)
+    guard = NonFiniteGuard()  # the Trainer's checks: no silent NaN path
     model.epochs = steps
     model.train_loss_buffer = np.zeros([len(TASKS), steps])
     point = model.encoder.x
@@ -114,7 +116,12 @@ def optimize_toy(
         out = model(None)
         losses = torch.stack([out[task] for task in TASKS])
         optimizer.zero_grad(set_to_none=False)
-        model.backward(losses, **weight_args)
+        problem = guard.losses_problem(losses, TASKS)
+        if problem is None:
+            model.backward(losses, **weight_args)
+            problem = guard.gradients_problem(model, TASKS)
+        if problem is not None:
+            raise NonFiniteError(f"{weighting}: {problem} at step {step} from start {tuple(start)}")
         optimizer.step()
         model.train_loss_buffer[:, step] = losses.detach().cpu().numpy()
         path[step + 1] = point.detach().cpu().numpy()
@@ -129,9 +136,17 @@ def optimize_toy(
 
 def optimize_from_starts(
     weighting: str, starts: Sequence[Sequence[float]], steps: int, front: ParetoFront,
-    show_progress: bool = True, **options: Any,
+    show_progress: bool = True, done: Sequence[ToyRun] = (),
+    on_run: Optional[Callable[[list[ToyRun]], None]] = None, **options: Any,
 ) -> list[ToyRun]:
-    """:func:`optimize_toy` from every start, under one tqdm bar (``options`` are passed on)."""
-    with tqdm(total=steps * len(starts), desc=f"{weighting} toy", disable=not show_progress,
-              dynamic_ncols=True, leave=False) as bar:
-        return [optimize_toy(weighting, start, steps, front=front, progress=bar, **options) for start in starts]
+    """:func:`optimize_toy` from every start, under one tqdm bar (``options`` are passed on).
+    ``done``: runs of the first starts already finished (a resumed run; each start is seeded
+    afresh, so the rest ends as an uninterrupted run); ``on_run(runs)`` is called after each."""
+    runs = list(done)
+    with tqdm(total=steps * len(starts), initial=steps * len(runs), desc=f"{weighting} toy",
+              disable=not show_progress, dynamic_ncols=True, leave=False) as bar:
+        for start in starts[len(runs):]:
+            runs.append(optimize_toy(weighting, start, steps, front=front, progress=bar, **options))
+            if on_run is not None:
+                on_run(runs)
+    return runs

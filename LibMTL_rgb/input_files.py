@@ -1,0 +1,82 @@
+"""Reading the examples' data files with errors that name the file.
+
+A truncated ``.npy`` or an unreadable image otherwise fails deep inside NumPy or PIL (often in
+a DataLoader worker) with a message that does not say which file is broken. Here each read
+raises :class:`CorruptInputError` naming the file and what to do. The examples report every
+:class:`InputDataError` as one ``error:`` line (:func:`install_input_error_hook`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["InputDataError", "CorruptInputError", "load_npy", "open_image", "install_input_error_hook"]
+
+
+class InputDataError(ValueError):
+    """The user's data cannot be used as it is (reported without a traceback by the examples)."""
+
+
+class CorruptInputError(InputDataError):
+    """A data file that exists but cannot be read."""
+
+
+def load_npy(path: str, mmap_mode: Optional[str] = None) -> np.ndarray:
+    """``np.load(path)``; a truncated or foreign file raises :class:`CorruptInputError`."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as err:
+        raise CorruptInputError(
+            f"{path}: not a readable .npy file ({_first_line(err)}); it is probably truncated or damaged: "
+            "re-create or re-download it") from None
+
+
+def open_image(path: str, mode: Optional[str] = None):
+    """The decoded PIL image at ``path`` (converted to ``mode`` when given); an unreadable or
+    truncated file raises :class:`CorruptInputError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert(mode) if mode else image.copy()
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptInputError(
+            f"{path}: not a readable image ({_first_line(err)}); it is probably truncated or damaged: "
+            "re-download or re-extract it") from None
+
+
+def install_input_error_hook() -> None:
+    """Report an uncaught :class:`InputDataError` as ``<script>: error: <message>`` (exit code 1,
+    no traceback); other exceptions keep Python's report."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if isinstance(value, InputDataError):
+            print(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(value)}", file=sys.stderr)
+            return
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+def worker_message(err: BaseException) -> str:
+    """``err``'s message; for an error re-raised from a DataLoader worker (whose message embeds
+    the worker's traceback) its last line, the original message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
