@@ -150,8 +150,14 @@ def check_compatible(metadata: Optional[Mapping[str, Any]], expected: Mapping[st
 
 def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, Any], path: str) -> None:
     """``model.load_state_dict(state_dict)`` with a one-line summary of missing, unexpected or
-    differently shaped entries instead of PyTorch's full list."""
+    differently shaped entries instead of PyTorch's full list. Modules that resize their own
+    buffers on load (``weighting/state_buffers.py``) load as they are."""
     own = model.state_dict()
+    try:
+        model.load_state_dict(state_dict)
+        return
+    except RuntimeError:
+        pass
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     reshaped = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
@@ -161,10 +167,8 @@ def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, Any], path
                         ("of another shape (file vs model)", reshaped)):
         if keys:
             problems.append(f"{len(keys)} entries {label} (e.g. {', '.join(keys[:3])})")
-    if problems:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: " + "; ".join(problems)
-                              + ". Was it trained with other --weighting/--arch/model flags?")
-    model.load_state_dict(state_dict)
+    raise CheckpointError(f"checkpoint {path} does not fit this model: " + "; ".join(problems or ["it does not load"])
+                          + ". Was it trained with other --weighting/--arch/model flags?")
 
 
 def grow_loss_buffer(buffer: Optional[np.ndarray], task_num: int, epochs: int) -> np.ndarray:

@@ -13,8 +13,11 @@ gradients), so no checkpoint holds a non-finite parameter.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import copy
 
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -80,6 +83,30 @@ class NonFiniteGuard:
                 "pass --nonfinite skip to skip such batches")
         self.skipped += 1
         self.skipped_this_epoch += 1
+
+    def guarded_step(self, step: Callable[[], Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+                     epoch: int, batch: int) -> Any:
+        """Run ``step`` (a step that does its own forward passes and updates: the bilevel
+        methods') under the guard. A step that fails numerically or leaves a non-finite
+        parameter is undone (model state and optimiser state restored) and then handled like a
+        non-finite loss. Returns ``step()``'s value, or None for a skipped step."""
+        saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        saved_optimizer = copy.deepcopy(optimizer.state_dict())
+        try:
+            result, problem = step(), None
+        except FloatingPointError as err:  # a non-finite loss the step found (names the task)
+            result, problem = None, str(err)
+        except np.linalg.LinAlgError as err:
+            result, problem = None, f"non-finite values in the step ({err})"
+        bad = nonfinite_names([(n, p.detach()) for n, p in model.named_parameters()]) if problem is None else []
+        if bad:
+            problem = f"non-finite parameter {bad[0]} after the step (a non-finite loss or gradient)"
+        if problem is None:
+            return result
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_optimizer)
+        self.handle(problem, epoch, batch)
+        return None
 
     def epoch_report(self, epoch: int) -> Optional[str]:
         if self.skipped_this_epoch == 0:

@@ -94,14 +94,9 @@ class Registry:
         """Resolve a registered name (or pass a class through). Unknown names list the known ones."""
         if isinstance(name_or_class, type):
             return name_or_class
-        try:
-            return self._classes[name_or_class]
-        except KeyError:
-            raise ValueError(unknown_name_message(self.kind, name_or_class, self.names())) from None
         found = self._classes.get(name_or_class) or self._from_package(name_or_class)
         if found is None:
-            known = ", ".join(self.names())
-            raise ValueError(f"unknown {self.kind} {name_or_class!r}; known {self.kind}s: {known}")
+            raise ValueError(unknown_name_message(self.kind, name_or_class, self.names()))
         return found
 
     def _from_package(self, name: str) -> Optional[type]:

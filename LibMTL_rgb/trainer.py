@@ -285,7 +285,10 @@ class Trainer(nn.Module):
             self.nonfinite.start_epoch()
             for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
                 if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
-                    weights.append(bilevel.step(train_loader))
+                    w = self.nonfinite.guarded_step(lambda: bilevel.step(train_loader), self.model, self.optimizer,
+                                                    epoch, batch)
+                    if w is not None:
+                        weights.append(w)
                     continue
                 loss_sums = snapshot_losses(self.meter.losses) if self.nonfinite.mode == "skip" else None
                 train_losses = self._forward_samples(train_loader)

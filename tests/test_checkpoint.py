@@ -100,7 +100,13 @@ def test_dwa_resumed_with_more_epochs_keeps_its_history_and_matches_the_straight
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("weighting", sorted(__import__("LibMTL_rgb").WEIGHTINGS.names()))
+#: Bilevel methods draw meta batches from a second pass over the training data, and that
+#: stream restarts at the resumed epoch: their state resumes, the continuation is not
+#: bit-identical (docs/reliability.md).
+BILEVEL = {"MOML", "FORUM", "AutoLambda"}
+
+
+@pytest.mark.parametrize("weighting", sorted(set(__import__("LibMTL_rgb").WEIGHTINGS.names()) - BILEVEL))
 def test_every_weighting_resumes_bit_identical(weighting, tmp_path):
     """All of a weighting's state must be in the checkpoint (buffers, parameters or the
     Trainer's saved attributes): a Python attribute carried from step to step would make the

@@ -19,6 +19,7 @@ import LibMTL_rgb
 import LibMTL_rgb.architecture as architecture_method
 import LibMTL_rgb.weighting as weighting_method
 from LibMTL_rgb import Trainer
+from LibMTL_rgb.registry import WEIGHTINGS
 from LibMTL_rgb.config import LibMTL_args, make_parser, prepare_args
 from LibMTL_rgb.loss import AbsLoss, CELoss, KLDivLoss, MSELoss
 from LibMTL_rgb.metrics import AbsMetric, AccMetric, L1Metric
@@ -306,8 +307,10 @@ def test_architecture_added_to_the_package_works_by_name():
 
 
 def test_names_that_are_not_method_classes_are_refused():
+    with pytest.raises(SystemExit):  # refused when parsed (argparse error, exit code 2)
+        LibMTL_args.parse_args(["--weighting", "BatchedGradFallbackWarning"])
     with pytest.raises(ValueError, match="unknown weighting 'BatchedGradFallbackWarning'"):
-        prepare_args(LibMTL_args.parse_args(["--weighting", "BatchedGradFallbackWarning"]), verbose=False)
+        WEIGHTINGS.get("BatchedGradFallbackWarning")
     with pytest.raises(TypeError, match="not a subclass"):
         _tiny_trainer(nn.Linear)
 

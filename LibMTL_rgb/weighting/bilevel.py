@@ -173,6 +173,15 @@ class BilevelLoop:
             yield
 
     def _losses(self, batch: Batch, params: Optional[list[Tensor]], record: bool) -> Tensor:
+        """The [T] losses of ``batch``; ``FloatingPointError`` naming the task when one is not
+        finite (the Trainer's non-finite guard undoes the step)."""
+        losses = self._task_losses(batch, params, record)
+        problem = self.trainer.nonfinite.losses_problem(losses, self.task_name)
+        if problem is not None:
+            raise FloatingPointError(problem)
+        return losses
+
+    def _task_losses(self, batch: Batch, params: Optional[list[Tensor]], record: bool) -> Tensor:
         forward = self._forward(params)
         trainer = self.trainer
         if not self.multi_input:
