@@ -9,10 +9,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from LibMTL_rgb import distributed
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
-from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
+from LibMTL_rgb.utils import set_device, set_random_seed
 
 
 def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     add_logging_args(parser)
+    distributed.add_distributed_args(parser)
     if add_own_args is not None:
         add_own_args(parser)
     parser.set_defaults(**defaults)
@@ -45,14 +47,16 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     """Seed, pick the device (``--gpu_id``/``--device``, CPU without CUDA) and prepare the
     Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``."""
     set_random_seed(params.seed)
-    if params.device is None:
+    if params.device is None and not distributed.launched_by_torchrun():  # torchrun: cuda:LOCAL_RANK
         set_device(params.gpu_id)
-    device = resolve_device(params.device)
+    device = distributed.init_from_env(params.device)
+    distributed.silence_non_main_stdout()
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
     kwargs["amp"] = params.amp
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs.update(logging_kwargs(params))
+    kwargs.update(distributed.distributed_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
@@ -77,6 +81,7 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
         if params.load_path is None:
             raise SystemExit("--mode test needs --load_path (a best.pt file or its directory)")
         trainer.test(test_loader, epoch=None, mode="test")
+    distributed.teardown()
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.atomic_io import atomic_save
+from LibMTL_rgb.distributed import DistributedRun
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
@@ -88,7 +89,9 @@ class Trainer(nn.Module):
             logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
             ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too;
             ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses);
-            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop').
+            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop');
+            data-parallel when ``torch.distributed`` is initialised (``docs/distributed.md``):
+            ``sync_bn``, ``distributed_check``.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class Trainer(nn.Module):
         # dtype and RGB's inner math runs in float32/float64 whatever the autocast dtype.
         self.amp = bool(kwargs.pop("amp", False))
         grad_method = kwargs.pop("grad_method", None)
+        self.distributed = DistributedRun.from_kwargs(kwargs, self.device)
 
         self.model = build_mtl_model(
             weighting, architecture, self.task_name, encoder_class, decoders,
@@ -135,6 +139,7 @@ class Trainer(nn.Module):
         )
         if grad_method is not None:
             self.model.grad_method = grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
+        self.model = self.distributed.prepare_model(self.model)
         if load_path is not None:
             self.load_weights(load_path)
         total, trainable = count_parameters(self.model)
@@ -142,7 +147,7 @@ class Trainer(nn.Module):
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
         # None unless diagnostics/tensorboard/log_dir is asked for
-        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"])
+        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"]) if self.distributed.is_main else None
 
     # ------------------------------------------------------------ building
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:
@@ -194,7 +199,7 @@ class Trainer(nn.Module):
 
     def _forward_batch(self, loader):
         """One batch of every task: predictions are recorded in the meter; returns float32
-        losses [T]. With ``amp``, forward and losses run under bfloat16 autocast."""
+        losses [T] (float64 for a float64 model). With ``amp``, forward and losses run under bfloat16 autocast."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if not self.multi_input:
                 inputs, gts = self._process_data(loader)
@@ -209,13 +214,14 @@ class Trainer(nn.Module):
                     per_task.append(self._compute_loss(pred, gt, task).float())
                     self.meter.update(pred, gt, task)
                 losses = torch.stack(per_task)
-        return losses.float()
+        return losses if losses.dtype == torch.float64 else losses.float()
 
     # ---------------------------------------------------------------- loops
     def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):
         """Train for ``epochs`` epochs (continuing from a resumed epoch), evaluating after each."""
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        train_dataloaders = self.distributed.shard(train_dataloaders, train=True)
         train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
         train_batch = max(train_batch) if self.multi_input else train_batch
         if train_batch == 0:
@@ -227,21 +233,26 @@ class Trainer(nn.Module):
         self.meter.has_val = val_dataloaders is not None
         for epoch in range(self.start_epoch, epochs):
             self.model.epoch = epoch
+            self.distributed.begin_epoch(train_dataloaders, epoch)
             self.model.train()
             self.meter.record_time("begin")
             weights = []
-            for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
-                train_losses = self._forward_batch(train_loader)
+            for _ in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                          disable=not self.distributed.is_main):
+                train_losses = self.distributed.before_backward(self._forward_batch(train_loader))
                 self.optimizer.zero_grad(set_to_none=False)
                 if self.run_logger is not None:
                     self.run_logger.before_backward(train_losses)
                 w = self.model.backward(train_losses, **self.kwargs["weight_args"])
+                self.distributed.after_backward(self.model)
                 if self.run_logger is not None:
                     self.run_logger.after_backward()
                 weights.append(w)
                 self.optimizer.step()
+                self.distributed.after_step(self.model)
             self._store_weights(weights, epoch)
             self.meter.record_time("end")
+            self.distributed.reduce_meter(self.meter)
             self.meter.get_score()
             self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
             self.meter.display(epoch=epoch, mode="train")
@@ -274,7 +285,7 @@ class Trainer(nn.Module):
 
     def test(self, test_dataloaders, epoch: Optional[int] = None, mode: str = "test", return_improvement: bool = False):
         """Evaluate on ``test_dataloaders``; prints the row and tracks the best epoch."""
-        test_loader, test_batch = self._prepare_dataloaders(test_dataloaders)
+        test_loader, test_batch = self._prepare_dataloaders(self.distributed.shard(test_dataloaders, train=False))
         self.model.eval()
         self.meter.record_time("begin")
         with torch.no_grad():
@@ -282,6 +293,7 @@ class Trainer(nn.Module):
             for _ in range(batches):
                 self._forward_batch(test_loader)
         self.meter.record_time("end")
+        self.distributed.reduce_meter(self.meter)
         self.meter.get_score()
         self.meter.display(epoch=epoch, mode=mode)
         improvement = self.meter.improvement
@@ -291,7 +303,7 @@ class Trainer(nn.Module):
 
     # ---------------------------------------------------------- checkpoints
     def _save_epoch(self, epoch: int) -> None:
-        if self.save_path is None:
+        if self.save_path is None or not self.distributed.is_main:
             return
         os.makedirs(self.save_path, exist_ok=True)
         if self.meter.best_result["epoch"] == epoch:
