@@ -461,7 +461,7 @@ def _accumulator_names(obj: Any) -> list[str]:
     object.__setattr__(probe, "__dict__", {k: list(v) if isinstance(v, list) else v for k, v in vars(obj).items()})
     getattr(Recorder, reset_name)(probe)
     emptied = [k for k, v in vars(obj).items() if isinstance(v, list) and v and not vars(probe).get(k, v)]
-    return [name for name in assigned + emptied if name in vars(obj)]
+    return [name for name in dict.fromkeys(assigned + emptied) if name in vars(obj)]
 
 
 def _sum_values(values: Sequence[Any]) -> Any:
