@@ -60,13 +60,14 @@ CHECKPOINT_CASE = CASES[2]
 
 
 class RegressionData(Dataset):
-    """Three related linear-plus-tanh targets of 5 features, float64."""
+    """Three related linear-plus-tanh targets of 5 features (in the default dtype)."""
 
     def __init__(self, size: int, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(size, IN_FEATURES, generator=gen, dtype=torch.float64)
+        x = torch.randn(size, IN_FEATURES, generator=gen, dtype=torch.float64)
         coef = torch.randn(IN_FEATURES, len(TASKS), generator=gen, dtype=torch.float64)
-        self.y = torch.tanh(self.x @ coef) + 0.1 * torch.randn(size, len(TASKS), generator=gen, dtype=torch.float64)
+        y = torch.tanh(x @ coef) + 0.1 * torch.randn(size, len(TASKS), generator=gen, dtype=torch.float64)
+        self.x, self.y = x.to(torch.get_default_dtype()), y.to(torch.get_default_dtype())
 
     def __len__(self) -> int:
         return len(self.x)
@@ -105,7 +106,8 @@ def encoder() -> nn.Module:
     return nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh())
 
 
-def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Trainer, **extra) -> Trainer:
+def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Trainer, device: str = "cpu",
+          **extra) -> Trainer:
     """A float64 Trainer for ``case`` (same initial weights for the same seed)."""
     torch.manual_seed(SEED)
     np.random.seed(SEED)
@@ -113,7 +115,7 @@ def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Tra
     decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
     return trainer_class(
         task_dict(), case.weighting, case.arch, encoder, decoders, case.rep_grad, False,
-        {"optim": "sgd", "lr": 0.05}, save_path=save_path, device="cpu", grad_method="loop",
+        {"optim": "sgd", "lr": 0.05}, save_path=save_path, device=device, grad_method="loop",
         weight_args=dict(case.weight_args), arch_args=arch_args, **extra,
     )
 
@@ -193,7 +195,42 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
             results["sync_bn_cpu"] = "accepted"
         except ValueError as err:
             results["sync_bn_cpu"] = str(err)
+        results["amp"] = amp_case(world)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+AMP_CASE = Case("RGB", weight_args={"rgb_steps": 5})
+
+
+def amp_case(world: int) -> dict[str, Any]:
+    """float32 model, bfloat16 autocast, replicas compared after every step (``distributed_check``)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return train_case(AMP_CASE, SINGLE_BS // world, amp=True, distributed_check=True)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def nccl_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    """World size 1 on CUDA with NCCL: the checkpoint case, float64, and one SyncBatchNorm step."""
+    torch.set_default_dtype(torch.float64)
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        trainer = build(CHECKPOINT_CASE, device=f"cuda:{rank}")
+        train, test = loaders(SINGLE_BS)
+        trainer.train(train, test, EPOCHS, return_weight=True)
+        result = outcome(trainer)
+        result["state"] = {k: v.cpu() for k, v in result["state"].items()}
+        with_bn = Trainer(task_dict(), "RGB", "HPS", lambda: nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.BatchNorm1d(6), nn.Tanh()),
+                          nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}), False, False, {"optim": "sgd", "lr": 0.05},
+                          device=f"cuda:{rank}", sync_bn=True)
+        with_bn.train(train, test, 1)
+        result["sync_bn_layers"] = sum(isinstance(m, nn.SyncBatchNorm) for m in with_bn.model.modules())
+        torch.save(result, out_file)
     finally:
         dist.destroy_process_group()
 

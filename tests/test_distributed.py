@@ -150,6 +150,32 @@ def test_sync_bn_is_refused_on_cpu_with_the_reason(runs):
         assert "needs CUDA" in result["sync_bn_cpu"]
 
 
+def test_amp_runs_distributed_with_identical_replicas(runs):
+    """bfloat16 autocast in 2 processes, replica checksums compared after every step (the run
+    would have raised otherwise); both ranks end bit-identical, near the 1-process amp run."""
+    _, ranks, _ = runs
+    assert_bitwise_equal(ranks[0]["amp"], ranks[1]["amp"])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        single = dw.train_case(dw.AMP_CASE, dw.SINGLE_BS, amp=True)
+    finally:
+        torch.set_default_dtype(previous)
+    assert ranks[0]["amp"]["state"]["encoder.0.weight"].dtype == torch.float32
+    for name, value in single["state"].items():
+        torch.testing.assert_close(ranks[0]["amp"]["state"][name], value, rtol=0, atol=2e-2, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (NCCL)")
+def test_nccl_world_size_one_on_cuda_equals_cpu(runs, tmp_path):
+    references, _, _ = runs
+    mp.start_processes(dw.nccl_worker, args=(1, str(tmp_path / "rendezvous"), str(tmp_path / "cuda.pt")),
+                       nprocs=1, join=True, start_method="spawn")
+    result = torch.load(tmp_path / "cuda.pt", weights_only=False)
+    assert_outcomes_close(result, references[dw.CHECKPOINT_CASE.name], tol=1e-9)
+    assert result["sync_bn_layers"] == 1
+
+
 # ------------------------------------------------------------------ no processes needed
 def test_strided_batches_deal_each_batch_once():
     batches = BatchSampler(SequentialSampler(range(18)), 4, drop_last=False)
