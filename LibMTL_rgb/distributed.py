@@ -266,6 +266,26 @@ def _buckets(params: Sequence[nn.Parameter]) -> Iterator[list[nn.Parameter]]:
         yield bucket
 
 
+def average_norm_statistics(model: nn.Module) -> None:
+    """Average the running means and variances of the BatchNorm layers that each process
+    updated from its own shard (not SyncBatchNorm, whose statistics are already global), so
+    replicas and checkpoints stay identical (DDP instead copies rank 0's buffers)."""
+    if not is_active() or world_size() == 1:
+        return
+    stats = [buffer for module in model.modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, nn.SyncBatchNorm)
+             for buffer in (module.running_mean, module.running_var) if buffer is not None]
+    if not stats:
+        return
+    with torch.no_grad():
+        for bucket in _buckets(stats):
+            flat = start_mean(torch.cat([b.reshape(-1) for b in bucket])).wait()
+            offset = 0
+            for buffer in bucket:
+                buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+                offset += buffer.numel()
+
+
 def broadcast_model(model: nn.Module) -> None:
     """Copy rank 0's parameters and buffers to every process (replicas start identical)."""
     if not is_active():
@@ -562,6 +582,8 @@ class DistributedRun:
             average_remaining_grads(model)
 
     def after_step(self, model: nn.Module) -> None:
+        if self.active:
+            average_norm_statistics(model)
         if self.active and self.check:
             check_replicas(model, {"train_loss_buffer": getattr(model, "train_loss_buffer", None)})
 

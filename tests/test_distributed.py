@@ -208,3 +208,28 @@ def test_single_process_helpers_change_nothing():
     reduce_accumulator(metric)
     assert metric.record == [1.0] and metric.bs == [2]
     assert distributed.world_size() == 1 and distributed.is_main_process()
+
+
+# ------------------------------------------------------------------ torchrun, unchanged example command
+def test_torchrun_runs_an_example_unchanged(tmp_path):
+    """``torchrun --standalone --nproc_per_node 2 examples/nyu/main.py ...`` on CPU (gloo) with
+    ``--amp``: one log, the world size in it, files written once (by rank 0)."""
+    import subprocess
+    import sys
+
+    from test_example_nyu import SIZE, TINY_MODEL, write_nyu
+
+    root = write_nyu(tmp_path / "nyuv2", {"train": 8, "val": 3})
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               os.path.join(repo, "examples", "nyu", "main.py"), "--dataset_path", str(root),
+               "--img_size", *map(str, SIZE), *TINY_MODEL, "--weighting", "RGB", "--epochs", "2", "--bs", "2",
+               "--eval_bs", "2", "--amp", "--distributed_check", "--save_path", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world size 2 (gloo)" in done.stdout
+    assert done.stdout.count("Epoch: 0001 | TEST") == 1  # rank 1 prints nothing
+    assert sorted(os.listdir(tmp_path / "run")) == ["best.pt", "history.csv", "last.pt", "summary.json"]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert int(state["model"]["rgb_step_count"]) == 2 * 2  # 8 samples, 2 processes, batch 2: 2 steps/epoch
