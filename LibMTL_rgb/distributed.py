@@ -189,12 +189,21 @@ def start_mean(tensor: Tensor, task_grads: bool = False) -> PendingMean:
 
 def start_task_grad_mean(model: nn.Module, grads: Tensor) -> PendingMean:
     """Average the ``[T, D]`` per-task gradients of the shared parameters over the processes
-    (asynchronously: call ``.wait()`` before using them). Marks the shared parameters as
-    synchronised for this step: the weighting writes the same ``.grad`` on every process."""
+    (asynchronously: call ``.wait()`` before using them). Remembered for this step: when the
+    weighting then writes the shared ``.grad`` from them (:func:`mark_shared_grads_written`),
+    that gradient is the same on every process and is not averaged again."""
     if not is_active():
         return PendingMean(grads)
-    model._distributed_shared_synced = True
+    model._distributed_task_grads_reduced = True
     return start_mean(grads, task_grads=True)
+
+
+def mark_shared_grads_written(model: nn.Module) -> None:
+    """``AbsWeighting._reset_grad`` wrote the shared ``.grad``: from averaged per-task
+    gradients this step, it is identical everywhere (a method that instead backpropagates a
+    weighted loss leaves local gradients, which :func:`average_remaining_grads` averages)."""
+    if getattr(model, "_distributed_task_grads_reduced", False):
+        model._distributed_shared_synced = True
 
 
 def mean_task_grads(grads: "Tensor | Sequence[Tensor]") -> "Tensor | list[Tensor]":
@@ -225,7 +234,7 @@ def average_remaining_grads(model: nn.Module) -> None:
     already identical). A parameter with a gradient on some process and none on another gets
     zeros where it had none; one without a gradient anywhere keeps ``None``."""
     synced = getattr(model, "_distributed_shared_synced", False)
-    model._distributed_shared_synced = False
+    model._distributed_shared_synced = model._distributed_task_grads_reduced = False
     if not is_active():
         return
     skip = {id(p) for p in model._share_param_list()} if synced and hasattr(model, "_share_param_list") else set()

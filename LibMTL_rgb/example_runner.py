@@ -22,7 +22,7 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group = parser.add_argument_group("example")
     group.add_argument("--dataset_path", type=str, default=None, help="root directory of the dataset (see the example's README for the layout)")
     group.add_argument("--epochs", type=int, default=1, help="training epochs")
-    group.add_argument("--bs", type=int, default=8, help="training batch size")
+    group.add_argument("--bs", type=int, default=8, help="training batch size (per process under torchrun)")
     group.add_argument("--eval_bs", type=int, default=None, help="evaluation batch size (default: --bs)")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     group.add_argument("--device", type=str, default=None, help="'cpu', 'cuda', 'cuda:1'... (default: cuda:0 when available, else cpu)")

@@ -23,10 +23,10 @@ PY=${PYTHON:-python}
 
 if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     DEVICE=cuda; BACKEND=nccl; MODE="CUDA"
-    REPEATS=10; MOLECULES=120; MEMORY_DIM=20000000
+    REPEATS=7; MOLECULES=120; MEMORY_DIM=20000000; MEMORY_STEP=--step
 else
     DEVICE=cpu; BACKEND=gloo; MODE="CPU dry run (no CUDA here: NOT CUDA figures)"
-    REPEATS=2; MOLECULES=4; MEMORY_DIM=200000
+    REPEATS=2; MOLECULES=4; MEMORY_DIM=200000; MEMORY_STEP=--no-step
 fi
 
 declare -a NAMES RESULTS SECONDS_USED FIGURES
@@ -39,7 +39,7 @@ step() {  # step NAME TIMEOUT_S FIGURE_COMMAND -- COMMAND...
     local result=PASS
     if [ $rc -eq 124 ]; then result="TIMEOUT (${limit}s)"; elif [ $rc -ne 0 ]; then result="FAIL (rc $rc)"; fi
     NAMES+=("$name"); RESULTS+=("$result"); SECONDS_USED+=($((SECONDS - start)))
-    FIGURES+=("$(eval "$figure" <"$log" 2>/dev/null | tr '\n' ' ' | cut -c1-110)")
+    FIGURES+=("$(tr '\r' '\n' <"$log" | eval "$figure" 2>/dev/null | tr '\n' ' ' | cut -c1-110)")
 }
 
 # ---- 1. CUDA-only tests (-k also matches marker names, so tests marked `cuda` are included)
@@ -56,16 +56,16 @@ SYNC_BN=()
 [ "$DEVICE" = cuda ] && SYNC_BN=(--sync_bn)
 
 # ---- 2. and 3. torchrun, world size 1
-step "torchrun NCCL world 1" 150 "grep -E 'world size|Best Result' | sed 's/Distributed data parallel: //'" -- \
+step "torchrun world 1 ($BACKEND)" 150 "grep -E 'world size|Best Result' | sed 's/Distributed data parallel: //'" -- \
     $PY -m torch.distributed.run --standalone --nproc_per_node 1 "${EXAMPLE[@]}" "${SYNC_BN[@]}" --save_path "$LOG_DIR/run_fp32"
-step "torchrun NCCL world 1 --amp" 150 "grep -E 'Best Result|Epoch: 0001 \| TRAIN' | sed 's/ | / /g' | cut -c1-80" -- \
+step "torchrun world 1 ($BACKEND) --amp" 150 "grep -E 'Best Result'" -- \
     $PY -m torch.distributed.run --standalone --nproc_per_node 1 "${EXAMPLE[@]}" "${SYNC_BN[@]}" --amp --save_path "$LOG_DIR/run_amp"
 
 # ---- 4. benchmarks
 step "step time (train_step.py)" 150 "grep -E '^\| (RGB|EW|PCGrad|MGDA) ' | head -4 | awk -F'|' '{print \$2 \$3}'" -- \
     $PY benchmarks/train_step.py --device "$DEVICE" --molecules "$MOLECULES" --repeats "$REPEATS" --no-paper_style
 step "memory (memory.py)" 150 "grep -E 'PASS|FAIL' | head -3 | awk -F'|' '{print \$3 \$4}'" -- \
-    $PY benchmarks/memory.py --device "$DEVICE" --dim "$MEMORY_DIM" --molecules "$MOLECULES"
+    $PY benchmarks/memory.py --device "$DEVICE" --dim "$MEMORY_DIM" --molecules "$MOLECULES" "$MEMORY_STEP"
 step "communication (distributed.py)" 90 "grep -E '^\| 1 \| ours RGB' | awk -F'|' '{print \$4 \"MB/step\", \$6 \"ms\"}'" -- \
     $PY benchmarks/distributed.py --device "$DEVICE" --backend "$BACKEND" --world 1 --repeats "$REPEATS"
 
@@ -84,7 +84,7 @@ echo
 for log in "$LOG_DIR"/step_time*.log "$LOG_DIR"/memory*.log "$LOG_DIR"/communication*.log; do
     [ -f "$log" ] || continue
     echo "### $(basename "$log" .log)"
-    grep -E '^(\||CPU:|T = |cost model)' "$log"
+    tr '\r' '\n' <"$log" | grep -E '^(\||CPU:|T = |cost model)' 
     echo
 done
 echo "total: ${SECONDS}s"

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from LibMTL_rgb import Trainer, distributed
 from LibMTL_rgb.loss import MSELoss
 from LibMTL_rgb.metrics import AbsMetric, L1Metric
+from LibMTL_rgb.weighting import AbsWeighting
 
 TASKS = ("a", "b", "c")
 IN_FEATURES = 5
@@ -33,9 +34,20 @@ EPOCHS = 4  # DWA's weights differ from ones from the third epoch on
 SEED = 3
 
 
+class GradsThenLoss(AbsWeighting):
+    """A LibMTL-style custom weighting (not registered): weights from the per-task gradients
+    (``_get_grads``), then one backward pass of the weighted loss instead of ``_reset_grad``."""
+
+    def backward(self, losses, **kwargs):
+        grads = self._get_grads(losses, mode="autograd")
+        weights = torch.softmax(-grads.norm(dim=1), dim=0).detach()
+        (weights * losses).sum().backward()
+        return weights.numpy()
+
+
 @dataclass(frozen=True)
 class Case:
-    weighting: str
+    weighting: "str | type"
     arch: str = "HPS"
     weight_args: dict = field(default_factory=dict)
     rep_grad: bool = False
@@ -43,7 +55,7 @@ class Case:
     @property
     def name(self) -> str:
         options = "-".join(f"{k}={v}" for k, v in sorted(self.weight_args.items()))
-        return f"{self.weighting}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "")
+        return f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "")
 
 
 REQUIRED = [
@@ -54,6 +66,7 @@ REQUIRED = [
 CASES = REQUIRED + [Case(c.weighting, "MMoE", c.weight_args) for c in REQUIRED] + [
     Case("UW"), Case("CAGrad"), Case("RLW"), Case("GradVac"), Case("GradNorm"),
     Case("EW", rep_grad=True), Case("MGDA", rep_grad=True), Case("FAMO", "MMoE", rep_grad=True),
+    Case(GradsThenLoss),
 ]
 #: The case whose checkpoints the resume/cross-loading tests use.
 CHECKPOINT_CASE = CASES[2]

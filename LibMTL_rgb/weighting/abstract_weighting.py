@@ -198,6 +198,7 @@ class AbsWeighting(nn.Module):
                 param.grad = value.to(param.dtype, copy=True)
             else:
                 param.grad.copy_(value)
+        distributed.mark_shared_grads_written(self)
 
     def _get_grads(self, losses: Tensor, mode: str = "backward"):
         """LibMTL's ``_get_grads``: [T, D] grads, or ``[per_grads, grads]`` with ``rep_grad``."""
