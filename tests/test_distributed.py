@@ -193,11 +193,11 @@ def test_interleave_falls_back_to_rank_order_when_lengths_do_not_fit():
 def test_accumulators_are_what_reinit_assigns():
     metric = dw.RecordL1Metric()
     metric.update_fun(torch.ones(2, 1), torch.zeros(2, 1))
-    assert sorted(distributed._accumulator_names(metric)) == ["bs", "record"]
-    assert sorted(distributed._accumulator_names(dw.MSELoss())) == ["_count", "_sum"]
-    assert sorted(distributed._accumulator_names(dw.L1Metric())) == ["_count", "_total", "bs"]
+    assert sorted(distributed.accumulator_names(metric)) == ["bs", "record"]
+    assert sorted(distributed.accumulator_names(dw.MSELoss())) == ["_count", "_sum"]
+    assert sorted(distributed.accumulator_names(dw.L1Metric())) == ["_count", "_total", "bs"]
     seg = SegMetric(3)
-    assert sorted(distributed._accumulator_names(seg)) == ["bs", "confusion"]  # not num_classes
+    assert sorted(distributed.accumulator_names(seg)) == ["bs", "confusion"]  # not num_classes
 
 
 def test_single_process_helpers_change_nothing():
