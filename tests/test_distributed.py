@@ -1,4 +1,4 @@
-"""Distributed training (``LibMTL_rgb/distributed.py``) against one process, on CPU with gloo.
+"""Distributed training (``LibMTL_rgb/distributed/``) against one process, on CPU with gloo.
 
 Two processes, each on half of every batch, must end where one process on the whole batch
 ends (float64, 1e-10): parameters, weighting state (buffers), ``train_loss_buffer``, task
