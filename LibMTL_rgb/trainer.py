@@ -211,10 +211,10 @@ class Trainer(nn.Module):
                 for task in self.task_name:
                     inputs, gt = self._process_data(loader[task])
                     pred = self.process_preds(self.model(inputs, task)[task], task)
-                    per_task.append(self._compute_loss(pred, gt, task).float())
+                    per_task.append(_at_least_float32(self._compute_loss(pred, gt, task)))
                     self.meter.update(pred, gt, task)
                 losses = torch.stack(per_task)
-        return losses if losses.dtype == torch.float64 else losses.float()
+        return _at_least_float32(losses)
 
     # ---------------------------------------------------------------- loops
     def train(self, train_dataloaders, test_dataloaders, epochs: int, val_dataloaders=None, return_weight: bool = False):
@@ -361,6 +361,11 @@ class Trainer(nn.Module):
         if isinstance(state, dict) and "model" in state and "optimizer" in state:
             state = state["model"]
         self.model.load_state_dict(state)
+
+
+def _at_least_float32(losses: torch.Tensor) -> torch.Tensor:
+    """float32 for bfloat16/float16 (autocast) losses; float64 losses stay float64."""
+    return losses.to(torch.promote_types(losses.dtype, torch.float32))
 
 
 def _to_device(value, device: torch.device):

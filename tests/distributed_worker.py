@@ -51,11 +51,12 @@ class Case:
     arch: str = "HPS"
     weight_args: dict = field(default_factory=dict)
     rep_grad: bool = False
+    multi_input: bool = False
 
     @property
     def name(self) -> str:
         options = "-".join(f"{k}={v}" for k, v in sorted(self.weight_args.items()))
-        return f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "")
+        return f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "") + ("-multi" if self.multi_input else "")
 
 
 REQUIRED = [
@@ -66,7 +67,7 @@ REQUIRED = [
 CASES = REQUIRED + [Case(c.weighting, "MMoE", c.weight_args) for c in REQUIRED] + [
     Case("UW"), Case("CAGrad"), Case("RLW"), Case("GradVac"), Case("GradNorm"),
     Case("EW", rep_grad=True), Case("MGDA", rep_grad=True), Case("FAMO", "MMoE", rep_grad=True),
-    Case(GradsThenLoss),
+    Case(GradsThenLoss), Case("RGB", multi_input=True), Case("FAMO", multi_input=True),
 ]
 #: The case whose checkpoints the resume/cross-loading tests use.
 CHECKPOINT_CASE = CASES[2]
@@ -108,6 +109,20 @@ class RecordL1Metric(AbsMetric):
         self.record = []
 
 
+class TaskView(Dataset):
+    """One task's (input, target) pairs (``multi_input``: one loader per task)."""
+
+    def __init__(self, data: RegressionData, task: str) -> None:
+        self.data, self.task = data, task
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        x, y = self.data[i]
+        return x, y[self.task]
+
+
 def task_dict() -> dict:
     tasks = {t: {"metrics": ["mae"], "metrics_fn": L1Metric(), "loss_fn": MSELoss(), "weight": [0]} for t in TASKS}
     # the last task also reports LibMTL-style list records (mean, and the last batch's value)
@@ -127,15 +142,19 @@ def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Tra
     arch_args = {"img_size": [IN_FEATURES], "num_experts": [2]} if case.arch == "MMoE" else {}
     decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
     return trainer_class(
-        task_dict(), case.weighting, case.arch, encoder, decoders, case.rep_grad, False,
+        task_dict(), case.weighting, case.arch, encoder, decoders, case.rep_grad, case.multi_input,
         {"optim": "sgd", "lr": 0.05}, save_path=save_path, device=device, grad_method="loop",
         weight_args=dict(case.weight_args), arch_args=arch_args, **extra,
     )
 
 
-def loaders(batch_size: int) -> tuple[DataLoader, DataLoader]:
-    train = DataLoader(RegressionData(TRAIN_SIZE, 0), batch_size=batch_size, shuffle=False)
-    test = DataLoader(RegressionData(TEST_SIZE, 1), batch_size=EVAL_BS, shuffle=False)
+def loaders(batch_size: int, multi_input: bool = False):
+    train_data, test_data = RegressionData(TRAIN_SIZE, 0), RegressionData(TEST_SIZE, 1)
+    if multi_input:
+        return ({t: DataLoader(TaskView(train_data, t), batch_size=batch_size, shuffle=False) for t in TASKS},
+                {t: DataLoader(TaskView(test_data, t), batch_size=EVAL_BS, shuffle=False) for t in TASKS})
+    train = DataLoader(train_data, batch_size=batch_size, shuffle=False)
+    test = DataLoader(test_data, batch_size=EVAL_BS, shuffle=False)
     return train, test
 
 
@@ -153,7 +172,7 @@ def outcome(trainer: Trainer) -> dict[str, Any]:
 
 def train_case(case: Case, batch_size: int, save_path: Optional[str] = None, **extra) -> dict[str, Any]:
     trainer = build(case, save_path, **extra)
-    train, test = loaders(batch_size)
+    train, test = loaders(batch_size, case.multi_input)
     trainer.train(train, test, EPOCHS, return_weight=True)
     return outcome(trainer)
 
