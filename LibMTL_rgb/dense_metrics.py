@@ -250,7 +250,7 @@ class NormalMetric(AbsMetric):
         self._angles.append(torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0))))
 
     def score_fun(self) -> list[float]:
-        angles = torch.cat(self._angles).cpu().numpy() if self._angles else np.zeros(0)
+        angles = torch.cat(self._angles).float().cpu().numpy() if self._angles else np.zeros(0)  # bf16 under --amp
         if angles.size == 0:
             return [float("nan")] * len(self.metric_names)
         within = [float(np.mean(angles < t)) for t in NORMAL_THRESHOLDS]

@@ -10,13 +10,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
+from LibMTL_rgb import distributed
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
 from LibMTL_rgb.run_errors import check_batchnorm_batch, one_line_errors
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
-from LibMTL_rgb.utils import resolve_device, set_device, set_random_seed
+from LibMTL_rgb.utils import set_device, set_random_seed
 
 
 def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
@@ -30,7 +31,7 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--dataset_path", type=str, default=None, help="root directory of the dataset (see the example's README for the layout)")
     group.add_argument("--epochs", type=int, default=1, help="training epochs")
     group.add_argument("--bs", "--train_bs", dest="bs", type=int, default=8,
-                       help="training batch size (--train_bs: LibMTL's NYUv2/Cityscapes name)")
+                       help="training batch size, per process under torchrun (--train_bs: LibMTL's NYUv2/Cityscapes name)")
     group.add_argument("--eval_bs", "--test_bs", dest="eval_bs", type=int, default=None,
                        help="evaluation batch size (--test_bs: LibMTL's NYUv2/Cityscapes name; default: %(default)s, "
                             "where None means --bs)")
@@ -53,6 +54,7 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                        help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
                             "('raise'), or skip that batch and report how many were skipped ('skip')")
     add_logging_args(parser)
+    distributed.add_distributed_args(parser)
     if add_own_args is not None:
         add_own_args(parser)
     parser.set_defaults(**defaults)
@@ -67,15 +69,17 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``."""
     install_input_error_hook()  # unreadable data files: one error line naming the file
     set_random_seed(params.seed)
-    if params.device is None:
+    if params.device is None and not distributed.launched_by_torchrun():  # torchrun: cuda:LOCAL_RANK
         set_device(params.gpu_id)
-    device = resolve_device(params.device)
+    device = distributed.init_from_env(params.device)
+    distributed.silence_non_main_stdout()
     kwargs, optim_param, scheduler_param = prepare_args(params)
     kwargs["device"] = device
     kwargs["amp"] = params.amp
     kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs.update(logging_kwargs(params))
+    kwargs.update(distributed.distributed_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
@@ -118,15 +122,18 @@ def refuse_archs(parser: argparse.ArgumentParser, unsupported: Mapping[str, str]
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
     """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
     test``: evaluate ``--load_path``. Errors the user can act on end the run with one line
-    (``run_errors.py``)."""
-    with one_line_errors(trainer.save_path):
-        if params.mode == "train":
-            check_batchnorm_batch(trainer.model, params.bs)
-            if getattr(params, "resume", None):
-                print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
-            trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
-        else:
-            trainer.test(test_loader, epoch=None, mode="test")
+    (``run_errors.py``). A torchrun process group is closed at the end."""
+    try:
+        with one_line_errors(trainer.save_path):
+            if params.mode == "train":
+                check_batchnorm_batch(trainer.model, params.bs)
+                if getattr(params, "resume", None):  # every process loads the checkpoint
+                    print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
+                trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
+            else:
+                trainer.test(test_loader, epoch=None, mode="test")
+    finally:
+        distributed.teardown()
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

@@ -15,6 +15,7 @@ from LibMTL_rgb.checkpoint import (
     BEST_CHECKPOINT, LAST_CHECKPOINT, check_compatible, grow_loss_buffer, load_model_state, read_model_weights,
     read_training_state, run_metadata, with_metadata,
 )
+from LibMTL_rgb.distributed import DistributedRun
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.nonfinite import NonFiniteGuard, restore_losses, snapshot_losses
@@ -97,7 +98,9 @@ class Trainer(nn.Module):
             ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop');
             ``nonfinite``: 'raise' (default: stop at the first non-finite loss/gradient) or
             'skip' (skip such batches, see ``nonfinite.py``); ``command``: the command line
-            recorded in the checkpoints' metadata (default ``sys.argv``).
+            recorded in the checkpoints' metadata (default ``sys.argv``);
+            data-parallel when ``torch.distributed`` is initialised (``docs/distributed.md``):
+            ``sync_bn``, ``distributed_check``.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class Trainer(nn.Module):
         grad_method = kwargs.pop("grad_method", None)
         self.nonfinite = NonFiniteGuard(kwargs.pop("nonfinite", "raise"))
         self.metadata = run_metadata(weighting, architecture, self.task_name, kwargs.pop("command", None))
+        self.distributed = DistributedRun.from_kwargs(kwargs, self.device)
 
         self.model = build_mtl_model(
             weighting, architecture, self.task_name, encoder_class, decoders,
@@ -146,6 +150,7 @@ class Trainer(nn.Module):
         )
         if grad_method is not None:
             self.model.grad_method = grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
+        self.model = self.distributed.prepare_model(self.model)
         if load_path is not None:
             self.load_weights(load_path)
         total, trainable = count_parameters(self.model, verbose=False)
@@ -153,7 +158,7 @@ class Trainer(nn.Module):
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
         # None unless diagnostics/tensorboard/log_dir is asked for
-        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"])
+        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"]) if self.distributed.is_main else None
 
     # ------------------------------------------------------------ building
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:
@@ -237,7 +242,7 @@ class Trainer(nn.Module):
             else:
                 for task in self.task_name:
                     self.meter.update(preds[task], gts[task], task)
-        return losses if losses.dtype == torch.float64 else losses.float()
+        return losses.to(torch.promote_types(losses.dtype, torch.float32))  # bfloat16 (amp) -> float32
 
     def _forward_task_batch(self, loader, task: str) -> None:
         """One evaluation batch of one task (``multi_input``), recorded in the meter."""
@@ -267,6 +272,7 @@ class Trainer(nn.Module):
             raise TypeError(f"Trainer.train() got unexpected keyword arguments {sorted(kwargs)}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        train_dataloaders = self.distributed.shard(train_dataloaders, train=True)
         train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
         train_batch = max(train_batch) if self.multi_input else train_batch
         if train_batch == 0:
@@ -277,13 +283,19 @@ class Trainer(nn.Module):
         self.model.epochs = epochs
         self.meter.has_val = val_dataloaders is not None
         bilevel = BilevelLoop.for_trainer(self, train_dataloaders)  # None unless MOML / FORUM / AutoLambda
+        if bilevel is not None and self.distributed.active:
+            raise ValueError(f"{type(self.model).__name__}: the bilevel methods (MOML, FORUM, AutoLambda) run their "
+                             "own forward/backward passes and updates, which are not yet averaged across processes; "
+                             "train them in a single process")
         for epoch in range(self.start_epoch, epochs):
             self.model.epoch = epoch
+            self.distributed.begin_epoch(train_dataloaders, epoch)
             self.model.train()
             self.meter.record_time("begin")
             weights = []
             self.nonfinite.start_epoch()
-            for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True):
+            for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                              disable=not self.distributed.is_main):
                 if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
                     w = self.nonfinite.guarded_step(lambda: bilevel.step(train_loader), self.model, self.optimizer,
                                                     epoch, batch)
@@ -291,7 +303,7 @@ class Trainer(nn.Module):
                         weights.append(w)
                     continue
                 loss_sums = snapshot_losses(self.meter.losses) if self.nonfinite.mode == "skip" else None
-                train_losses = self._forward_samples(train_loader)
+                train_losses = self._global_losses(self._forward_samples(train_loader))
                 self.optimizer.zero_grad(set_to_none=False)
                 finite, w = self._checked_backward(train_losses, epoch, batch)
                 if not finite:  # --nonfinite skip: no update, the batch's losses not counted
@@ -299,10 +311,12 @@ class Trainer(nn.Module):
                     continue
                 weights.append(w)
                 self.optimizer.step()
+                self.distributed.after_step(self.model)
             self._store_weights(weights, epoch)
             if self.nonfinite.epoch_report(epoch):
                 print(self.nonfinite.epoch_report(epoch))
             self.meter.record_time("end")
+            self.distributed.reduce_meter(self.meter)
             self.meter.get_score()
             self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
             self.meter.display(epoch=epoch, mode="train")
@@ -330,6 +344,13 @@ class Trainer(nn.Module):
         if return_weight:
             return self.batch_weight
 
+    def _global_losses(self, losses):
+        """The step's losses averaged over the processes of a distributed run (identity in one
+        process): ``[T]``, or a tuple of them for a weighting that takes several batches."""
+        if isinstance(losses, tuple):
+            return tuple(self.distributed.before_backward(sample) for sample in losses)
+        return self.distributed.before_backward(losses)
+
     def _checked_backward(self, losses: torch.Tensor, epoch: int, batch: int):
         """``(finite, weights)``: the weighting's ``backward`` between the non-finite checks of
         the losses and of the gradients (``nonfinite.py``); raises in 'raise' mode. ``losses``:
@@ -344,6 +365,7 @@ class Trainer(nn.Module):
                 self.run_logger.before_backward(last)
             try:
                 w = self.model.backward(losses, **self.kwargs["weight_args"])
+                self.distributed.after_backward(self.model)
             except FloatingPointError as err:  # a weighting's own per-task gradient check
                 problem = str(err)
             if problem is None and self.run_logger is not None:
@@ -361,7 +383,7 @@ class Trainer(nn.Module):
 
     def test(self, test_dataloaders, epoch: Optional[int] = None, mode: str = "test", return_improvement: bool = False):
         """Evaluate on ``test_dataloaders``; prints the row and tracks the best epoch."""
-        test_loader, test_batch = self._prepare_dataloaders(test_dataloaders)
+        test_loader, test_batch = self._prepare_dataloaders(self.distributed.shard(test_dataloaders, train=False))
         self.model.eval()
         self.meter.record_time("begin")
         with torch.no_grad():
@@ -373,6 +395,7 @@ class Trainer(nn.Module):
                     for _ in range(batches):
                         self._forward_task_batch(test_loader[task], task)
         self.meter.record_time("end")
+        self.distributed.reduce_meter(self.meter)
         self.meter.get_score()
         self.meter.display(epoch=epoch, mode=mode)
         improvement = self.meter.improvement
@@ -382,7 +405,7 @@ class Trainer(nn.Module):
 
     # ---------------------------------------------------------- checkpoints
     def _save_epoch(self, epoch: int) -> None:
-        if self.save_path is None:
+        if self.save_path is None or not self.distributed.is_main:
             return
         self.nonfinite.check_parameters(self.model, epoch)  # never a NaN best.pt/last.pt
         os.makedirs(self.save_path, exist_ok=True)

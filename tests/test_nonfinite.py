@@ -3,7 +3,6 @@ task, epoch and batch, with the last finished epoch's checkpoints intact; ``nonf
 skips such batches and counts them."""
 import math
 import re
-import os
 
 import numpy as np
 import pytest

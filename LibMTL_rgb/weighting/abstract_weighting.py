@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from LibMTL_rgb import distributed
 from LibMTL_rgb.registry import Hyperparameter
 
 #: Values of ``AbsWeighting.grad_method``.
@@ -119,6 +120,8 @@ class AbsWeighting(nn.Module):
         self._compute_grad_dim()
         params = self._share_param_list()
         grads = self._per_task_grads(losses, params)
+        # data-parallel: the mean over processes, overlapping with the backward pass below
+        pending = distributed.start_task_grad_mean(self, grads)
         if mode == "backward":
             for param in params:
                 param.grad = None
@@ -126,6 +129,7 @@ class AbsWeighting(nn.Module):
             if others:
                 # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
                 losses.backward(torch.ones_like(losses), inputs=others)
+        pending.wait()
         return grads
 
     def _per_task_grads(self, losses: Tensor, params: list[nn.Parameter]) -> Tensor:
@@ -194,6 +198,7 @@ class AbsWeighting(nn.Module):
                 param.grad = value.to(param.dtype, copy=True)
             else:
                 param.grad.copy_(value)
+        distributed.mark_shared_grads_written(self)
 
     def _get_grads(self, losses: Tensor, mode: str = "backward"):
         """LibMTL's ``_get_grads``: [T, D] grads, or ``[per_grads, grads]`` with ``rep_grad``."""
@@ -206,7 +211,7 @@ class AbsWeighting(nn.Module):
                     grads = torch.stack(per_grads).sum(1).view(self.task_num, -1)
                 except RuntimeError as err:
                     raise ValueError("the representations of different tasks must have the same shape") from err
-            return [per_grads, grads]
+            return [per_grads, distributed.mean_task_grads(grads)]
         self._compute_grad_dim()
         return self._compute_grad(losses, mode)
 

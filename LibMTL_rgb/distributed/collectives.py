@@ -1,0 +1,104 @@
+"""Bucketed asynchronous all-reduces (mean), their byte counter, and the broadcasts that keep
+replicas identical (initial weights, generator state)."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch import Tensor
+
+from LibMTL_rgb.distributed.process_group import is_active, world_size
+
+
+#: Size of one all-reduce message (PyTorch DDP's default bucket size).
+BUCKET_BYTES = 25 * 1024 * 1024
+
+
+class CommunicationCounter:
+    """Payload bytes this process sent through the all-reduces of this module (benchmarks)."""
+
+    def __init__(self) -> None:
+        self.task_grad_bytes = 0
+        self.other_bytes = 0
+
+    def reset(self) -> None:
+        self.task_grad_bytes = 0
+        self.other_bytes = 0
+
+    @property
+    def total(self) -> int:
+        return self.task_grad_bytes + self.other_bytes
+
+
+#: Module-wide counter (``benchmarks/distributed.py`` reads it).
+COUNTER = CommunicationCounter()
+
+
+class PendingMean:
+    """Asynchronous all-reduces of the slices of one tensor; :meth:`wait` leaves the mean."""
+
+    def __init__(self, tensor: Optional[Tensor], handles: Sequence[Any] = ()) -> None:
+        self.tensor = tensor
+        self.handles = list(handles)
+
+    def wait(self) -> Optional[Tensor]:
+        for handle in self.handles:
+            handle.wait()
+        if self.handles:
+            self.tensor.div_(world_size())
+        self.handles = []
+        return self.tensor
+
+
+def start_mean(tensor: Tensor, task_grads: bool = False) -> PendingMean:
+    """Start averaging ``tensor`` in place over the processes, in messages of at most
+    ``BUCKET_BYTES`` (several in flight at once); nothing happens without a process group."""
+    if not is_active() or tensor.numel() == 0:
+        return PendingMean(tensor)
+    flat = tensor.view(-1)  # the [T, D] matrix and our flat buffers are contiguous
+    step = max(1, BUCKET_BYTES // flat.element_size())
+    handles = [dist.all_reduce(flat[begin:begin + step], async_op=True) for begin in range(0, flat.numel(), step)]
+    sent = flat.numel() * flat.element_size()
+    if task_grads:
+        COUNTER.task_grad_bytes += sent
+    else:
+        COUNTER.other_bytes += sent
+    return PendingMean(tensor, handles)
+
+
+def parameter_buckets(params: Sequence[nn.Parameter]) -> Iterator[list[nn.Parameter]]:
+    """Consecutive groups of parameters of one dtype and device, about ``BUCKET_BYTES`` each."""
+    bucket: list[nn.Parameter] = []
+    size = 0
+    for param in params:
+        nbytes = param.numel() * param.element_size()
+        if bucket and (size + nbytes > BUCKET_BYTES or param.dtype != bucket[0].dtype or param.device != bucket[0].device):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(param)
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def broadcast_model(model: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every process (replicas start identical)."""
+    if not is_active():
+        return
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def share_rng_state(device: torch.device) -> None:
+    """Give every process rank 0's CPU (and current CUDA) generator state, so a weighting's
+    random draws (PCGrad's order, RLW's weights, GradDrop's mask) are identical everywhere."""
+    if not is_active() or world_size() == 1:
+        return
+    states = [torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None]
+    dist.broadcast_object_list(states, src=0, device=device if dist.get_backend() == "nccl" else None)
+    torch.set_rng_state(states[0])
+    if states[1] is not None:
+        torch.cuda.set_rng_state(states[1], device)

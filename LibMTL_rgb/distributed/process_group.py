@@ -1,0 +1,117 @@
+"""Joining and leaving the process group (``torchrun``), the rank, the world size, the
+examples' flags, and printing on rank 0 only."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from LibMTL_rgb.utils import resolve_device
+
+
+#: Environment variables ``torchrun`` sets in every process it starts.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def is_active() -> bool:
+    """Whether a process group is initialised (then the Trainer trains data-parallel)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_active() else 0
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a single process: the one that writes files and prints."""
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (its environment variables are set)."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def init_from_env(device: "str | torch.device | None" = None) -> torch.device:
+    """This process's device. Under ``torchrun``, also join the process group (NCCL on CUDA,
+    gloo on CPU); the device is then ``cuda:LOCAL_RANK`` unless ``device`` says CPU. Otherwise
+    ``resolve_device(device)`` and nothing else happens."""
+    if not launched_by_torchrun() or is_active():
+        return resolve_device(device)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    wanted = None if device is None else torch.device(device)
+    use_cuda = torch.cuda.is_available() and (wanted is None or wanted.type == "cuda")
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return device
+
+
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    """The ``distributed`` flags of the examples (the launch itself is ``torchrun``'s)."""
+    group = parser.add_argument_group("distributed (torchrun; docs/distributed.md)")
+    group.add_argument("--sync_bn", action="store_true", default=False,
+                       help="convert BatchNorm layers to SyncBatchNorm (statistics over all processes; CUDA only)")
+    group.add_argument("--distributed_check", action="store_true", default=False,
+                       help="debug: after every step, compare checksums of the parameters, buffers (weighting "
+                            "state) and train_loss_buffer across processes and stop at the first difference")
+
+
+def distributed_kwargs(params: argparse.Namespace) -> dict[str, Any]:
+    """The Trainer kwargs of :func:`add_distributed_args`' flags."""
+    return {"sync_bn": bool(getattr(params, "sync_bn", False)),
+            "distributed_check": bool(getattr(params, "distributed_check", False))}
+
+
+def teardown() -> None:
+    """Leave the process group (no-op when none)."""
+    if is_active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def silence_non_main_stdout() -> None:
+    """Make ``print`` a no-op on ranks other than 0 (``print(..., force=True)`` still prints),
+    so a ``torchrun`` log shows each line once."""
+    if is_main_process():
+        return
+    import builtins
+
+    original = builtins.print
+
+    def rank_print(*args: Any, force: bool = False, **kwargs: Any) -> None:
+        if force:
+            original(*args, **kwargs)
+
+    builtins.print = rank_print
+
+
+def describe() -> str:
+    """``"world size N (backend)"`` for logs."""
+    if not is_active():
+        return "world size 1 (no process group)"
+    return f"world size {world_size()} ({dist.get_backend()})"
+
+
+def shared_seed() -> int:
+    """Rank 0's ``torch.initial_seed()`` (the seed of the training shuffles), on every process."""
+    value = [torch.initial_seed() % (2**31)]
+    if is_active():
+        dist.broadcast_object_list(value, src=0, device=_object_device())
+    return int(value[0])
+
+
+def _object_device() -> Optional[torch.device]:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return None

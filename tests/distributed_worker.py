@@ -1,0 +1,275 @@
+"""The runs that ``test_distributed.py`` compares: tiny float64 Trainer runs, once in the test
+process (no process group: the single-process reference on the whole batch) and once in each
+of 2 gloo processes (``spawn``), each on half of every batch.
+
+Shard layout: one process trains with ``bs=8``; two processes with ``bs=4`` each and the
+Trainer's ``DistributedSampler`` (no shuffle), so rank ``r`` gets samples ``2i + r`` and
+step ``k`` of both ranks together covers exactly the 8 samples of the single-process step
+``k``. The evaluation set (18 samples, batches of 4: the last one holds 2) is dealt by
+batches, 3 to rank 0 and 2 to rank 1.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from LibMTL_rgb import Trainer, distributed
+from LibMTL_rgb.loss import MSELoss
+from LibMTL_rgb.metrics import AbsMetric, L1Metric
+from LibMTL_rgb.weighting import AbsWeighting
+
+TASKS = ("a", "b", "c")
+IN_FEATURES = 5
+TRAIN_SIZE, TEST_SIZE = 24, 18
+SINGLE_BS, WORLD = 8, 2
+EVAL_BS = 4
+EPOCHS = 4  # DWA's weights differ from ones from the third epoch on
+SEED = 3
+
+
+class GradsThenLoss(AbsWeighting):
+    """A LibMTL-style custom weighting (not registered): weights from the per-task gradients
+    (``_get_grads``), then one backward pass of the weighted loss instead of ``_reset_grad``."""
+
+    def backward(self, losses, **kwargs):
+        grads = self._get_grads(losses, mode="autograd")
+        weights = torch.softmax(-grads.norm(dim=1), dim=0).detach()
+        (weights * losses).sum().backward()
+        return weights.numpy()
+
+
+@dataclass(frozen=True)
+class Case:
+    weighting: "str | type"
+    arch: str = "HPS"
+    weight_args: dict = field(default_factory=dict)
+    rep_grad: bool = False
+    multi_input: bool = False
+
+    @property
+    def name(self) -> str:
+        options = "-".join(f"{k}={v}" for k, v in sorted(self.weight_args.items()))
+        return f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "") + ("-multi" if self.multi_input else "")
+
+
+REQUIRED = [
+    Case("EW"), Case("RGB", weight_args={"rgb_steps": 5}),
+    Case("RGB", weight_args={"rgb_adaptive": True, "rgb_min_steps": 2, "rgb_max_steps": 9}),
+    Case("MGDA"), Case("PCGrad"), Case("DWA"), Case("FAMO"),
+]
+CASES = REQUIRED + [Case(c.weighting, "MMoE", c.weight_args) for c in REQUIRED] + [
+    Case("UW"), Case("CAGrad"), Case("RLW"), Case("GradVac"), Case("GradNorm"),
+    Case("EW", rep_grad=True), Case("MGDA", rep_grad=True), Case("FAMO", "MMoE", rep_grad=True),
+    Case(GradsThenLoss), Case("RGB", multi_input=True), Case("FAMO", multi_input=True),
+]
+#: The case whose checkpoints the resume/cross-loading tests use.
+CHECKPOINT_CASE = CASES[2]
+
+
+class RegressionData(Dataset):
+    """Three related linear-plus-tanh targets of 5 features (in the default dtype)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(size, IN_FEATURES, generator=gen, dtype=torch.float64)
+        coef = torch.randn(IN_FEATURES, len(TASKS), generator=gen, dtype=torch.float64)
+        y = torch.tanh(x @ coef) + 0.1 * torch.randn(size, len(TASKS), generator=gen, dtype=torch.float64)
+        self.x, self.y = x.to(torch.get_default_dtype()), y.to(torch.get_default_dtype())
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], {t: self.y[i, k:k + 1] for k, t in enumerate(TASKS)}
+
+
+class RecordL1Metric(AbsMetric):
+    """A LibMTL-style metric: per-batch records in Python lists (``record``, ``bs``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record: list[float] = []
+
+    def update_fun(self, pred, gt) -> None:
+        self.record.append(float((pred.detach() - gt).abs().mean()))
+        self.bs.append(pred.shape[0])
+
+    def score_fun(self) -> list[float]:
+        return [float(np.dot(self.record, self.bs) / np.sum(self.bs)), float(self.record[-1])]
+
+    def reinit(self) -> None:
+        super().reinit()
+        self.record = []
+
+
+class TaskView(Dataset):
+    """One task's (input, target) pairs (``multi_input``: one loader per task)."""
+
+    def __init__(self, data: RegressionData, task: str) -> None:
+        self.data, self.task = data, task
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        x, y = self.data[i]
+        return x, y[self.task]
+
+
+def task_dict() -> dict:
+    tasks = {t: {"metrics": ["mae"], "metrics_fn": L1Metric(), "loss_fn": MSELoss(), "weight": [0]} for t in TASKS}
+    # the last task also reports LibMTL-style list records (mean, and the last batch's value)
+    tasks["c"] = {"metrics": ["mae", "last_batch"], "metrics_fn": RecordL1Metric(), "loss_fn": MSELoss(), "weight": [0, 0]}
+    return tasks
+
+
+def encoder() -> nn.Module:
+    return nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh())
+
+
+def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Trainer, device: str = "cpu",
+          **extra) -> Trainer:
+    """A float64 Trainer for ``case`` (same initial weights for the same seed)."""
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    arch_args = {"img_size": [IN_FEATURES], "num_experts": [2]} if case.arch == "MMoE" else {}
+    decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
+    return trainer_class(
+        task_dict(), case.weighting, case.arch, encoder, decoders, case.rep_grad, case.multi_input,
+        {"optim": "sgd", "lr": 0.05}, save_path=save_path, device=device, grad_method="loop",
+        weight_args=dict(case.weight_args), arch_args=arch_args, **extra,
+    )
+
+
+def loaders(batch_size: int, multi_input: bool = False):
+    train_data, test_data = RegressionData(TRAIN_SIZE, 0), RegressionData(TEST_SIZE, 1)
+    if multi_input:
+        return ({t: DataLoader(TaskView(train_data, t), batch_size=batch_size, shuffle=False) for t in TASKS},
+                {t: DataLoader(TaskView(test_data, t), batch_size=EVAL_BS, shuffle=False) for t in TASKS})
+    train = DataLoader(train_data, batch_size=batch_size, shuffle=False)
+    test = DataLoader(test_data, batch_size=EVAL_BS, shuffle=False)
+    return train, test
+
+
+def outcome(trainer: Trainer) -> dict[str, Any]:
+    """What must agree between runs: parameters, buffers (weighting state), the loss buffer,
+    the task weights of every step and every row of the history without its timings."""
+    history = [{k: v for k, v in row.items() if k != "time"} for row in trainer.meter.history]
+    return {
+        "state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+        "train_loss_buffer": np.array(trainer.model.train_loss_buffer),
+        "batch_weight": np.array(trainer.batch_weight),
+        "history": history,
+    }
+
+
+def train_case(case: Case, batch_size: int, save_path: Optional[str] = None, **extra) -> dict[str, Any]:
+    trainer = build(case, save_path, **extra)
+    train, test = loaders(batch_size, case.multi_input)
+    trainer.train(train, test, EPOCHS, return_weight=True)
+    return outcome(trainer)
+
+
+class Interrupted(Exception):
+    """Raised on every rank after epoch 1 is saved (a crash between epochs)."""
+
+
+class InterruptedTrainer(Trainer):
+    def _save_epoch(self, epoch: int) -> None:
+        super()._save_epoch(epoch)
+        if epoch == 1:
+            raise Interrupted
+
+
+def resumed_case(case: Case, batch_size: int, save_path: str) -> dict[str, Any]:
+    """Train ``case`` until it is interrupted after epoch 1, then resume from ``last.pt`` in a
+    new Trainer and finish."""
+    train, test = loaders(batch_size)
+    try:
+        build(case, save_path, InterruptedTrainer).train(train, test, EPOCHS)
+    except Interrupted:
+        pass
+    trainer = build(case)
+    trainer.resume(save_path)
+    trainer.train(train, test, EPOCHS, return_weight=True)
+    return outcome(trainer)
+
+
+def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkpoint: str) -> None:
+    """One of the ``world`` processes: every case, the resume paths and the debug check."""
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        results: dict[str, Any] = {}
+        for case in CASES:
+            save = os.path.join(out_dir, "run-" + case.name) if case == CHECKPOINT_CASE else None
+            results[case.name] = train_case(case, SINGLE_BS // world, save)
+        results["resumed"] = resumed_case(CHECKPOINT_CASE, SINGLE_BS // world, os.path.join(out_dir, "interrupted"))
+        # a single-process checkpoint loaded by every process
+        trainer = build(CHECKPOINT_CASE)
+        trainer.resume(reference_checkpoint)
+        results["loaded_single"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        results["check_same"] = _check_outcome(trainer)
+        with torch.no_grad():
+            if rank == 1:
+                next(trainer.model.parameters()).add_(1e-12)
+        results["check_perturbed"] = _check_outcome(trainer)
+        try:
+            build(Case("EW"), sync_bn=True)
+            results["sync_bn_cpu"] = "accepted"
+        except ValueError as err:
+            results["sync_bn_cpu"] = str(err)
+        results["amp"] = amp_case(world)
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+AMP_CASE = Case("RGB", weight_args={"rgb_steps": 5})
+
+
+def amp_case(world: int) -> dict[str, Any]:
+    """float32 model, bfloat16 autocast, replicas compared after every step (``distributed_check``)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return train_case(AMP_CASE, SINGLE_BS // world, amp=True, distributed_check=True)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def nccl_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    """World size 1 on CUDA with NCCL: the checkpoint case, float64, and one SyncBatchNorm step."""
+    torch.set_default_dtype(torch.float64)
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        trainer = build(CHECKPOINT_CASE, device=f"cuda:{rank}")
+        train, test = loaders(SINGLE_BS)
+        trainer.train(train, test, EPOCHS, return_weight=True)
+        result = outcome(trainer)
+        result["state"] = {k: v.cpu() for k, v in result["state"].items()}
+        with_bn = Trainer(task_dict(), "RGB", "HPS", lambda: nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.BatchNorm1d(6), nn.Tanh()),
+                          nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}), False, False, {"optim": "sgd", "lr": 0.05},
+                          device=f"cuda:{rank}", sync_bn=True)
+        with_bn.train(train, test, 1)
+        result["sync_bn_layers"] = sum(isinstance(m, nn.SyncBatchNorm) for m in with_bn.model.modules())
+        torch.save(result, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def _check_outcome(trainer: Trainer) -> str:
+    try:
+        distributed.check_replicas(trainer.model)
+    except RuntimeError as err:
+        return str(err)
+    return "identical"

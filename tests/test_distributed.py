@@ -1,0 +1,235 @@
+"""Distributed training (``LibMTL_rgb/distributed/``) against one process, on CPU with gloo.
+
+Two processes, each on half of every batch, must end where one process on the whole batch
+ends (float64, 1e-10): parameters, weighting state (buffers), ``train_loss_buffer``, task
+weights and every train/test row of the history (evaluation dealt by batches, the last one
+short), for every weighting in ``distributed_worker.CASES`` on HPS and MMoE. The two
+processes must also agree bit for bit. One spawn of 2 processes runs every case
+(``distributed_worker.worker``); the references run in this process.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import distributed_worker as dw
+from LibMTL_rgb import distributed
+from LibMTL_rgb.dense_metrics import SegMetric
+from LibMTL_rgb.distributed import StridedBatches, interleave_batches, reduce_accumulator
+from torch.utils.data import BatchSampler, SequentialSampler
+
+TOL = 1e-10
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``(references, [rank0, rank1], paths)``."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        references = {}
+        for case in dw.CASES:
+            save = str(tmp / "single") if case == dw.CHECKPOINT_CASE else None
+            references[case.name] = dw.train_case(case, dw.SINGLE_BS, save)
+        mp.start_processes(dw.worker, args=(dw.WORLD, str(tmp / "rendezvous"), str(tmp), str(tmp / "single")),
+                           nprocs=dw.WORLD, join=True, start_method="spawn")
+    finally:
+        torch.set_default_dtype(previous)
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(dw.WORLD)]
+    return references, ranks, tmp
+
+
+def assert_outcomes_close(got: dict, want: dict, tol: float = TOL, first_epoch: int = 0) -> None:
+    """``first_epoch``: a resumed run holds the task weights of the epochs it trained only."""
+    assert got["state"].keys() == want["state"].keys()
+    for name, value in want["state"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(got["state"][name], value, rtol=0, atol=tol, msg=name)
+        else:
+            assert torch.equal(got["state"][name], value), name
+    np.testing.assert_allclose(got["train_loss_buffer"], want["train_loss_buffer"], rtol=0, atol=tol)
+    np.testing.assert_allclose(got["batch_weight"][:, first_epoch:], want["batch_weight"][:, first_epoch:], rtol=0, atol=tol)
+    assert len(got["history"]) == len(want["history"])
+    for row, expected in zip(got["history"], want["history"]):
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            if key == "c_last_batch" and row["mode"] == "train":
+                continue  # a training shard's last batch is half of the single-process one
+            if isinstance(value, float):
+                assert row[key] == pytest.approx(value, rel=0, abs=tol), key
+            else:
+                assert row[key] == value, key
+
+
+def assert_bitwise_equal(first: dict, second: dict) -> None:
+    for name, value in first["state"].items():
+        assert torch.equal(value, second["state"][name]), name
+    assert np.array_equal(first["train_loss_buffer"], second["train_loss_buffer"])
+    assert first["history"] == second["history"]
+
+
+@pytest.mark.parametrize("case", dw.CASES, ids=lambda c: c.name)
+def test_two_processes_on_half_batches_equal_one_process(runs, case):
+    references, ranks, _ = runs
+    reference = references[case.name]
+    for result in ranks:
+        assert_outcomes_close(result[case.name], reference)
+    assert_bitwise_equal(ranks[0][case.name], ranks[1][case.name])
+    # the run moved: the comparison is not between two initial models
+    initial = dw.build(case).model.state_dict()
+    moved = max(float((reference["state"][k] - v).abs().max()) for k, v in initial.items() if v.is_floating_point())
+    assert moved > 1e-3
+
+
+def test_weighting_state_is_not_trivial(runs):
+    """The compared state holds what the weightings learned (so equality means something)."""
+    references, _, _ = runs
+    rgb = references[dw.CASES[1].name]["state"]
+    assert int(rgb["rgb_step_count"]) == dw.EPOCHS * dw.TRAIN_SIZE // dw.SINGLE_BS
+    assert float(rgb["rgb_ema"].norm()) > 0.1
+    famo = references["FAMO-HPS"]["state"]["famo_logits"]
+    assert float(famo.abs().max()) > 1e-4
+    dwa_weights = references["DWA-HPS"]["batch_weight"][:, -1, 0]
+    assert float(np.abs(dwa_weights - 1).max()) > 1e-4
+    adaptive = references[dw.CASES[2].name]["state"]
+    assert not torch.isnan(adaptive["rgb_prev_losses"]).any()
+
+
+def test_distributed_checkpoint_loads_in_one_process(runs):
+    references, ranks, tmp = runs
+    name = dw.CHECKPOINT_CASE.name
+    trainer = dw.build(dw.CHECKPOINT_CASE)
+    start = trainer.resume(str(tmp / f"run-{name}"))
+    assert start == dw.EPOCHS
+    for key, value in ranks[0][name]["state"].items():
+        assert torch.equal(trainer.model.state_dict()[key], value), key
+    assert not os.path.exists(tmp / f"run-{name}" / "rank1")  # rank 0 alone writes
+    assert sorted(os.listdir(tmp / f"run-{name}")) == sorted(os.listdir(tmp / "single"))
+
+
+def test_single_process_checkpoint_loads_in_every_process(runs):
+    references, ranks, _ = runs
+    want = references[dw.CHECKPOINT_CASE.name]["state"]
+    for result in ranks:
+        for key, value in want.items():
+            assert torch.equal(result["loaded_single"][key], value), key
+
+
+def test_distributed_resume_equals_an_uninterrupted_run(runs):
+    references, ranks, _ = runs
+    for result in ranks:
+        assert_outcomes_close(result["resumed"], references[dw.CHECKPOINT_CASE.name], first_epoch=2)
+        assert_bitwise_equal(result["resumed"], result[dw.CHECKPOINT_CASE.name])
+        assert not result["resumed"]["batch_weight"][:, :2].any()  # it did resume after epoch 1
+
+
+def test_replica_check_finds_a_perturbed_parameter(runs):
+    _, ranks, _ = runs
+    for result in ranks:
+        assert result["check_same"] == "identical"
+        assert "distributed replicas diverged" in result["check_perturbed"]
+        assert "differs between rank" in result["check_perturbed"]
+
+
+def test_sync_bn_is_refused_on_cpu_with_the_reason(runs):
+    _, ranks, _ = runs
+    for result in ranks:
+        assert "needs CUDA" in result["sync_bn_cpu"]
+
+
+def test_amp_runs_distributed_with_identical_replicas(runs):
+    """bfloat16 autocast in 2 processes, replica checksums compared after every step (the run
+    would have raised otherwise); both ranks end bit-identical, near the 1-process amp run."""
+    _, ranks, _ = runs
+    assert_bitwise_equal(ranks[0]["amp"], ranks[1]["amp"])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        single = dw.train_case(dw.AMP_CASE, dw.SINGLE_BS, amp=True)
+    finally:
+        torch.set_default_dtype(previous)
+    assert ranks[0]["amp"]["state"]["encoder.0.weight"].dtype == torch.float32
+    for name, value in single["state"].items():
+        torch.testing.assert_close(ranks[0]["amp"]["state"][name], value, rtol=0, atol=2e-2, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (NCCL)")
+def test_nccl_world_size_one_on_cuda_equals_cpu(runs, tmp_path):
+    references, _, _ = runs
+    mp.start_processes(dw.nccl_worker, args=(1, str(tmp_path / "rendezvous"), str(tmp_path / "cuda.pt")),
+                       nprocs=1, join=True, start_method="spawn")
+    result = torch.load(tmp_path / "cuda.pt", weights_only=False)
+    assert_outcomes_close(result, references[dw.CHECKPOINT_CASE.name], tol=1e-9)
+    assert result["sync_bn_layers"] == 1
+
+
+# ------------------------------------------------------------------ no processes needed
+def test_strided_batches_deal_each_batch_once():
+    batches = BatchSampler(SequentialSampler(range(18)), 4, drop_last=False)
+    dealt = [list(StridedBatches(batches, r, 2)) for r in range(2)]
+    assert [len(StridedBatches(batches, r, 2)) for r in range(2)] == [3, 2] == [len(d) for d in dealt]
+    assert interleave_batches(dealt) == list(batches)
+    assert sorted(i for d in dealt for b in d for i in b) == list(range(18))
+
+
+def test_interleave_falls_back_to_rank_order_when_lengths_do_not_fit():
+    assert interleave_batches([[1, 2, 3], [4]]) == [1, 2, 3, 4]
+    assert interleave_batches([[1, 3, 5], [2, 4]]) == [1, 2, 3, 4, 5]
+
+
+def test_accumulators_are_what_reinit_assigns():
+    metric = dw.RecordL1Metric()
+    metric.update_fun(torch.ones(2, 1), torch.zeros(2, 1))
+    assert sorted(distributed.accumulator_names(metric)) == ["bs", "record"]
+    assert sorted(distributed.accumulator_names(dw.MSELoss())) == ["_count", "_sum"]
+    assert sorted(distributed.accumulator_names(dw.L1Metric())) == ["_count", "_total", "bs"]
+    seg = SegMetric(3)
+    assert sorted(distributed.accumulator_names(seg)) == ["bs", "confusion"]  # not num_classes
+
+
+def test_single_process_helpers_change_nothing():
+    losses = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert distributed.global_losses(losses) is losses
+    metric = dw.RecordL1Metric()
+    metric.update_fun(torch.ones(2, 1), torch.zeros(2, 1))
+    reduce_accumulator(metric)
+    assert metric.record == [1.0] and metric.bs == [2]
+    assert distributed.world_size() == 1 and distributed.is_main_process()
+
+
+# ------------------------------------------------------------------ torchrun, unchanged example command
+def test_torchrun_runs_an_example_unchanged(tmp_path):
+    """``torchrun --standalone --nproc_per_node 2 examples/nyu/main.py ...`` on CPU (gloo) with
+    ``--amp``: one log, the world size in it, files written once (by rank 0)."""
+    import subprocess
+    import sys
+
+    from test_example_nyu import SIZE, TINY_MODEL, write_nyu
+
+    root = write_nyu(tmp_path / "nyuv2", {"train": 8, "val": 3})
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               os.path.join(repo, "examples", "nyu", "main.py"), "--dataset_path", str(root),
+               "--img_size", *map(str, SIZE), *TINY_MODEL, "--weighting", "RGB", "--epochs", "2", "--bs", "2",
+               "--eval_bs", "2", "--amp", "--distributed_check", "--save_path", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world size 2 (gloo)" in done.stdout
+    assert done.stdout.count("Epoch: 0001 | TEST") == 1  # rank 1 prints nothing
+    assert sorted(os.listdir(tmp_path / "run")) == ["best.pt", "history.csv", "last.pt", "summary.json"]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert int(state["model"]["rgb_step_count"]) == 2 * 2  # 8 samples, 2 processes, batch 2: 2 steps/epoch
