@@ -90,7 +90,8 @@ def test_two_processes_on_half_batches_equal_one_process(runs, case):
     assert_bitwise_equal(ranks[0][case.name], ranks[1][case.name])
     # the run moved: the comparison is not between two initial models
     initial = dw.build(case).model.state_dict()
-    moved = max(float((reference["state"][k] - v).abs().max()) for k, v in initial.items() if v.is_floating_point())
+    moved = max(float((reference["state"][k] - v).abs().max()) for k, v in initial.items()
+                if v.is_floating_point() and v.shape == reference["state"][k].shape and v.numel())
     assert moved > 1e-3
 
 
@@ -194,10 +195,10 @@ def test_accumulators_are_what_reinit_assigns():
     metric = dw.RecordL1Metric()
     metric.update_fun(torch.ones(2, 1), torch.zeros(2, 1))
     assert sorted(distributed.accumulator_names(metric)) == ["bs", "record"]
-    assert sorted(distributed.accumulator_names(dw.MSELoss())) == ["_count", "_sum"]
-    assert sorted(distributed.accumulator_names(dw.L1Metric())) == ["_count", "_total", "bs"]
+    assert sorted(distributed.accumulator_names(dw.MSELoss())) == ["bs", "record"]
+    assert sorted(distributed.accumulator_names(dw.L1Metric())) == ["bs", "record"]
     seg = SegMetric(3)
-    assert sorted(distributed.accumulator_names(seg)) == ["bs", "confusion"]  # not num_classes
+    assert sorted(distributed.accumulator_names(seg)) == ["bs", "confusion", "record"]  # not num_classes
 
 
 def test_single_process_helpers_change_nothing():

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from LibMTL_rgb.batch_records import BatchRecords
+
 from LibMTL_rgb.distributed.process_group import is_active, world_size
 
 
@@ -82,7 +84,10 @@ def accumulator_names(obj: Any) -> list[str]:
     object.__setattr__(probe, "__dict__", {k: list(v) if isinstance(v, list) else v for k, v in vars(obj).items()})
     getattr(Recorder, reset_name)(probe)
     emptied = [k for k, v in vars(obj).items() if isinstance(v, list) and v and not vars(probe).get(k, v)]
-    return [name for name in dict.fromkeys(assigned + emptied) if name in vars(obj)]
+    names = [name for name in dict.fromkeys(assigned + emptied) if name in vars(obj)]
+    if isinstance(obj, BatchRecords):  # LibMTL's ``record`` list, kept as ``_record`` with a pending count
+        names = [n for n in names if n not in ("_record", "_pending_device_values")] + ["record"]
+    return names
 
 
 def _sum_values(values: Sequence[Any]) -> Any:

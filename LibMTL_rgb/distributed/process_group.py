@@ -22,10 +22,12 @@ def is_active() -> bool:
 
 
 def world_size() -> int:
+    """Processes in the run (1 without an initialised process group)."""
     return dist.get_world_size() if is_active() else 1
 
 
 def rank() -> int:
+    """This process's rank (0 without an initialised process group)."""
     return dist.get_rank() if is_active() else 0
 
 
