@@ -6,7 +6,9 @@ setup(
     description="LibMTL-style multi-task learning with Rotation-Based Gradient Balancing (RGB)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["LibMTL_rgb", "LibMTL_rgb.*"]),
+    packages=[*find_packages(include=["LibMTL_rgb", "LibMTL_rgb.*"]), "LibMTL_rgb_examples"],
+    # what only the examples use, apart from the core: examples/common, imported as LibMTL_rgb_examples
+    package_dir={"LibMTL_rgb_examples": "examples/common"},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.2",

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' dataset generators (real o
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import LibMTL_rgb.weighting.rgb as rgb_weighting  # noqa: E402
-from LibMTL_rgb import example_runner  # noqa: E402
+from LibMTL_rgb_examples import example_runner  # noqa: E402
 from LibMTL_rgb.registry import WEIGHTINGS  # noqa: E402
 from _timing import machine_line, markdown_table  # noqa: E402
 from example_loading import load_example  # noqa: E402

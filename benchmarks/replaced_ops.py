@@ -7,7 +7,7 @@ examples' sizes (the "before / after" rows of docs/performance.md).
 Cases (each "before" is the plain PyTorch / PyG form the library used or would use):
 
 - unit normals, forward + backward on NYUv2's normals (2×3×288×384): ``F.normalize(x, dim=1)``
-  vs ``LibMTL_rgb.dense_metrics.unit_normals``;
+  vs ``LibMTL_rgb_examples.dense_metrics.unit_normals``;
 - class indices of NYUv2's logits (2×13×288×384): ``argmax(dim=1)`` vs ``max(dim=1).indices``
   (what ``SegMetric.update_fun`` uses);
 - one DeepLab ASPP head (``LibMTL_rgb.model.aspp.DeepLabHead``), forward + backward, batch 2,
@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from _timing import add_common_flags, describe, machine_line, markdown_table, setup_from_flags, time_interleaved
-from LibMTL_rgb.dense_metrics import unit_normals
+from LibMTL_rgb.model.normals import unit_normals
 from LibMTL_rgb.model.aspp import AtrousConv2d, DeepLabHead
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "qm9"))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from example_loading import load_example
-from LibMTL_rgb.input_files import CorruptInputError, InputDataError, load_npy, open_image
+from LibMTL_rgb_examples.input_files import CorruptInputError, InputDataError, load_npy, open_image
 from test_example_celeba import TINY as CELEBA_TINY
 from test_example_celeba import make_celeba_root
 from test_example_nyu import SIZE, TINY_MODEL, write_nyu

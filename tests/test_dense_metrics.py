@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from LibMTL_rgb.dense_augment import CLASS_MAP, DEPTH, DISPARITY, NORMAL, OFFSET_YX, DenseAugmentation, resize_target
-from LibMTL_rgb.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, NormalLoss, NormalMetric, OffsetL1Metric,
+from LibMTL_rgb_examples.dense_augment import CLASS_MAP, DEPTH, DISPARITY, NORMAL, OFFSET_YX, DenseAugmentation, resize_target
+from LibMTL_rgb_examples.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, NormalLoss, NormalMetric, OffsetL1Metric,
                                       OffsetLoss, SegLoss, SegMetric)
 from LibMTL_rgb.model.aspp import AtrousConv2d, DeepLabHead
 

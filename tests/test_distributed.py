@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 import distributed_worker as dw
 from LibMTL_rgb import distributed
-from LibMTL_rgb.dense_metrics import SegMetric
+from LibMTL_rgb_examples.dense_metrics import SegMetric
 from LibMTL_rgb.distributed import StridedBatches, interleave_batches, reduce_accumulator
 from torch.utils.data import BatchSampler, SequentialSampler
 

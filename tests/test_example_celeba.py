@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from LibMTL_rgb.task_columns import split_task_columns
+from LibMTL_rgb_examples.task_columns import split_task_columns
 
 from example_loading import load_example
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import synthetic
-from LibMTL_rgb.example_runner import build_trainer, example_parser, require_dataset, setup_run
+from LibMTL_rgb_examples.example_runner import build_trainer, example_parser, require_dataset, setup_run
 
 
 def parse(*argv, defaults=None):

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from LibMTL_rgb.dense_metrics import unit_normals
+from LibMTL_rgb.model.normals import unit_normals
 
 if TYPE_CHECKING:  # torchvision loads when a model is built, not for --help
     from torchvision.models.segmentation.deeplabv3 import ASPP

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import Conv2dNormActivation
 
-from LibMTL_rgb.dense_metrics import unit_normals
+from LibMTL_rgb.model.normals import unit_normals
 
 #: VGG16's convolution blocks: (channels at width 64, conv layers).
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from LibMTL_rgb.input_files import open_image
-from LibMTL_rgb.task_columns import TaskColumnLoader
+from LibMTL_rgb_examples.input_files import open_image
+from LibMTL_rgb_examples.task_columns import TaskColumnLoader
 
 NUM_ATTRIBUTES = 40
 ATTRIBUTE_FILE = os.path.join("celeba", "list_attr_celeba.txt")

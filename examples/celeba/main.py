@@ -11,9 +11,9 @@ from celeba_metrics import HIGHER_IS_BETTER, BinaryAttributeMetric
 from celeba_model import CelebAEncoder, attribute_heads, encoder_features
 
 from LibMTL_rgb import Trainer
-from LibMTL_rgb.example_runner import example_parser, fill_input_size, require_dataset, setup_run
+from LibMTL_rgb_examples.example_runner import example_parser, fill_input_size, require_dataset, setup_run
 from LibMTL_rgb.loss import BCELoss
-from LibMTL_rgb.many_task_output import ensure_save_path, run_and_report
+from LibMTL_rgb_examples.many_task_output import ensure_save_path, run_and_report
 
 DEFAULTS = dict(
     weighting="RGB", arch="HPS", rgb_steps=50,

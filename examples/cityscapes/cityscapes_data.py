@@ -42,10 +42,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from labels import INSTANCE_BASE, thing_label_ids, train_id_lookup
-from LibMTL_rgb import example_runner
-from LibMTL_rgb.dense_augment import CLASS_MAP, DEPTH, DISPARITY, OFFSET_YX, DenseAugmentation
-from LibMTL_rgb.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
-from LibMTL_rgb.input_files import open_image
+from LibMTL_rgb_examples import example_runner
+from LibMTL_rgb_examples.dense_augment import CLASS_MAP, DEPTH, DISPARITY, OFFSET_YX, DenseAugmentation
+from LibMTL_rgb_examples.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
+from LibMTL_rgb_examples.input_files import open_image
 
 # --------------------------------------------------------------------- 2 tasks (MTAN)
 MTAN_CLASSES = 7

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from LibMTL_rgb import Trainer, example_runner
-from LibMTL_rgb.dense_data import dense_loader, input_size_from_args
-from LibMTL_rgb.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, OffsetL1Metric, OffsetLoss, SegLoss,
+from LibMTL_rgb import Trainer
+from LibMTL_rgb_examples import example_runner
+from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, OffsetL1Metric, OffsetLoss, SegLoss,
                                       SegMetric)
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
 from cityscapes_data import DISPARITY_UNITS, MTAN_CLASSES, cityscapes_split

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from LibMTL_rgb import Trainer, example_runner
-from LibMTL_rgb.dense_data import dense_loader, input_size_from_args
-from LibMTL_rgb.dense_metrics import DepthLoss, DepthMetric, NormalLoss, NormalMetric, SegLoss, SegMetric
+from LibMTL_rgb import Trainer
+from LibMTL_rgb_examples import example_runner
+from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_metrics import DepthLoss, DepthMetric, NormalLoss, NormalMetric, SegLoss, SegMetric
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
 from nyu_data import NATIVE_SIZE, NUM_CLASSES, TASK_OUTPUTS, nyu_split
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from LibMTL_rgb import example_runner
-from LibMTL_rgb.dense_augment import CLASS_MAP, DEPTH, NORMAL, DenseAugmentation
-from LibMTL_rgb.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
+from LibMTL_rgb_examples import example_runner
+from LibMTL_rgb_examples.dense_augment import CLASS_MAP, DEPTH, NORMAL, DenseAugmentation
+from LibMTL_rgb_examples.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
 
 NUM_CLASSES = 13
 NATIVE_SIZE = (288, 384)

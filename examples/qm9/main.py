@@ -15,9 +15,9 @@ from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.benchmark.paper_results import paper_stl
-from LibMTL_rgb.example_runner import example_parser, require_dataset, setup_run
+from LibMTL_rgb_examples.example_runner import example_parser, require_dataset, setup_run
 from LibMTL_rgb.loss import MSELoss
-from LibMTL_rgb.many_task_output import ensure_save_path, run_and_report
+from LibMTL_rgb_examples.many_task_output import ensure_save_path, run_and_report
 
 DEFAULTS = dict(
     weighting="RGB", arch="HPS", rgb_lambda=0.0, rgb_steps=30,

@@ -17,7 +17,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
 
 from LibMTL_rgb.atomic_io import atomic_save
-from LibMTL_rgb.task_columns import TaskColumnLoader
+from LibMTL_rgb_examples.task_columns import TaskColumnLoader
 
 
 from qm9_targets import (DEFAULT_TARGETS, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TARGETS, TASK_NAME_STYLES,  # noqa: F401

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from LibMTL_rgb.dense_augment import DenseAugmentation, TargetKind, resize_sample
-from LibMTL_rgb.input_files import InputDataError, load_npy
+from LibMTL_rgb_examples.dense_augment import DenseAugmentation, TargetKind, resize_sample
+from LibMTL_rgb_examples.input_files import InputDataError, load_npy
 
 
 class DatasetFormatError(ValueError):

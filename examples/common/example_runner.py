@@ -12,9 +12,9 @@ import torch
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb import distributed
 from LibMTL_rgb.config import make_parser, prepare_args
-from LibMTL_rgb.input_files import install_input_error_hook
+from LibMTL_rgb_examples.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
-from LibMTL_rgb.run_errors import check_batchnorm_batch, one_line_errors
+from LibMTL_rgb_examples.run_errors import check_batchnorm_batch, one_line_errors
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import set_device, set_random_seed

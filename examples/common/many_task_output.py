@@ -11,7 +11,7 @@ import argparse
 import os
 
 from LibMTL_rgb.cli_checks import check_output_dir
-from LibMTL_rgb.example_runner import run
+from LibMTL_rgb_examples.example_runner import run
 from LibMTL_rgb.trainer import HISTORY_CSV
 
 TEST_CSV = "test.csv"
@@ -40,7 +40,7 @@ def ensure_save_path(example: str, params: argparse.Namespace) -> None:
 
 
 def run_and_report(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
-    """:func:`LibMTL_rgb.example_runner.run`; after ``--mode test`` also print one line per
+    """:func:`LibMTL_rgb_examples.example_runner.run`; after ``--mode test`` also print one line per
     task and write ``<save_path>/test.csv``."""
     run(trainer, params, train_loader, test_loader, val_loader)
     if params.mode != "test":

@@ -18,7 +18,7 @@ from typing import Iterator
 import torch.nn as nn
 
 from LibMTL_rgb.checkpoint import LAST_CHECKPOINT, CheckpointError
-from LibMTL_rgb.input_files import InputDataError, worker_message
+from LibMTL_rgb_examples.input_files import InputDataError, worker_message
 from LibMTL_rgb.nonfinite import NonFiniteError
 
 #: Exit code of a run stopped by Ctrl-C (SIGINT).
