@@ -3,6 +3,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# example and worker subprocesses too (set before torch is imported here)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 

@@ -48,3 +48,14 @@ def split_last(stage: nn.Module) -> tuple[nn.Module, nn.Module]:
     if isinstance(stage, nn.Sequential) and len(stage) >= 2:
         return stage[:-1], stage[-1]
     return stage, nn.Identity()
+
+
+def build_task_columns(arch: nn.Module, name: str, why: str) -> list[list[nn.Module]]:
+    """One copy of the encoder per task (a *column*), as ``arch.encoder`` (a ``ModuleDict`` by
+    task), and each column's stage views in task order (kept out of the module tree).
+    ``multi_input=True`` is refused with ``why`` (the columns read one shared input)."""
+    if arch.multi_input:
+        raise ValueError(f"{name} {why}, so all tasks must read the same input: multi_input=True is not "
+                         "supported (use HPS, MTAN, MMoE, CGC, PLE or DSelect_k)")
+    arch.encoder = nn.ModuleDict({task: arch.encoder_class() for task in arch.task_name})
+    return [encoder_stages(arch.encoder[task], name) for task in arch.task_name]

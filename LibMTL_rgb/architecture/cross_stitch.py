@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from LibMTL_rgb.architecture._common import selected_tasks
-from LibMTL_rgb.architecture._stages import encoder_stages
+from LibMTL_rgb.architecture._stages import build_task_columns
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
@@ -50,14 +50,8 @@ class Cross_stitch(AbsArchitecture):
 
     def __init__(self, task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs):
         super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs)
-        if self.multi_input:
-            raise ValueError(
-                "Cross_stitch mixes the tasks' features at every stage, so all tasks must read the same "
-                "input: multi_input=True is not supported (use HPS, MTAN, MMoE, CGC, PLE or DSelect_k)"
-            )
-        self.encoder = nn.ModuleDict({task: self.encoder_class() for task in self.task_name})
-        # per-task stage views of the columns' own modules, kept out of the module tree.
-        self._columns = {task: encoder_stages(self.encoder[task], "Cross_stitch") for task in self.task_name}
+        self._columns = dict(zip(self.task_name, build_task_columns(self, "Cross_stitch",
+                                                                    "mixes the tasks' features at every stage")))
         self.num_stages = len(self._columns[self.task_name[0]])
         if self.num_stages < 2:
             raise ValueError("Cross_stitch needs an encoder with at least two stages to stitch between")

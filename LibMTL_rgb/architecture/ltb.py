@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from LibMTL_rgb.architecture._common import selected_tasks
-from LibMTL_rgb.architecture._stages import encoder_stages
+from LibMTL_rgb.architecture._stages import build_task_columns
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
@@ -64,14 +64,7 @@ class LTB(AbsArchitecture):
 
     def __init__(self, task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs):
         super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs)
-        if self.multi_input:
-            raise ValueError(
-                "LTB branches one network whose columns read the same input, so all tasks must share "
-                "it: multi_input=True is not supported (use HPS, MTAN, MMoE, CGC, PLE or DSelect_k)"
-            )
-        self.encoder = nn.ModuleDict({task: self.encoder_class() for task in self.task_name})
-        # per-task stage views of the columns' own modules, kept out of the module tree.
-        self._columns = [encoder_stages(self.encoder[task], "LTB") for task in self.task_name]
+        self._columns = build_task_columns(self, "LTB", "branches one network whose columns read the same input")
         self.num_stages = len(self._columns[0])
         if self.num_stages < 2:
             raise ValueError("LTB needs an encoder with at least two stages to branch between")
