@@ -112,7 +112,8 @@ def plot_runs(results: Mapping[str, Sequence[ToyRun]], front: ParetoFront, scale
         x_ax.set_xlabel("$x_1$")
         x_ax.set_ylabel("$x_2$")
     fig.suptitle("Toy problem (RGB paper App. A.10, Fig. 6)", fontsize="medium")
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=min(3, 2 * columns), fontsize="small",
+    # one legend column per figure column (the labels are long), at most 3
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=min(3, columns), fontsize="small",
                frameon=False)
-    atomic_savefig(fig, path, dpi=110, facecolor="white")
+    atomic_savefig(fig, path, dpi=110, facecolor="white", bbox_inches="tight")
     return path
