@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torchvision", "torchjd", "torch_geometric", "matplotlib", "tensorboard")
+HEAVY = ("torchvision", "torchjd", "torch_geometric", "matplotlib", "tensorboard", "scipy")
 
 
 def loaded_heavy_modules(code: str) -> list[str]:
@@ -36,7 +36,7 @@ def test_registry_knows_every_method_without_torchjd():
 def test_torchjd_loads_when_a_method_needs_it():
     code = ("import torch\nfrom LibMTL_rgb.weighting.torchjd_methods import PCGradAggregator\n"
             "aggregator = PCGradAggregator()\nassert type(aggregator).__module__.startswith('torchjd')")
-    assert loaded_heavy_modules(code) == ["torchjd"]
+    assert set(loaded_heavy_modules(code)) - {"scipy"} == {"torchjd"}  # torchjd itself may load scipy
 
 
 @pytest.mark.parametrize("example", ["toy", "nyu", "cityscapes", "qm9", "celeba"])

@@ -9,7 +9,6 @@ active constraints, then the KKT system on those constraints is solved exactly
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 
 #: SLSQP's ``ftol``: the programs are solved to (about) this accuracy in the objective.
 QP_TOL = 1e-14
@@ -27,6 +26,8 @@ def min_norm_weights(gram: np.ndarray) -> np.ndarray:
     n = gram.shape[0]
     if n == 1:
         return np.ones(1)
+    from scipy.optimize import minimize  # scipy.optimize loads on first use (0.3 s)
+
     result = minimize(
         lambda w: float(w @ gram @ w),
         np.full(n, 1.0 / n),
@@ -57,6 +58,8 @@ def forum_dual_weights(gram: np.ndarray, pi: np.ndarray, linear: float) -> np.nd
     e_nu = np.zeros(n)
     e_nu[-1] = 1.0
     start = np.append(np.full(tasks, 1.0 / tasks), max(float(pi.mean()), 0.0))
+    from scipy.optimize import minimize  # scipy.optimize loads on first use (0.3 s)
+
     result = minimize(
         lambda w: float(w @ gram @ w - linear * w[-1]),
         start,
