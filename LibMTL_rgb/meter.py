@@ -11,7 +11,8 @@ import torch
 from LibMTL_rgb.atomic_io import atomic_write
 from LibMTL_rgb.utils import count_improvement
 
-#: Above this many tasks, the per-epoch line is a summary and the full table goes to CSV.
+#: Above this many tasks, the per-epoch line is a summary when the full table goes to a CSV
+#: (``csv_written``); without one every row is printed in full, as LibMTL does.
 WIDE_TABLE_TASKS = 8
 
 
@@ -41,6 +42,8 @@ class PerformanceMeter:
         self._begin = 0.0
         self._elapsed = 0.0
         self._header_printed = False
+        #: Whether the Trainer writes the history to a CSV (``save_path``): then many tasks get a summary line.
+        self.csv_written = False
 
     # ----------------------------------------------------------- collection
     def record_time(self, mode: str) -> None:
@@ -107,19 +110,20 @@ class PerformanceMeter:
         print(self._format_row(mode, epoch), flush=True)
 
     def _format_row(self, mode: str, epoch: Optional[int]) -> str:
-        if not self._header_printed and self.task_num <= WIDE_TABLE_TASKS:
+        full = self.task_num <= WIDE_TABLE_TASKS or not self.csv_written
+        if not self._header_printed and full:
             parts = [f"{t}_LOSS " + " ".join(self.task_dict[t]["metrics"]) for t in self.task_name]
             print("LOG FORMAT | " + " | ".join(parts) + " | TIME")
         self._header_printed = True
         prefix = f"Epoch: {epoch:04d} | {mode.upper()}:" if epoch is not None else f"{mode.upper()}:"
-        if self.task_num <= WIDE_TABLE_TASKS:
+        if full:
             cells = []
             for tn, task in enumerate(self.task_name):
                 values = [self.loss_item[tn], *self.results[task]]
                 cells.append(" ".join(f"{v:.4f}" for v in values))
             body = " | ".join(cells)
         else:
-            body = f"mean loss {np.mean(self.loss_item):.4f} ({self.task_num} tasks; full table in the CSV)"
+            body = f"mean loss {np.mean(self.loss_item):.4f} ({self.task_num} tasks; every metric in history.csv)"
         if self.improvement is not None and mode != "train":
             body += f" | impr {100 * self.improvement:+.2f}%"
         return f"{prefix} {body} | Time: {self._elapsed:.2f}s"

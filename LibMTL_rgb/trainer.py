@@ -157,6 +157,7 @@ class Trainer(nn.Module):
         print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(optim_param, scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
+        self.meter.csv_written = save_path is not None
         # None unless diagnostics/tensorboard/log_dir is asked for
         self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"]) if self.distributed.is_main else None
 

@@ -177,3 +177,22 @@ def test_grad_method_option_reaches_the_model():
         trainer = make_trainer("RGB", grad_method="sideways")
         train, test = synthetic.loaders(T)
         trainer.train(train, test, epochs=1)
+
+
+def test_many_tasks_print_full_rows_unless_a_csv_holds_them(capsys):
+    """Over WIDE_TABLE_TASKS tasks: a summary line when history.csv is written, else every metric
+    on the line (LibMTL prints them all; without a CSV they would be nowhere)."""
+    from LibMTL_rgb.meter import WIDE_TABLE_TASKS, PerformanceMeter
+    from LibMTL_rgb.metrics import L1Metric
+    from LibMTL_rgb.loss import L1Loss
+
+    tasks = {f"t{i}": {"metrics": ["L1"], "metrics_fn": L1Metric(), "loss_fn": L1Loss(), "weight": [0]}
+             for i in range(WIDE_TABLE_TASKS + 1)}
+    for csv_written in (False, True):
+        meter = PerformanceMeter(tasks, multi_input=False)
+        meter.csv_written = csv_written
+        meter.results = {t: [0.5] for t in tasks}
+        meter.display(mode="train", epoch=0)
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert ("every metric in history.csv" in line) == csv_written
+        assert line.count("0.5000") == (0 if csv_written else WIDE_TABLE_TASKS + 1)
