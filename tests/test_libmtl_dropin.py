@@ -11,7 +11,6 @@ epoch's losses and metrics, the returned task weights and the final parameters:
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import sys
 import types
@@ -26,6 +25,7 @@ if importlib.util.find_spec("LibMTL") is None:
     pytest.skip("LibMTL is not installed (python -m pip install --no-deps LibMTL==1.1.5)", allow_module_level=True)
 
 import libmtl_trainer_oracle  # noqa: E402
+from libmtl_oracle import float64_default as float64  # noqa: E402  (LibMTL builds vectors in the default dtype)
 import libmtl_style_code as libmtl_code  # noqa: E402
 from LibMTL_rgb import Trainer  # noqa: E402
 
@@ -44,17 +44,6 @@ def load_variant(replace_imports: bool) -> types.ModuleType:
     module.__file__ = str(path)
     exec(compile(source, str(path), "exec"), module.__dict__)
     return module
-
-
-@contextlib.contextmanager
-def float64():
-    """float64 by default (tight comparisons; LibMTL builds its vectors in the default dtype)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def batches(count: int, seed: int):

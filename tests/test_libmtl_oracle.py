@@ -82,14 +82,19 @@ def reversed_task_order() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------- loss weightings
-def compare_ew() -> Gap:
-    gap, mine, theirs = Gap(), ours("EW"), libmtl_model("EW", T, D)
+def compare_same_inputs(name: str) -> Gap:
+    """Both classes fed the same gradients and losses, step after step."""
+    gap, mine, theirs = Gap(), ours(name), libmtl_model(name, T, D)
     for k in range(STEPS):
         G, losses = step_data(k)
         w, g = our_step(mine, G, losses)
         lw, lg = libmtl_step(theirs, G, losses)
         gap.add(g, lg, w, lw)
     return gap
+
+
+def compare_ew() -> Gap:
+    return compare_same_inputs("EW")
 
 
 def compare_uw(lr: float = 0.1) -> Gap:
@@ -225,13 +230,7 @@ def compare_gradvac(beta: float = 0.5) -> tuple[Gap, int]:
 def compare_imtl() -> Gap:
     """IMTL-G: torchjd's closed form ``w ∝ K⁺ (‖g_i‖)_i`` vs LibMTL's ``g_0 Uᵀ (D Uᵀ)⁻¹``. LibMTL's
     loss scales (IMTL-L) stay at their initial 0 here (never stepped), so its losses are ours."""
-    gap, mine, theirs = Gap(), ours("IMTL"), libmtl_model("IMTL", T, D)
-    for k in range(STEPS):
-        G, losses = step_data(k)
-        w, g = our_step(mine, G, losses)
-        lw, lg = libmtl_step(theirs, G, losses)
-        gap.add(g, lg, w, lw)
-    return gap
+    return compare_same_inputs("IMTL")
 
 
 def compare_cagrad(calpha: float = 0.5) -> Gap:
