@@ -16,7 +16,8 @@ from LibMTL_rgb.weighting.autolambda import FD_SCALE, meta_gradient
 from LibMTL_rgb.weighting.bilevel import BilevelLoop
 from LibMTL_rgb.weighting.forum import forum_gradients, forum_lambda_and_pi
 from LibMTL_rgb.weighting.moml import unrolled_hypergradients
-from LibMTL_rgb.weighting.simplex_qp import forum_dual_weights, min_norm_weights
+from LibMTL_rgb.weighting.min_norm import min_norm_weights
+from LibMTL_rgb.weighting.simplex_qp import forum_dual_weights
 from test_arch_weighting_matrix import loader as image_loader
 from test_arch_weighting_matrix import make_trainer as make_image_trainer
 
@@ -168,7 +169,7 @@ def test_moml_step_follows_the_unrolled_hypergradient_and_mgda(inner_step):
     weights = model.bilevel_step(loop, train, meta, outer_lr=outer_lr, inner_lr=inner_lr, inner_step=inner_step)
     # the upper level: min-norm point of the l2-normalised hyper-gradients; optimality: <h_i, d> >= ||d||²
     normalised = hyper / hyper.norm(dim=1, keepdim=True)
-    gamma = torch.as_tensor(min_norm_weights((normalised @ normalised.T).numpy()))
+    gamma = min_norm_weights(normalised @ normalised.T)
     direction = gamma @ normalised
     assert torch.all(normalised @ direction >= direction @ direction - 1e-10)
     alpha1 = adam_first_step(alpha0, direction, outer_lr)
@@ -181,13 +182,13 @@ def test_moml_step_follows_the_unrolled_hypergradient_and_mgda(inner_step):
 
 def test_min_norm_weights_solve_the_two_and_three_vector_cases():
     h = np.array([[1.0, 0.0], [0.2, 1.0]])
-    gamma = min_norm_weights(h @ h.T)
+    gamma = min_norm_weights(torch.from_numpy(h @ h.T)).numpy()
     closed = np.clip((h[1] - h[0]) @ h[1] / np.sum((h[0] - h[1]) ** 2), 0, 1)  # weight of h_0
     np.testing.assert_allclose(gamma, [closed, 1 - closed], atol=1e-9)
     rng = np.random.default_rng(0)
     for _ in range(5):
         h = rng.normal(size=(3, 6))
-        gamma = min_norm_weights(h @ h.T)
+        gamma = min_norm_weights(torch.from_numpy(h @ h.T)).numpy()
         d = gamma @ h
         assert abs(gamma.sum() - 1) < 1e-12 and np.all(gamma >= 0)
         assert np.all(h @ d >= d @ d - 1e-9)  # KKT of the min-norm point of the convex hull

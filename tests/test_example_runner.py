@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import synthetic
-from LibMTL_rgb_examples.example_runner import build_trainer, example_parser, require_dataset, setup_run
+from LibMTL_rgb import Trainer
+from LibMTL_rgb_examples.example_runner import example_parser, require_dataset, setup_run
 
 
 def parse(*argv, defaults=None):
@@ -22,11 +23,13 @@ def test_example_defaults_override_libmtl_defaults():
     assert (params.weighting, params.rgb_steps, params.epochs) == ("RGB", 30, 7)
 
 
-def test_build_trainer_takes_every_choice_from_the_flags():
+def test_setup_run_gives_the_trainer_every_choice_of_the_flags():
     params = parse("--weighting", "RGB", "--rgb_steps", "3", "--optim", "sgd", "--lr", "0.5")
     _, kwargs, optim_param, scheduler_param = setup_run(params)
-    trainer = build_trainer(params, synthetic.task_dict(2), synthetic.encoder_class, synthetic.decoders(2),
-                            optim_param, scheduler_param, kwargs)
+    # the Trainer(...) call of every example's main.py
+    trainer = Trainer(synthetic.task_dict(2), params.weighting, params.arch, synthetic.encoder_class,
+                      synthetic.decoders(2), params.rep_grad, params.multi_input, optim_param, scheduler_param,
+                      save_path=params.save_path, load_path=params.load_path, **kwargs)
     assert type(trainer.model).__name__ == "MTLmodel[HPS+RGB]"
     assert trainer.model.grad_method == "loop" and trainer.kwargs["weight_args"]["rgb_steps"] == 3
     assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.optimizer.param_groups[0]["lr"] == 0.5

@@ -262,14 +262,24 @@ def modo_reference(Gs, gamma, rho):
     return out
 
 
+def follow_three_batch_reference(name: str, Gs, reference, rtol: float, **weight_args) -> list:
+    """Step ``name`` over the Jacobians ``Gs`` and assert each step's weights and shared
+    gradient equal ``reference``'s ``(weights, direction)``; returns the weights."""
+    model = jacobian_model(name, Gs[0], LOSSES)
+    seen = []
+    for G, (weights_ref, direction) in zip(Gs, reference):
+        set_all(model, G, LOSSES)
+        weights = model.backward(sample_losses(model), **weight_args)
+        np.testing.assert_allclose(weights, np.asarray(weights_ref), rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(shared_grad(model), np.asarray(direction), rtol=rtol, atol=1e-12)
+        seen.append(weights)
+    return seen
+
+
 def test_modo_double_sampling_over_steps():
     Gs = jacobians(3, seed=50)
-    model = jacobian_model("MoDo", Gs[0], LOSSES)
-    for G, (lam, direction) in zip(Gs, modo_reference(Gs, 0.05, 0.1)):
-        set_all(model, G, LOSSES)
-        weights = model.backward(sample_losses(model), MoDo_gamma=0.05, MoDo_rho=0.1)
-        np.testing.assert_allclose(weights, lam, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(shared_grad(model), direction, rtol=1e-10, atol=1e-12)
+    follow_three_batch_reference("MoDo", Gs, modo_reference(Gs, 0.05, 0.1), 1e-10, MoDo_gamma=0.05, MoDo_rho=0.1)
+    lam = modo_reference(Gs, 0.05, 0.1)[-1][0]
     assert not np.allclose(lam, 1.0 / T)
 
 
@@ -299,12 +309,9 @@ def sdmgrad_reference(Gs, lamda, niter):
 
 def test_sdmgrad_inner_solver_and_direction_over_steps():
     Gs = jacobians(3, seed=60)
-    model = jacobian_model("SDMGrad", Gs[0], LOSSES)
-    for G, (weights_ref, direction) in zip(Gs, sdmgrad_reference(Gs, 0.3, 7)):
-        set_all(model, G, LOSSES)
-        weights = model.backward(sample_losses(model), SDMGrad_lamda=0.3, SDMGrad_niter=7)
-        np.testing.assert_allclose(weights, weights_ref.numpy(), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(shared_grad(model), direction.numpy(), rtol=1e-9, atol=1e-12)
+    seen = follow_three_batch_reference("SDMGrad", Gs, sdmgrad_reference(Gs, 0.3, 7), 1e-9,
+                                        SDMGrad_lamda=0.3, SDMGrad_niter=7)
+    for weights in seen:
         assert weights.sum() == pytest.approx(1.0)
 
 

@@ -59,3 +59,12 @@ def build_task_columns(arch: nn.Module, name: str, why: str) -> list[list[nn.Mod
                          "supported (use HPS, MTAN, MMoE, CGC, PLE or DSelect_k)")
     arch.encoder = nn.ModuleDict({task: arch.encoder_class() for task in arch.task_name})
     return [encoder_stages(arch.encoder[task], name) for task in arch.task_name]
+
+
+def decode_columns(arch: nn.Module, features: list, tasks) -> dict:
+    """Each of ``tasks``' decoder on its own column's output (``features`` in task order)."""
+    out = {}
+    for task in tasks:
+        rep = arch._prepare_rep(features[arch.task_name.index(task)], task, same_rep=False)
+        out[task] = arch.decoders[task](rep)
+    return out

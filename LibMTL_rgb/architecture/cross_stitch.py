@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from LibMTL_rgb.architecture._common import selected_tasks
-from LibMTL_rgb.architecture._stages import build_task_columns
+from LibMTL_rgb.architecture._stages import build_task_columns, decode_columns
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
@@ -65,11 +65,7 @@ class Cross_stitch(AbsArchitecture):
             if stage < self.num_stages - 1:
                 stitched = torch.einsum("tj,jb...->tb...", self.cross_unit[stage], torch.stack(features))
                 features = list(stitched.unbind(0))
-        out = {}
-        for task in tasks:
-            rep = self._prepare_rep(features[self.task_name.index(task)], task, same_rep=False)
-            out[task] = self.decoders[task](rep)
-        return out
+        return decode_columns(self, features, tasks)
 
     def get_share_params(self):
         """The cross-stitch units and all columns' stages but the last."""

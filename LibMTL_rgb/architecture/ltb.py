@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from LibMTL_rgb.architecture._common import selected_tasks
-from LibMTL_rgb.architecture._stages import build_task_columns
+from LibMTL_rgb.architecture._stages import build_task_columns, decode_columns
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
@@ -91,11 +91,7 @@ class LTB(AbsArchitecture):
         for stage in range(1, self.num_stages):
             parents = torch.einsum("tj,jb...->tb...", weights[stage - 1].to(features[0].dtype), torch.stack(features))
             features = [column[stage](x) for column, x in zip(self._columns, parents.unbind(0))]
-        out = {}
-        for task in tasks:
-            rep = self._prepare_rep(features[self.task_name.index(task)], task, same_rep=False)
-            out[task] = self.decoders[task](rep)
-        return out
+        return decode_columns(self, features, tasks)
 
     def get_share_params(self):
         """The branching logits and all columns' stages but the last."""

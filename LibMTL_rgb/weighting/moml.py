@@ -8,7 +8,7 @@ from torch import Tensor
 
 from LibMTL_rgb.registry import WEIGHTINGS
 from LibMTL_rgb.weighting.bilevel import INNER_LR, INNER_STEP, Batch, BilevelLoop, BilevelWeighting, grads_or_zeros
-from LibMTL_rgb.weighting.simplex_qp import min_norm_weights
+from LibMTL_rgb.weighting.min_norm import min_norm_weights
 
 #: Lower bound of a hyper-gradient's norm before its l2 normalisation.
 NORM_FLOOR = 1e-12
@@ -39,11 +39,11 @@ def unrolled_hypergradients(loop: BilevelLoop, train_batch: Batch, meta_batch: B
 def moml_direction(hypergradients: Tensor) -> Tensor:
     """The upper-level update direction: each hyper-gradient scaled to unit l2 norm (the
     authors' ``_gradient_normalizers(..., 'l2')``), then their min-norm convex combination
-    (MGDA, solved to tolerance)."""
+    (MGDA's exact solver)."""
     norms = hypergradients.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
     normalised = hypergradients / norms
-    gram = (normalised.double() @ normalised.double().T).cpu().numpy()
-    gamma = torch.as_tensor(min_norm_weights(gram), dtype=normalised.dtype, device=normalised.device)
+    gram = normalised.double() @ normalised.double().T
+    gamma = min_norm_weights(gram).to(normalised.dtype)
     return gamma @ normalised
 
 

@@ -1,8 +1,7 @@
-"""Small quadratic programs over task weights on the simplex, solved to a tight tolerance.
+"""FORUM's direction-finding dual: a small quadratic program over task weights, solved to a
+tight tolerance (MOML's min-norm combination uses MGDA's exact solver, ``min_norm.py``).
 
-Used by the bilevel methods: MOML's min-norm (MGDA) combination of the task hyper-gradients
-and FORUM's direction-finding dual. Both have T or T + 1 variables, so they are solved in
-float64 on the host from their Gram matrices: SciPy's SLSQP (tolerance ``QP_TOL``) finds the
+It has T + 1 variables, so it is solved in float64 on the host from its Gram matrix: SciPy's SLSQP (tolerance ``QP_TOL``) finds the
 active constraints, then the KKT system on those constraints is solved exactly
 (:func:`_polish`), which removes SLSQP's residual error (up to ~1e-7 in the weights).
 """
@@ -17,31 +16,6 @@ QP_MAX_ITER = 1000
 ACTIVE_TOL = 1e-7
 #: The polished solution must satisfy every constraint within this slack.
 FEASIBLE_TOL = 1e-12
-
-
-def min_norm_weights(gram: np.ndarray) -> np.ndarray:
-    """``argmin_{γ ∈ Δ} ||Σ_i γ_i h_i||² = γᵀ G γ`` for the Gram matrix ``G = [<h_i, h_j>]``
-    (the min-norm element of the convex hull, MGDA's sub-problem)."""
-    gram = _symmetric(gram)
-    n = gram.shape[0]
-    if n == 1:
-        return np.ones(1)
-    from scipy.optimize import minimize  # scipy.optimize loads on first use (0.3 s)
-
-    result = minimize(
-        lambda w: float(w @ gram @ w),
-        np.full(n, 1.0 / n),
-        jac=lambda w: 2.0 * gram @ w,
-        method="SLSQP",
-        bounds=[(0.0, None)] * n,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(n)}],
-        options={"ftol": QP_TOL, "maxiter": QP_MAX_ITER},
-    )
-    w = _on_simplex(result.x)
-    active = [np.eye(n)[i] for i in range(n) if w[i] < ACTIVE_TOL]
-    equalities = np.array([np.ones(n)] + active)
-    targets = np.array([1.0] + [0.0] * len(active))
-    return _on_simplex(_polish(w, gram, np.zeros(n), equalities, targets, -np.eye(n), np.zeros(n)))
 
 
 def forum_dual_weights(gram: np.ndarray, pi: np.ndarray, linear: float) -> np.ndarray:

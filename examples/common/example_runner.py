@@ -16,7 +16,6 @@ from LibMTL_rgb_examples.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
 from LibMTL_rgb_examples.run_errors import check_batchnorm_batch, one_line_errors
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
-from LibMTL_rgb.trainer import Trainer
 from LibMTL_rgb.utils import set_device, set_random_seed
 
 
@@ -83,19 +82,6 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
-
-
-def build_trainer(params: argparse.Namespace, task_dict: Mapping[str, Any], encoder_class, decoders,
-                  optim_param: dict, scheduler_param: Optional[dict], kwargs: dict, trainer_class: type = Trainer,
-                  sample_shape: Optional[Sequence[int]] = None) -> Trainer:
-    """LibMTL's ``Trainer(...)`` with every choice taken from the flags (``--weighting``,
-    ``--arch``, ``--rep_grad``, ``--multi_input``, ``--save_path``, ``--load_path``) and
-    ``setup_run``'s outputs. ``sample_shape``: see ``fill_input_size``."""
-    fill_input_size(kwargs, sample_shape)
-    return trainer_class(
-        task_dict, params.weighting, params.arch, encoder_class, decoders, params.rep_grad, params.multi_input,
-        optim_param, scheduler_param, save_path=params.save_path, load_path=params.load_path, **kwargs,
-    )
 
 
 def fill_input_size(kwargs: dict, sample_shape: Optional[Sequence[int]]) -> None:
