@@ -6,9 +6,11 @@ setup(
     description="LibMTL-style multi-task learning with Rotation-Based Gradient Balancing (RGB)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=[*find_packages(include=["LibMTL_rgb", "LibMTL_rgb.*"]), "LibMTL_rgb_examples"],
-    # what only the examples use, apart from the core: examples/common, imported as LibMTL_rgb_examples
-    package_dir={"LibMTL_rgb_examples": "examples/common"},
+    # the core, and apart from it what only the examples use: both folders at the top level, found
+    # from the root (package_dir {"": "."}), so `pip install -e .` is a plain path entry (no import-hook
+    # finder, which a folder named LibMTL_rgb in the working directory would shadow)
+    packages=find_packages(include=["LibMTL_rgb", "LibMTL_rgb.*", "LibMTL_rgb_examples", "LibMTL_rgb_examples.*"]),
+    package_dir={"": "."},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.2",
