@@ -1,0 +1,109 @@
+"""The Trainer's step protocol: named hooks, in the manner of PyTorch Lightning's ``Callback``.
+
+The Trainer's loop (``trainer.py``) calls these hooks, in this order, on every component in
+``trainer.callbacks`` (distributed training, the non-finite guard, run logging and the run
+directory, diagnostics, the bilevel step, and any a user adds)::
+
+    on_fit_start
+      for each epoch:
+        on_train_epoch_start
+          for each batch:
+            on_train_batch_start
+            transform_losses            (returns the losses the weighting sees)
+            on_before_backward
+            on_after_backward
+            on_before_optimizer_step
+            on_after_optimizer_step
+            on_train_batch_end
+        on_train_epoch_end
+        on_evaluation_end              (once per evaluated split: 'val', 'test')
+        on_epoch_end                   (after the scheduler step)
+        on_save_checkpoint             (each component adds its own entry to the state)
+    on_fit_end
+    on_exception                       (instead of the rest, when the loop raises)
+
+``transform_loaders`` is called on the loaders ``train`` and ``test`` are given, before any
+batch is drawn. ``on_load_checkpoint`` is called by ``Trainer.resume``.
+
+Rules every component keeps: it holds its own state and saves it under its own
+:attr:`Callback.state_key` in ``on_save_checkpoint`` / restores it in ``on_load_checkpoint``;
+it reads the Trainer's public attributes only (``model``, ``optimizer``, ``meter``,
+``task_name``, ``device``...) and never another component's private attributes. Every hook
+has a do-nothing default, so a component overrides only the hooks it needs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from LibMTL_rgb.trainer import Trainer
+
+__all__ = ["Callback"]
+
+
+class Callback:
+    """One component of a training run; override the hooks it needs (all default to no-ops)."""
+
+    #: Key of this component's entry in a checkpoint (``None``: it saves nothing).
+    state_key: Optional[str] = None
+
+    # ------------------------------------------------------------------ fit
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        """Before the first epoch of ``train`` (after a resume has been loaded)."""
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        """After the last epoch of ``train``."""
+
+    def on_exception(self, trainer: "Trainer", error: BaseException) -> None:
+        """The loop raised ``error`` (it is re-raised after every component has seen it)."""
+
+    # ---------------------------------------------------------------- data
+    def transform_loaders(self, trainer: "Trainer", loaders: Any, train: bool) -> Any:
+        """The loaders ``train``/``test`` use (e.g. each process's shard); identity by default."""
+        return loaders
+
+    # ------------------------------------------------------------- training
+    def on_train_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
+        """Before the first batch of ``epoch`` (model in train mode)."""
+
+    def on_train_batch_start(self, trainer: "Trainer", epoch: int, batch: int) -> None:
+        """Before the batch's forward pass."""
+
+    def transform_losses(self, trainer: "Trainer", losses: Tensor) -> Tensor:
+        """The task losses ``[T]`` the weighting sees (e.g. averaged over processes); identity
+        by default."""
+        return losses
+
+    def on_before_backward(self, trainer: "Trainer", losses: Tensor) -> None:
+        """Before the weighting's ``backward(losses, **weight_args)``."""
+
+    def on_after_backward(self, trainer: "Trainer") -> None:
+        """After the weighting's ``backward``: every ``.grad`` holds the update direction."""
+
+    def on_before_optimizer_step(self, trainer: "Trainer") -> None:
+        """Just before ``optimizer.step()``."""
+
+    def on_after_optimizer_step(self, trainer: "Trainer") -> None:
+        """Just after ``optimizer.step()``."""
+
+    def on_train_batch_end(self, trainer: "Trainer", epoch: int, batch: int, weights: Any) -> None:
+        """After the batch's step (``weights``: what the weighting's ``backward`` returned)."""
+
+    def on_train_epoch_end(self, trainer: "Trainer", epoch: int) -> None:
+        """After the last batch of ``epoch``, before evaluation."""
+
+    # ----------------------------------------------------------- evaluation
+    def on_evaluation_end(self, trainer: "Trainer", mode: str, epoch: Optional[int]) -> None:
+        """After one evaluation (``mode``: 'val' or 'test'), its scores computed."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None:
+        """After training, evaluation and the scheduler step of ``epoch``."""
+
+    # ---------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, trainer: "Trainer", state: dict[str, Any]) -> None:
+        """Add this component's state to ``state`` (under :attr:`state_key`)."""
+
+    def on_load_checkpoint(self, trainer: "Trainer", state: dict[str, Any]) -> None:
+        """Restore this component's state from ``state`` (its :attr:`state_key` entry)."""
