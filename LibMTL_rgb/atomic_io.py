@@ -22,7 +22,7 @@ import os
 import tempfile
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_write", "atomic_save", "atomic_savefig", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_save", "atomic_savefig", "atomic_write_json", "remove_stale_temporaries"]
 
 
 @contextlib.contextmanager
@@ -72,6 +72,26 @@ def atomic_savefig(fig: Any, path: str, **savefig_kwargs: Any) -> str:
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, **savefig_kwargs)
     return path
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of an :func:`atomic_write` (``.<target>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove the temporary files a killed :func:`atomic_write` left in ``directory`` (call it
+    only while no other process writes there, e.g. under the run directory's lock); returns
+    their names."""
+    if not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if is_temporary(name) and os.path.isfile(os.path.join(directory, name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
 
 
 def _fsync_directory(directory: str) -> None:

@@ -4,6 +4,7 @@ The Trainer's loop (``trainer.py``) calls these hooks, in this order, on every c
 ``trainer.callbacks`` (distributed training, the non-finite guard, run logging and the run
 directory, diagnostics, the bilevel step, and any a user adds)::
 
+    transform_model                    (at construction: e.g. SyncBatchNorm, rank 0's weights)
     on_fit_start
       for each epoch:
         on_train_epoch_start
@@ -14,11 +15,12 @@ directory, diagnostics, the bilevel step, and any a user adds)::
             on_after_backward
             on_before_optimizer_step
             on_after_optimizer_step
-            on_train_batch_end
+            on_train_batch_end         (not for a skipped batch: --nonfinite skip)
+        on_before_scores               ('train', then per evaluated split: before the meter's scores)
         on_train_epoch_end
         on_evaluation_end              (once per evaluated split: 'val', 'test')
-        on_epoch_end                   (after the scheduler step)
-        on_save_checkpoint             (each component adds its own entry to the state)
+        on_epoch_end                   (after the scheduler step; the run directory saves here,
+                                        which calls on_save_checkpoint on every component)
     on_fit_end
     on_exception                       (instead of the rest, when the loop raises)
 
@@ -59,6 +61,11 @@ class Callback:
     def on_exception(self, trainer: "Trainer", error: BaseException) -> None:
         """The loop raised ``error`` (it is re-raised after every component has seen it)."""
 
+    # --------------------------------------------------------------- model
+    def transform_model(self, trainer: "Trainer", model: Any) -> Any:
+        """The model the Trainer trains (called once, at construction); identity by default."""
+        return model
+
     # ---------------------------------------------------------------- data
     def transform_loaders(self, trainer: "Trainer", loaders: Any, train: bool) -> Any:
         """The loaders ``train``/``test`` use (e.g. each process's shard); identity by default."""
@@ -90,6 +97,10 @@ class Callback:
 
     def on_train_batch_end(self, trainer: "Trainer", epoch: int, batch: int, weights: Any) -> None:
         """After the batch's step (``weights``: what the weighting's ``backward`` returned)."""
+
+    def on_before_scores(self, trainer: "Trainer", mode: str) -> None:
+        """Before ``trainer.meter`` computes the scores of a finished pass (``mode``: 'train',
+        'val' or 'test'), e.g. to sum its records over processes."""
 
     def on_train_epoch_end(self, trainer: "Trainer", epoch: int) -> None:
         """After the last batch of ``epoch``, before evaluation."""

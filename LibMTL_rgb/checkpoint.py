@@ -38,7 +38,7 @@ COMPARED = (("weighting", "--weighting"), ("architecture", "--arch"), ("tasks", 
 __all__ = [
     "CheckpointError", "MissingCheckpointError", "BEST_CHECKPOINT", "LAST_CHECKPOINT", "run_metadata", "with_metadata", "read_checkpoint",
     "read_training_state", "read_model_weights", "metadata_of", "check_compatible", "load_model_state",
-    "grow_loss_buffer",
+    "grow_loss_buffer", "check_same_config", "config_differences",
 ]
 
 
@@ -146,6 +146,51 @@ def check_compatible(metadata: Optional[Mapping[str, Any]], expected: Mapping[st
     if differences:
         raise CheckpointError(f"checkpoint {path} was trained with " + " and with ".join(differences)
                               + (f" (its command: {metadata['command']})" if metadata.get("command") else ""))
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line per entry that differs between a checkpoint's training configuration and the
+    run's (``Trainer.training_config``): the caller's ``run_config`` entries (an example's
+    flags, named as given) when both have one, else the optimiser, scheduler and method
+    options (``optim_param['lr']``...)."""
+    if saved.get("run_config") is not None and current.get("run_config") is not None:
+        pairs = [(str(key), saved["run_config"], current["run_config"], key) for key in
+                 dict.fromkeys([*saved["run_config"], *current["run_config"]])]
+    else:
+        pairs = []
+        for group in ("optim_param", "scheduler_param", "weight_args", "arch_args"):
+            theirs, ours = saved.get(group), current.get(group)
+            if theirs is None or ours is None:
+                pairs.append((group, {group: theirs}, {group: ours}, group))
+                continue
+            pairs += [(f"{group}[{key!r}]", theirs, ours, key) for key in dict.fromkeys([*theirs, *ours])]
+    missing = object()
+    lines = []
+    for label, theirs, ours, key in pairs:
+        a, b = theirs.get(key, missing), ours.get(key, missing)
+        if a is missing and b is missing or _same(a, b):
+            continue
+        shown = [("(not set)" if v is missing else repr(v)) for v in (a, b)]
+        lines.append(f"{label}: {shown[0]} in the checkpoint, {shown[1]} now")
+    return lines
+
+
+def check_same_config(saved: Optional[Mapping[str, Any]], current: Mapping[str, Any], path: str) -> None:
+    """Raise :class:`CheckpointError` listing every :func:`config_differences` line (nothing
+    to compare for a checkpoint written without a configuration)."""
+    if not saved:
+        return
+    lines = config_differences(saved, current)
+    if lines:
+        raise CheckpointError(f"cannot resume {path} with another training configuration ({len(lines)} "
+                              "difference(s); only the number of epochs may change):\n  " + "\n  ".join(lines))
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # tensors/arrays: compare their values
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 def load_model_state(model: torch.nn.Module, state_dict: Mapping[str, Any], path: str) -> None:

@@ -30,7 +30,8 @@ the uncentred PCA spectrum of {r̂_i} and fixes the pairwise conflicts ``(1 − 
 rank-deficient sets give ``inf``.
 
 The per-task gradients ``G`` come from the weighting's own ``_get_grads`` call when it makes
-one (captured, no extra cost); for weightings that never form ``G`` (EW does one backward of
+one (no extra cost: on logged steps this module sets ``model.record_task_grads`` and
+``AbsWeighting._get_grads`` keeps ``model.task_grads``; no model method is replaced); for weightings that never form ``G`` (EW does one backward of
 the summed loss) they are computed on logged steps with one extra autograd pass per task.
 With ``rep_grad=True`` the diagnostics use the representation gradients the weighting forms.
 """
@@ -152,32 +153,20 @@ class GradientDiagnostics:
         self._logging = False
         self._captured: Optional[Tensor] = None
         self._precomputed: Optional[Tensor] = None
-        self._weighting_forms_grads = False
-        self._install_capture()
-
-    # ------------------------------------------------------------------ capture
-    def _install_capture(self) -> None:
-        """Wrap the instance's ``_get_grads`` to keep a copy of ``G`` on logged steps."""
-        original = self.model._get_grads
-
-        def _get_grads_and_capture(losses, mode: str = "backward"):
-            out = original(losses, mode=mode)
-            self._weighting_forms_grads = True
-            if self._logging:
-                grads = out[1] if isinstance(out, list) else out
-                self._captured = grads.detach().clone()
-            return out
-
-        self.model._get_grads = _get_grads_and_capture
+        #: whether the weighting forms ``G`` itself (None: not yet known; learnt on the first logged step)
+        self._weighting_forms_grads: Optional[bool] = None
 
     def before_backward(self, losses: Tensor) -> None:
-        """Start a step; on logged steps, compute ``G`` if the weighting will not form it."""
+        """Start a step; on logged steps, ask the weighting to keep ``G`` and compute ``G`` here
+        unless the weighting is known to form it."""
         self.step += 1
         self._logging = self.step % self.every == 0
         self._captured = self._precomputed = None
         if not self._logging:
             return
         self.model.record_adjusted_grads = True
+        self.model.record_task_grads = True
+        self.model.task_grads = None
         if not self._weighting_forms_grads and not getattr(self.model, "rep_grad", False):
             self.model._compute_grad_dim()
             self._precomputed = self.model._compute_grad(losses, mode="autograd").detach()
@@ -188,6 +177,12 @@ class GradientDiagnostics:
             return None
         self._logging = False
         self.model.record_adjusted_grads = False
+        self.model.record_task_grads = False
+        captured = getattr(self.model, "task_grads", None)
+        self.model.task_grads = None
+        if isinstance(captured, Tensor):
+            self._captured = captured
+        self._weighting_forms_grads = self._captured is not None
         grads = self._captured if self._captured is not None else self._precomputed
         adjusted = getattr(self.model, "adjusted_grads", None)
         self.model.adjusted_grads = None

@@ -21,6 +21,7 @@ from typing import Any, Mapping, MutableMapping, Optional, Sequence
 import torch
 
 from LibMTL_rgb.atomic_io import atomic_write, atomic_write_json
+from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.gradient_diagnostics import GradientDiagnostics
 
 SUMMARY_JSON = "summary.json"
@@ -29,8 +30,8 @@ DIAGNOSTICS_SUMMARY_JSON = "diagnostics_summary.json"
 TENSORBOARD_DIR = "tb"
 
 __all__ = [
-    "LoggingOptions", "RunLogger", "add_logging_args", "logging_kwargs", "write_run_summary",
-    "SUMMARY_JSON", "DIAGNOSTICS_CSV", "DIAGNOSTICS_SUMMARY_JSON",
+    "LoggingOptions", "RunLogger", "add_logging_args", "logging_kwargs", "write_run_summary", "run_summary",
+    "SUMMARY_JSON", "DIAGNOSTICS_CSV", "DIAGNOSTICS_SUMMARY_JSON", "write_json",
 ]
 
 
@@ -80,12 +81,11 @@ def logging_kwargs(params: argparse.Namespace) -> dict[str, Any]:
             if hasattr(params, key) and getattr(params, key) != getattr(defaults, key)}
 
 
-class RunLogger:
-    """TensorBoard + CSV logging of one Trainer run, with optional MER diagnostics.
-
-    The Trainer calls :meth:`before_backward` / :meth:`after_backward` around each
-    ``model.backward``, :meth:`end_epoch` after each epoch and :meth:`close` at the end.
-    """
+class RunLogger(Callback):
+    """TensorBoard + CSV logging of one Trainer run, with optional MER diagnostics: a component
+    on the step protocol (``callbacks.py``): :meth:`before_backward` / :meth:`after_backward`
+    around each ``model.backward``, :meth:`end_epoch` after each epoch and :meth:`close` at the
+    end. It saves nothing in checkpoints (TensorBoard and ``diagnostics.csv`` are logs)."""
 
     def __init__(self, log_dir: Optional[str], tensorboard: bool = False,
                  diagnostics: Optional[GradientDiagnostics] = None) -> None:
@@ -111,7 +111,20 @@ class RunLogger:
         diagnostics = GradientDiagnostics(model, weight_args, options.diagnostics_every) if options.diagnostics else None
         return cls(log_dir, options.tensorboard, diagnostics)
 
-    # ------------------------------------------------------------ training hooks
+    # ------------------------------------------------------------ step protocol
+    def on_before_backward(self, trainer: Any, losses: Any) -> None:
+        self.before_backward(losses[-1] if isinstance(losses, tuple) else losses)
+
+    def on_after_backward(self, trainer: Any) -> None:
+        self.after_backward()
+
+    def on_epoch_end(self, trainer: Any, epoch: int) -> None:
+        self.end_epoch(epoch, trainer.meter.history)
+
+    def on_fit_end(self, trainer: Any) -> None:
+        self.close(trainer.meter.history, trainer.meter.best_result.get("epoch"), trainer.task_name)
+
+    # ------------------------------------------------------------ training
     def before_backward(self, losses: torch.Tensor) -> None:
         if self.diagnostics is not None:
             self.diagnostics.before_backward(losses)
@@ -144,7 +157,7 @@ class RunLogger:
         TensorBoard."""
         if self.diagnostics_history and self.log_dir is not None:
             summary = best_checkpoint_diagnostics(self.diagnostics_history, history, best_epoch, task_names)
-            _write_json(os.path.join(self.log_dir, DIAGNOSTICS_SUMMARY_JSON), summary)
+            write_json(os.path.join(self.log_dir, DIAGNOSTICS_SUMMARY_JSON), summary)
         if self.writer is not None:
             self.writer.close()
 
@@ -196,9 +209,15 @@ def best_checkpoint_diagnostics(diagnostics_history: Sequence[Mapping[str, Any]]
 
 def write_run_summary(path: str, task_dict: Mapping[str, Mapping[str, Any]], best_result: Mapping[str, Any],
                       device: torch.device, epochs_done: int) -> None:
-    """``summary.json``: the tasks (metric names, ``weight``), the Trainer's best result (epoch,
-    improvement, its metrics and the test metrics at that epoch), epochs done and, on CUDA,
-    the peak allocated memory."""
+    """Write :func:`run_summary` to ``path`` (``summary.json``)."""
+    write_json(path, run_summary(task_dict, best_result, device, epochs_done))
+
+
+def run_summary(task_dict: Mapping[str, Mapping[str, Any]], best_result: Mapping[str, Any],
+                device: torch.device, epochs_done: int) -> dict[str, Any]:
+    """``summary.json``'s content: the tasks (metric names, ``weight``), the Trainer's best result
+    (epoch, improvement, its metrics and the test metrics at that epoch), epochs done and, on
+    CUDA, the peak allocated memory."""
     summary: dict[str, Any] = {
         "tasks": {task: {"metrics": list(spec["metrics"]), "weight": [int(w) for w in spec["weight"]]}
                   for task, spec in task_dict.items()},
@@ -208,7 +227,7 @@ def write_run_summary(path: str, task_dict: Mapping[str, Mapping[str, Any]], bes
     }
     if device.type == "cuda" and torch.cuda.is_available():
         summary["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    _write_json(path, summary)
+    return _jsonable(summary)
 
 
 def _jsonable(value: Any) -> Any:
@@ -221,5 +240,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_json(path: str, payload: Mapping[str, Any]) -> None:
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """``payload`` as JSON (tensors and arrays as numbers), atomically."""
     atomic_write_json(path, _jsonable(payload))

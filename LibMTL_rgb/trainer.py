@@ -1,4 +1,12 @@
-"""``Trainer``: LibMTL's training/evaluation loop, with device fallback, checkpoints and resume."""
+"""``Trainer``: LibMTL's training/evaluation loop on the step protocol of ``callbacks.py``.
+
+``train`` and ``test`` read top to bottom here and call named hooks on ``trainer.callbacks``;
+every feature beyond LibMTL's loop is a component on them: data parallel
+(``distributed_callback.py``), the non-finite guard (``nonfinite.py``), run logging and
+diagnostics (``run_logger.py``), the run directory (``run_directory.py``), and any component a
+user passes (``callbacks=[...]``). Options are typed (``trainer_options.py``). LibMTL's surface
+(``process_preds``, ``_compute_loss``, ``forward4loss``, ``_process_data``...) stays.
+"""
 from __future__ import annotations
 
 import os
@@ -9,18 +17,20 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from LibMTL_rgb.atomic_io import atomic_save
 from LibMTL_rgb.batch_format import check_labels
+from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.checkpoint import (
-    BEST_CHECKPOINT, LAST_CHECKPOINT, check_compatible, grow_loss_buffer, load_model_state, read_model_weights,
-    read_training_state, run_metadata, with_metadata,
+    check_compatible, check_same_config, grow_loss_buffer, load_model_state, read_model_weights, read_training_state,
+    run_metadata,
 )
-from LibMTL_rgb.distributed import DistributedRun
+from LibMTL_rgb.distributed_callback import DistributedCallback
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
-from LibMTL_rgb.nonfinite import NonFiniteGuard, restore_losses, snapshot_losses
+from LibMTL_rgb.nonfinite import NonFiniteGuard
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
-from LibMTL_rgb.run_logger import SUMMARY_JSON, LoggingOptions, RunLogger, write_run_summary
+from LibMTL_rgb.run_directory import HISTORY_CSV, RunDirectory
+from LibMTL_rgb.run_logger import LoggingOptions, RunLogger
+from LibMTL_rgb.trainer_options import TrainerOptions, check_method_args
 from LibMTL_rgb.utils import count_parameters, resolve_device
 from LibMTL_rgb.weighting.bilevel import BilevelLoop
 
@@ -38,7 +48,7 @@ SCHEDULERS = {
     "cos": torch.optim.lr_scheduler.CosineAnnealingLR,
     "reduce": torch.optim.lr_scheduler.ReduceLROnPlateau,
 }
-HISTORY_CSV = "history.csv"
+__all__ = ["Trainer", "build_mtl_model", "OPTIMIZERS", "SCHEDULERS", "HISTORY_CSV"]
 
 
 def build_mtl_model(
@@ -86,21 +96,17 @@ class Trainer(nn.Module):
         multi_input: each task has its own input (dataloaders are dicts per task).
         optim_param: ``{'optim': 'adam', 'lr': ..., ...}``.
         scheduler_param: ``{'scheduler': 'step', ...}`` or None.
-        save_path: directory for ``best.pt`` (model weights of the best epoch), ``last.pt``
-            (everything needed to resume) and ``history.csv`` (every epoch's metrics).
+        save_path: the run directory (``run_directory.py``): ``best.pt`` (model weights of the
+            best epoch), ``last.pt`` (everything needed to resume), ``history.csv`` (every
+            epoch's metrics) and ``summary.json``; locked while a run writes to it.
         load_path: a ``.pt`` file or a directory holding ``best.pt`` to load weights from.
-        **kwargs: ``weight_args``, ``arch_args`` (dicts of method options), and optionally
-            ``device`` (default: ``cuda:0`` when available, else CPU) and ``base_result``;
-            ``stl_task`` (train only that task of ``task_dict``: a single-task baseline);
-            logging (see ``run_logger.py``): ``diagnostics``, ``diagnostics_every``,
-            ``tensorboard``, ``log_dir``. With ``save_path``, ``summary.json`` is written too;
-            ``amp=True``: mixed precision (bfloat16 autocast of the forward pass and losses);
-            ``grad_method``: how per-task gradients are computed ('auto', 'batched', 'loop');
-            ``nonfinite``: 'raise' (default: stop at the first non-finite loss/gradient) or
-            'skip' (skip such batches, see ``nonfinite.py``); ``command``: the command line
-            recorded in the checkpoints' metadata (default ``sys.argv``);
-            data-parallel when ``torch.distributed`` is initialised (``docs/distributed.md``):
-            ``sync_bn``, ``distributed_check``.
+        **kwargs: the typed options of :class:`~LibMTL_rgb.trainer_options.TrainerOptions`
+            (an unknown key is refused with a suggestion): ``weight_args``, ``arch_args``
+            (checked against the methods' declared options and ranges), ``device``,
+            ``base_result``, ``stl_task``, ``amp``, ``grad_method``, ``nonfinite``
+            ('raise'/'skip'), ``command``, logging (``diagnostics``, ``diagnostics_every``,
+            ``tensorboard``, ``log_dir``), data parallel (``sync_bn``, ``distributed_check``),
+            ``callbacks`` (components on the step protocol), ``overwrite``, ``run_config``.
     """
 
     def __init__(
@@ -120,46 +126,58 @@ class Trainer(nn.Module):
     ) -> None:
         super().__init__()
         _check_task_dict(task_dict)
-        # single-task baseline and logging options (off by default)
-        task_dict, decoders = _restrict_to_task(task_dict, decoders, kwargs)
-        logging_options = LoggingOptions.pop_from(kwargs)
-        self.device = resolve_device(kwargs.pop("device", None))
-        kwargs.setdefault("weight_args", {})
-        kwargs.setdefault("arch_args", {})
-        self.kwargs = kwargs
+        options = TrainerOptions.from_kwargs(kwargs)  # unknown keys refused here, before any work
+        check_method_args(WEIGHTINGS.get(weighting), options.weight_args, "weight_args")
+        check_method_args(ARCHITECTURES.get(architecture), options.arch_args, "arch_args")
+        task_dict, decoders, base_result = _restrict_to_task(task_dict, decoders, options.stl_task, options.base_result)
+        self.options = options
+        self.device = resolve_device(options.device)
+        #: LibMTL's attribute: the method options (``weight_args`` go to every ``backward``).
+        self.kwargs: dict[str, Any] = {"weight_args": options.weight_args, "arch_args": options.arch_args}
         self.task_dict = task_dict
         self.task_num = len(task_dict)
         self.task_name = list(task_dict.keys())
         self.rep_grad = rep_grad
         self.multi_input = multi_input
-        self.scheduler_param = scheduler_param
+        self.optim_param = dict(optim_param)
+        self.scheduler_param = None if scheduler_param is None else dict(scheduler_param)
         self.save_path = save_path
         self.load_path = load_path
         self.start_epoch = 0
+        self.epochs = 0
         # bfloat16 autocast of forward passes and losses; gradients stay in the parameters'
         # dtype and RGB's inner math runs in float32/float64 whatever the autocast dtype.
-        self.amp = bool(kwargs.pop("amp", False))
-        grad_method = kwargs.pop("grad_method", None)
-        self.nonfinite = NonFiniteGuard(kwargs.pop("nonfinite", "raise"))
-        self.metadata = run_metadata(weighting, architecture, self.task_name, kwargs.pop("command", None))
-        self.distributed = DistributedRun.from_kwargs(kwargs, self.device)
+        self.amp = options.amp
+        self.metadata = run_metadata(weighting, architecture, self.task_name, options.command)
 
-        self.model = build_mtl_model(
-            weighting, architecture, self.task_name, encoder_class, decoders,
-            rep_grad, multi_input, self.device, kwargs["arch_args"],
-        )
-        if grad_method is not None:
-            self.model.grad_method = grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
-        self.model = self.distributed.prepare_model(self.model)
+        # the components, in the order their hooks run (users' last)
+        self.distributed = DistributedCallback(self.device, options.sync_bn, options.distributed_check)
+        self.is_main_process = self.distributed.is_main
+        self.nonfinite = NonFiniteGuard(options.nonfinite)
+        self.callbacks: list[Callback] = [self.distributed, self.nonfinite, *options.callbacks]
+
+        model = build_mtl_model(weighting, architecture, self.task_name, encoder_class, decoders,
+                                rep_grad, multi_input, self.device, options.arch_args)
+        if options.grad_method is not None:
+            model.grad_method = options.grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
+        for callback in self.callbacks:
+            model = callback.transform_model(self, model)
+        self.model = model
         if load_path is not None:
             self.load_weights(load_path)
         total, trainable = count_parameters(self.model, verbose=False)
         print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
-        self._prepare_optimizer(optim_param, scheduler_param)
-        self.meter = PerformanceMeter(task_dict, multi_input, kwargs.get("base_result"))
+        self._prepare_optimizer(self.optim_param, self.scheduler_param)
+        self.meter = PerformanceMeter(task_dict, multi_input, base_result)
         self.meter.csv_written = save_path is not None
-        # None unless diagnostics/tensorboard/log_dir is asked for
-        self.run_logger = RunLogger.from_options(logging_options, self.model, save_path, kwargs["weight_args"]) if self.distributed.is_main else None
+
+        logging = LoggingOptions(options.diagnostics, options.diagnostics_every, options.tensorboard, options.log_dir)
+        # None unless diagnostics/tensorboard/log_dir is asked for (main process only)
+        self.run_logger = RunLogger.from_options(logging, self.model, save_path, options.weight_args) if self.is_main_process else None
+        own = [self.run_logger] if self.run_logger is not None else []
+        if self.is_main_process:
+            own.append(RunDirectory(options.overwrite))  # writes into ``self.save_path`` when set
+        self.callbacks[2:2] = own
 
     # ------------------------------------------------------------ building
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:
@@ -176,7 +194,39 @@ class Trainer(nn.Module):
                 raise ValueError(f"unknown scheduler {sname!r}; known: {sorted(SCHEDULERS)}")
             self.scheduler = SCHEDULERS[sname](self.optimizer, **scheduler_param)
 
+    # ---------------------------------------------------------------- hooks
+    def _call(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every component, in order."""
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def _transform_loaders(self, loaders: Any, train: bool) -> Any:
+        for callback in self.callbacks:
+            loaders = callback.transform_loaders(self, loaders, train)
+        return loaders
+
+    def _transform_losses(self, losses: Any) -> Any:
+        for callback in self.callbacks:
+            losses = callback.transform_losses(self, losses)
+        return losses
+
     # ---------------------------------------------------------------- data
+    def loader_iterators(self, dataloaders):
+        """``(loader, batches)``: LibMTL's ``[dataloader, iterator]`` pair (a dict of them by
+        task with ``multi_input``) and the number of batches (per task with ``multi_input``)."""
+        return self._prepare_dataloaders(dataloaders)
+
+    def next_batch(self, loader):
+        """``(inputs, labels)`` of the next batch of a :meth:`loader_iterators` pair, on the
+        device (the iterator restarts at the end of the loader)."""
+        return self._process_data(loader)
+
+    def record_losses(self, preds, gts, task_name: Optional[str] = None):
+        """The losses of ``preds`` (recorded by each task's ``loss_fn``): ``_compute_loss``."""
+        if task_name is None:
+            return self._compute_loss(preds, gts)
+        return self._compute_loss(preds, gts, task_name)
+
     def _prepare_dataloaders(self, dataloaders):
         if not self.multi_input:
             return [dataloaders, iter(dataloaders)], len(dataloaders)
@@ -273,8 +323,9 @@ class Trainer(nn.Module):
             raise TypeError(f"Trainer.train() got unexpected keyword arguments {sorted(kwargs)}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        train_dataloaders = self.distributed.shard(train_dataloaders, train=True)
-        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
+        self.epochs = epochs
+        train_dataloaders = self._transform_loaders(train_dataloaders, train=True)
+        train_loader, train_batch = self.loader_iterators(train_dataloaders)
         train_batch = max(train_batch) if self.multi_input else train_batch
         if train_batch == 0:
             raise ValueError("the training dataloader is empty")
@@ -288,94 +339,81 @@ class Trainer(nn.Module):
             raise ValueError(f"{type(self.model).__name__}: the bilevel methods (MOML, FORUM, AutoLambda) run their "
                              "own forward/backward passes and updates, which are not yet averaged across processes; "
                              "train them in a single process")
-        for epoch in range(self.start_epoch, epochs):
-            self.model.epoch = epoch
-            self.distributed.begin_epoch(train_dataloaders, epoch)
-            self.model.train()
-            self.meter.record_time("begin")
-            weights = []
-            self.nonfinite.start_epoch()
-            for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-                              disable=not self.distributed.is_main):
-                if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
-                    w = self.nonfinite.guarded_step(lambda: bilevel.step(train_loader), self.model, self.optimizer,
-                                                    epoch, batch)
-                    if w is not None:
-                        weights.append(w)
-                    continue
-                loss_sums = snapshot_losses(self.meter.losses) if self.nonfinite.mode == "skip" else None
-                train_losses = self._global_losses(self._forward_samples(train_loader))
-                self.optimizer.zero_grad(set_to_none=False)
-                finite, w = self._checked_backward(train_losses, epoch, batch)
-                if not finite:  # --nonfinite skip: no update, the batch's losses not counted
-                    restore_losses(loss_sums)
-                    continue
-                weights.append(w)
-                self.optimizer.step()
-                self.distributed.after_step(self.model)
-            self._store_weights(weights, epoch)
-            if self.nonfinite.epoch_report(epoch):
-                print(self.nonfinite.epoch_report(epoch))
-            self.meter.record_time("end")
-            self.distributed.reduce_meter(self.meter)
-            self.meter.get_score()
-            self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
-            self.meter.display(epoch=epoch, mode="train")
-            self.meter.reinit()
+        self._call("on_fit_start")
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                self.model.epoch = epoch
+                self.model.train()
+                self._call("on_train_epoch_start", epoch)
+                self.meter.record_time("begin")
+                weights = []
+                for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                                  disable=not self.is_main_process):
+                    self._call("on_train_batch_start", epoch, batch)
+                    if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
+                        w = self.nonfinite.guarded_step(lambda: bilevel.step(train_loader), self.model,
+                                                        self.optimizer, epoch, batch)
+                        finite = w is not None
+                    else:
+                        finite, w = self.training_step(train_loader, epoch, batch)
+                    if not finite:  # --nonfinite skip: the guard has undone the batch
+                        continue
+                    weights.append(w)
+                    self._call("on_train_batch_end", epoch, batch, w)
+                self._store_weights(weights, epoch)
+                self._call("on_train_epoch_end", epoch)
+                self.meter.record_time("end")
+                self._call("on_before_scores", "train")
+                self.meter.get_score()
+                self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
+                self.meter.display(epoch=epoch, mode="train")
+                self.meter.reinit()
 
-            val_improvement = None
-            if val_dataloaders is not None:
-                val_improvement = self.test(val_dataloaders, epoch, mode="val", return_improvement=True)
-            self.test(test_dataloaders, epoch, mode="test")
-            if self.scheduler is not None:
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    if val_improvement is None:
-                        raise ValueError("the 'reduce' scheduler needs val_dataloaders")
-                    self.scheduler.step(val_improvement)
-                else:
-                    self.scheduler.step()
-            self._save_epoch(epoch)
-            if self.run_logger is not None:
-                self.run_logger.end_epoch(epoch, self.meter.history)
-        if self.run_logger is not None:
-            self.run_logger.close(self.meter.history, self.meter.best_result.get("epoch"), self.task_name)
+                val_improvement = None
+                if val_dataloaders is not None:
+                    val_improvement = self.test(val_dataloaders, epoch, mode="val", return_improvement=True)
+                self.test(test_dataloaders, epoch, mode="test")
+                if self.scheduler is not None:
+                    if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                        if val_improvement is None:
+                            raise ValueError("the 'reduce' scheduler needs val_dataloaders")
+                        self.scheduler.step(val_improvement)
+                    else:
+                        self.scheduler.step()
+                self._call("on_epoch_end", epoch)  # the run directory commits the epoch here
+            self._call("on_fit_end")
+        except BaseException as error:
+            self._call("on_exception", error)
+            raise
         self.meter.display_best_result()
-        if self.nonfinite.skipped:
-            print(f"Skipped {self.nonfinite.skipped} training batch(es) with non-finite losses/gradients in all")
         if return_weight:
             return self.batch_weight
 
-    def _global_losses(self, losses):
-        """The step's losses averaged over the processes of a distributed run (identity in one
-        process): ``[T]``, or a tuple of them for a weighting that takes several batches."""
-        if isinstance(losses, tuple):
-            return tuple(self.distributed.before_backward(sample) for sample in losses)
-        return self.distributed.before_backward(losses)
-
-    def _checked_backward(self, losses: torch.Tensor, epoch: int, batch: int):
-        """``(finite, weights)``: the weighting's ``backward`` between the non-finite checks of
-        the losses and of the gradients (``nonfinite.py``); raises in 'raise' mode. ``losses``:
-        ``[T]``, or a tuple of such vectors for a weighting that takes several batches a step."""
-        last = losses[-1] if isinstance(losses, tuple) else losses
-        # several batches: a task's losses summed (a non-finite one keeps the sum non-finite)
-        problem = self.nonfinite.losses_problem(torch.stack(losses).sum(0) if isinstance(losses, tuple) else losses,
-                                                self.task_name)
-        w = None
+    def training_step(self, train_loader, epoch: int, batch: int) -> tuple[bool, Any]:
+        """One training step: forward, the weighting's ``backward`` between the non-finite
+        checks of the losses and of the gradients, ``optimizer.step()``, with their hooks.
+        ``(False, None)`` for a batch the guard skipped (``--nonfinite skip``; 'raise' raises),
+        else ``(True, weights)`` (what ``backward`` returned)."""
+        losses = self._transform_losses(self._forward_samples(train_loader))  # [T] (a tuple: several batches)
+        self.optimizer.zero_grad(set_to_none=False)
+        problem = self.nonfinite.losses_problem(losses, self.task_name)
+        weights = None
         if problem is None:
-            if self.run_logger is not None:
-                self.run_logger.before_backward(last)
+            self._call("on_before_backward", losses)
             try:
-                w = self.model.backward(losses, **self.kwargs["weight_args"])
-                self.distributed.after_backward(self.model)
+                weights = self.model.backward(losses, **self.kwargs["weight_args"])
             except FloatingPointError as err:  # a weighting's own per-task gradient check
                 problem = str(err)
-            if problem is None and self.run_logger is not None:
-                self.run_logger.after_backward()
-            problem = problem or self.nonfinite.gradients_problem(self.model, self.task_name)
+        if problem is None:
+            self._call("on_after_backward")
+            problem = self.nonfinite.gradients_problem(self.model, self.task_name)
         if problem is not None:
-            self.nonfinite.handle(problem, epoch, batch)
+            self.nonfinite.handle(problem, epoch, batch)  # raises ('raise') or undoes the batch ('skip')
             return False, None
-        return True, w
+        self._call("on_before_optimizer_step")
+        self.optimizer.step()
+        self._call("on_after_optimizer_step")
+        return True, weights
 
     def _store_weights(self, weights: list, epoch: int) -> None:
         for index, w in enumerate(weights):
@@ -384,7 +422,7 @@ class Trainer(nn.Module):
 
     def test(self, test_dataloaders, epoch: Optional[int] = None, mode: str = "test", return_improvement: bool = False):
         """Evaluate on ``test_dataloaders``; prints the row and tracks the best epoch."""
-        test_loader, test_batch = self._prepare_dataloaders(self.distributed.shard(test_dataloaders, train=False))
+        test_loader, test_batch = self.loader_iterators(self._transform_loaders(test_dataloaders, train=False))
         self.model.eval()
         self.meter.record_time("begin")
         with torch.no_grad():
@@ -396,32 +434,34 @@ class Trainer(nn.Module):
                     for _ in range(batches):
                         self._forward_task_batch(test_loader[task], task)
         self.meter.record_time("end")
-        self.distributed.reduce_meter(self.meter)
+        self._call("on_before_scores", mode)
         self.meter.get_score()
         self.meter.display(epoch=epoch, mode=mode)
         improvement = self.meter.improvement
+        self._call("on_evaluation_end", mode, epoch)
         self.meter.reinit()
         if return_improvement:
             return improvement
 
     # ---------------------------------------------------------- checkpoints
-    def _save_epoch(self, epoch: int) -> None:
-        if self.save_path is None or not self.distributed.is_main:
-            return
-        self.nonfinite.check_parameters(self.model, epoch)  # never a NaN best.pt/last.pt
-        os.makedirs(self.save_path, exist_ok=True)
-        if self.meter.best_result["epoch"] == epoch:
-            atomic_save(with_metadata(self.model.state_dict(), self.metadata), os.path.join(self.save_path, BEST_CHECKPOINT))
-        atomic_save(self.training_state(epoch), os.path.join(self.save_path, LAST_CHECKPOINT))
-        self.meter.write_csv(os.path.join(self.save_path, HISTORY_CSV))
-        write_run_summary(os.path.join(self.save_path, SUMMARY_JSON), self.task_dict, self.meter.best_result,
-                          self.device, epoch + 1)
+    def training_config(self) -> dict[str, Any]:
+        """What ``resume`` requires to be unchanged: optimiser, scheduler, method options and
+        the caller's ``run_config`` (an example's flags)."""
+        return {
+            "optim_param": self.optim_param,
+            "scheduler_param": self.scheduler_param,
+            "weight_args": dict(self.kwargs["weight_args"]),
+            "arch_args": dict(self.kwargs["arch_args"]),
+            "run_config": None if self.options.run_config is None else dict(self.options.run_config),
+        }
 
     def training_state(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to continue after ``epoch`` exactly as an uninterrupted run."""
-        return {
+        """Everything needed to continue after ``epoch`` exactly as an uninterrupted run: the
+        loop's own state, then each component's entry (``on_save_checkpoint``)."""
+        state = {
             "epoch": epoch,
             "metadata": self.metadata,
+            "config": self.training_config(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -429,18 +469,21 @@ class Trainer(nn.Module):
             "base_result": self.meter.base_result,
             "history": self.meter.history,
             "train_loss_buffer": getattr(self.model, "train_loss_buffer", None),
-            "nonfinite_skipped": self.nonfinite.skipped,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(),
         }
+        self._call("on_save_checkpoint", state)
+        return state
 
     def resume(self, path: str) -> int:
         """Load a ``last.pt`` (file or its directory); ``train`` then continues after its epoch.
-        A file that is not a training state, or one of another weighting/architecture/task set,
-        raises ``checkpoint.CheckpointError`` saying so."""
+        A file that is not a training state, one of another weighting/architecture/task set,
+        or one trained with another configuration (``training_config``; ``epochs`` may grow)
+        raises ``checkpoint.CheckpointError`` saying so, before anything is loaded."""
         state = read_training_state(path, self.device)
         check_compatible(state.get("metadata"), self.metadata, state["path"])
+        check_same_config(state.get("config"), self.training_config(), state["path"])
         load_model_state(self.model, state["model"], state["path"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -449,12 +492,12 @@ class Trainer(nn.Module):
         self.meter.base_result = state["base_result"]
         self.meter.history = list(state["history"])
         self.model.train_loss_buffer = state["train_loss_buffer"]
-        self.nonfinite.skipped = int(state.get("nonfinite_skipped", 0))
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         np.random.set_state(state["numpy_rng"])
         self.start_epoch = int(state["epoch"]) + 1
+        self._call("on_load_checkpoint", state)
         return self.start_epoch
 
     def load_weights(self, path: str) -> None:
@@ -463,7 +506,6 @@ class Trainer(nn.Module):
         state, metadata, path = read_model_weights(path, self.device)
         check_compatible(metadata, self.metadata, path)
         load_model_state(self.model, state, path)
-
 
 def _to_device(value, device: torch.device):
     if hasattr(value, "to"):
@@ -475,18 +517,16 @@ def _to_device(value, device: torch.device):
     return value
 
 
-def _restrict_to_task(task_dict, decoders, kwargs: dict):
-    """``(task_dict, decoders)`` of the single task ``kwargs.pop('stl_task')``
-    (unchanged when absent or None; a ``base_result`` is restricted too): the single-task
-    (STL) baseline of an example, with its data, model and settings."""
-    stl_task = kwargs.pop("stl_task", None)
+def _restrict_to_task(task_dict, decoders, stl_task: Optional[str], base_result):
+    """``(task_dict, decoders, base_result)`` of the single task ``stl_task`` (unchanged when
+    None): the single-task (STL) baseline of an example, with its data, model and settings."""
     if stl_task is None:
-        return task_dict, decoders
+        return task_dict, decoders, base_result
     if stl_task not in task_dict:
         raise ValueError(f"stl_task {stl_task!r} is not a task of task_dict; tasks: {list(task_dict)}")
-    if kwargs.get("base_result") is not None:
-        kwargs["base_result"] = {stl_task: kwargs["base_result"][stl_task]}
-    return {stl_task: task_dict[stl_task]}, nn.ModuleDict({stl_task: decoders[stl_task]})
+    if base_result is not None:
+        base_result = {stl_task: base_result[stl_task]}
+    return {stl_task: task_dict[stl_task]}, nn.ModuleDict({stl_task: decoders[stl_task]}), base_result
 
 
 def _check_task_dict(task_dict: Mapping[str, Mapping[str, Any]]) -> None:

@@ -1,11 +1,14 @@
-"""Cost of the Trainer's non-finite guard (``LibMTL_rgb/nonfinite.py``): one training step
-(forward, weighting backward, optimizer step) with the guard's two checks (losses before the
-backward, every parameter's gradient after it) against the same step without them.
+"""Cost of the Trainer's step protocol and non-finite guard (``LibMTL_rgb/nonfinite.py``): one
+training step (forward, weighting backward, optimizer step) as the loop runs it
+(``Trainer.training_step``: every hook of the default components, the guard's two checks —
+losses before the backward, every parameter's gradient after it) against the same step
+without hooks or checks; and the same with ``nonfinite='skip'`` (the step snapshot of the
+buffers and the meter's records taken before each batch).
 
     python benchmarks/nonfinite_overhead.py                  # CPU, a 30-layer MLP (60 parameter tensors)
     python benchmarks/nonfinite_overhead.py --device cuda --layers 60
 
-Prints the median step times and the ratio guarded / unguarded per weighting.
+Prints the median step times and the ratios (hooked / bare, hooked with skip / bare) per weighting.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from LibMTL_rgb.loss import MSELoss
 from LibMTL_rgb.metrics import L1Metric
 
 
-def make_trainer(weighting: str, layers: int, width: int, tasks: int, device: torch.device) -> Trainer:
+def make_trainer(weighting: str, layers: int, width: int, tasks: int, device: torch.device,
+                 nonfinite: str = "raise") -> Trainer:
     def encoder() -> nn.Module:
         return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())])
 
@@ -29,16 +33,17 @@ def make_trainer(weighting: str, layers: int, width: int, tasks: int, device: to
                  for i in range(tasks)}
     decoders = nn.ModuleDict({t: nn.Linear(width, 1) for t in task_dict})
     return Trainer(task_dict, weighting, "HPS", encoder, decoders, False, False, {"optim": "adam", "lr": 1e-4},
-                   device=device, grad_method="loop" if device.type == "cpu" else "auto")
+                   device=device, grad_method="loop" if device.type == "cpu" else "auto", nonfinite=nonfinite)
 
 
 def step(trainer: Trainer, loader: list, guarded: bool) -> None:
+    if guarded:  # what the loop does per batch: the batch-start hook, then the hooked, checked step
+        trainer._call("on_train_batch_start", 0, 0)
+        trainer.training_step(loader, 0, 0)
+        return
     losses = trainer._forward_batch(loader)
     trainer.optimizer.zero_grad(set_to_none=False)
-    if guarded:
-        trainer._checked_backward(losses, 0, 0)
-    else:
-        trainer.model.backward(losses, **trainer.kwargs["weight_args"])
+    trainer.model.backward(losses, **trainer.kwargs["weight_args"])
     trainer.optimizer.step()
 
 
@@ -59,16 +64,21 @@ def main() -> None:
     rows = []
     for weighting in args.weightings:
         trainer = make_trainer(weighting, args.layers, args.width, args.tasks, device)
+        skipping = make_trainer(weighting, args.layers, args.width, args.tasks, device, nonfinite="skip")
         batches = DataLoader(dataset, batch_size=args.batch)
         pairs = [(xb, dict(zip(labels, ys))) for xb, *ys in batches]
         loader = [pairs, iter(pairs * 10**6)]
         trainer.model.train()
+        skipping.model.train()
         timings = time_interleaved({"guarded": lambda: step(trainer, loader, True),
+                                    "skip": lambda: step(skipping, loader, True),
                                     "unguarded": lambda: step(trainer, loader, False)},
                                    device, args.repeats, args.warmup, desc=weighting)
-        guarded, unguarded = timings["guarded"].median, timings["unguarded"].median
-        rows.append([weighting, milliseconds(unguarded), milliseconds(guarded), f"{guarded / unguarded:.3f}"])
-    print(markdown_table(["weighting", "step without guard (ms)", "step with guard (ms)", "ratio"], rows))
+        guarded, skip, unguarded = (timings[k].median for k in ("guarded", "skip", "unguarded"))
+        rows.append([weighting, milliseconds(unguarded), milliseconds(guarded), f"{guarded / unguarded:.3f}",
+                     milliseconds(skip), f"{skip / unguarded:.3f}"])
+    print(markdown_table(["weighting", "bare step (ms)", "hooked step (ms)", "ratio", "hooked, skip mode (ms)", "ratio"],
+                         rows))
 
 
 if __name__ == "__main__":

@@ -211,9 +211,19 @@ class AbsWeighting(nn.Module):
                     grads = torch.stack(per_grads).sum(1).view(self.task_num, -1)
                 except RuntimeError as err:
                     raise ValueError("the representations of different tasks must have the same shape") from err
-            return [per_grads, distributed.mean_task_grads(grads)]
+            grads = distributed.mean_task_grads(grads)
+            self._keep_task_grads(grads)
+            return [per_grads, grads]
         self._compute_grad_dim()
-        return self._compute_grad(losses, mode)
+        grads = self._compute_grad(losses, mode)
+        self._keep_task_grads(grads)
+        return grads
+
+    def _keep_task_grads(self, grads: Tensor) -> None:
+        """``task_grads``: a copy of ``G`` when ``record_task_grads`` is set (the MER
+        diagnostics set it on logged steps: ``gradient_diagnostics.py``)."""
+        if getattr(self, "record_task_grads", False):
+            self.task_grads = grads.detach().clone()
 
     def _backward_new_grads(
         self, batch_weight: "Tensor | Sequence[float]", per_grads=None, grads: Optional[Tensor] = None

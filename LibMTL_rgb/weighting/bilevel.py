@@ -97,7 +97,8 @@ class BilevelWeighting(AbsWeighting):
 
 class BilevelLoop:
     """What a bilevel step needs from the Trainer: batches, losses at any parameter values,
-    the model's optimizer."""
+    the model's optimizer; it uses the Trainer's public methods only (``loader_iterators``,
+    ``next_batch``, ``record_losses``, ``process_preds``) and the public ``nonfinite`` check."""
 
     def __init__(self, trainer, meta_loader) -> None:
         self.trainer = trainer
@@ -114,7 +115,7 @@ class BilevelLoop:
         if not getattr(trainer.model, "bilevel", False):
             return None
         meta = getattr(trainer, "meta_dataloaders", None)
-        meta_loader, _ = trainer._prepare_dataloaders(train_dataloaders if meta is None else meta)
+        meta_loader, _ = trainer.loader_iterators(train_dataloaders if meta is None else meta)
         loop = cls(trainer, meta_loader)
         if meta is None:
             loop.draw(meta_loader)  # one batch ahead of the training pass
@@ -129,8 +130,8 @@ class BilevelLoop:
 
     def draw(self, loader) -> Batch:
         if not self.multi_input:
-            return self.trainer._process_data(loader)
-        return {task: self.trainer._process_data(loader[task]) for task in self.task_name}
+            return self.trainer.next_batch(loader)
+        return {task: self.trainer.next_batch(loader[task]) for task in self.task_name}
 
     # ------------------------------------------------------------- parameters
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -189,7 +190,7 @@ class BilevelLoop:
             preds = trainer.process_preds(forward(inputs, None))
             if record:
                 trainer.meter.update(preds, gts)
-                return trainer._compute_loss(preds, gts)
+                return trainer.record_losses(preds, gts)
             return torch.stack([self._loss(task, preds[task], gts[task]) for task in self.task_name])
         per_task = []
         for task in self.task_name:
@@ -197,7 +198,7 @@ class BilevelLoop:
             pred = trainer.process_preds(forward(inputs, task)[task], task)
             if record:
                 trainer.meter.update(pred, gt, task)
-                per_task.append(trainer._compute_loss(pred, gt, task))
+                per_task.append(trainer.record_losses(pred, gt, task))
             else:
                 per_task.append(self._loss(task, pred, gt))
         return torch.stack(per_task)
