@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from LibMTL_rgb.checkpoint import CheckpointError, check_same_config, read_training_state
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb import distributed
 from LibMTL_rgb.config import make_parser, prepare_args
@@ -49,6 +50,9 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                        help="continue an interrupted run from its last.pt (the file or its run directory): model, "
                             "optimiser, scheduler, weighting state, RNG states, history; --epochs may be larger; "
                             "saves into that run directory unless --save_path is given")
+    group.add_argument("--overwrite", action="store_true", default=False,
+                       help="replace the run in --save_path when it holds one (a fresh run into such a directory "
+                            "is refused otherwise; --resume continues it instead)")
     group.add_argument("--nonfinite", type=str, default="raise", choices=list(NONFINITE_MODES),
                        help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
                             "('raise'), or skip that batch and report how many were skipped ('skip')")
@@ -77,11 +81,44 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     kwargs["amp"] = params.amp
     kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
+    kwargs["overwrite"] = bool(getattr(params, "overwrite", False))
+    kwargs["run_config"] = run_config(params)
+    check_resumed_config(params, kwargs["run_config"])
     kwargs.update(logging_kwargs(params))
     kwargs.update(distributed.distributed_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
     return device, kwargs, optim_param, scheduler_param
+
+
+#: Flags that do not change what is trained (where data lives, what is logged, how long, which
+#: device, how the data is read): ``--resume`` accepts them changed. Every other flag is part
+#: of the run's configuration (``run_config``), recorded in ``last.pt``.
+NOT_TRAINING_FLAGS = frozenset({
+    "epochs", "resume", "save_path", "load_path", "mode", "dataset_path", "device", "gpu_id", "num_workers",
+    "eval_bs", "diagnostics", "diagnostics_every", "tensorboard", "log_dir", "overwrite", "nonfinite",
+    "distributed_check",
+})
+
+
+def run_config(params: argparse.Namespace) -> dict[str, Any]:
+    """The training configuration of the parsed flags, ``{'--lr': 0.001, ...}``: the Trainer's
+    ``run_config`` option (``--resume`` refuses a run whose flags differ; ``--epochs`` may grow)."""
+    return {f"--{name}": value for name, value in sorted(vars(params).items()) if name not in NOT_TRAINING_FLAGS}
+
+
+def check_resumed_config(params: argparse.Namespace, config: Mapping[str, Any]) -> None:
+    """With ``--resume``: exit before any work when a training flag differs from the resumed
+    run's, one line per flag naming both values (the Trainer checks again when it loads)."""
+    if not getattr(params, "resume", None):
+        return
+    try:
+        state = read_training_state(params.resume)
+        saved = (state.get("config") or {}).get("run_config")
+        if saved is not None:
+            check_same_config({"run_config": saved}, {"run_config": dict(config)}, state["path"])
+    except CheckpointError as err:
+        raise SystemExit(f"error: --resume: {err}") from None
 
 
 def fill_input_size(kwargs: dict, sample_shape: Optional[Sequence[int]]) -> None:
