@@ -67,9 +67,11 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     return parser
 
 
-def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Optional[dict]]:
+def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> tuple[torch.device, dict, dict, Optional[dict]]:
     """Seed, pick the device (``--gpu_id``/``--device``, CPU without CUDA) and prepare the
-    Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``."""
+    Trainer arguments: ``(device, kwargs, optim_param, scheduler_param)``. ``not_training``:
+    the example's own flags that do not change what is trained (left out of ``run_config``,
+    so ``--resume`` accepts them changed)."""
     install_input_error_hook()  # unreadable data files: one error line naming the file
     set_random_seed(params.seed)
     if params.device is None and not distributed.launched_by_torchrun():  # torchrun: cuda:LOCAL_RANK
@@ -82,7 +84,7 @@ def setup_run(params: argparse.Namespace) -> tuple[torch.device, dict, dict, Opt
     kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     kwargs["overwrite"] = bool(getattr(params, "overwrite", False))
-    kwargs["run_config"] = run_config(params)
+    kwargs["run_config"] = run_config(params, not_training)
     check_resumed_config(params, kwargs["run_config"])
     kwargs.update(logging_kwargs(params))
     kwargs.update(distributed.distributed_kwargs(params))
@@ -101,10 +103,12 @@ NOT_TRAINING_FLAGS = frozenset({
 })
 
 
-def run_config(params: argparse.Namespace) -> dict[str, Any]:
+def run_config(params: argparse.Namespace, not_training: Sequence[str] = ()) -> dict[str, Any]:
     """The training configuration of the parsed flags, ``{'--lr': 0.001, ...}``: the Trainer's
-    ``run_config`` option (``--resume`` refuses a run whose flags differ; ``--epochs`` may grow)."""
-    return {f"--{name}": value for name, value in sorted(vars(params).items()) if name not in NOT_TRAINING_FLAGS}
+    ``run_config`` option (``--resume`` refuses a run whose flags differ; ``--epochs`` may grow).
+    Left out: :data:`NOT_TRAINING_FLAGS` and the example's ``not_training`` flags."""
+    skipped = NOT_TRAINING_FLAGS.union(not_training)
+    return {f"--{name}": value for name, value in sorted(vars(params).items()) if name not in skipped}
 
 
 def check_resumed_config(params: argparse.Namespace, config: Mapping[str, Any]) -> None:
