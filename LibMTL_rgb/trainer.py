@@ -150,17 +150,17 @@ class Trainer(nn.Module):
         self.amp = options.amp
         self.metadata = run_metadata(weighting, architecture, self.task_name, options.command)
 
-        # the components, in the order their hooks run (users' last)
+        # the built-in components (data parallel, non-finite guard); the users' run after all built-in ones
         self.distributed = DistributedCallback(self.device, options.sync_bn, options.distributed_check)
         self.is_main_process = self.distributed.is_main
         self.nonfinite = NonFiniteGuard(options.nonfinite)
-        self.callbacks: list[Callback] = [self.distributed, self.nonfinite, *options.callbacks]
+        users: list[Callback] = list(options.callbacks)
 
         model = build_mtl_model(weighting, architecture, self.task_name, encoder_class, decoders,
                                 rep_grad, multi_input, self.device, options.arch_args)
         if options.grad_method is not None:
             model.grad_method = options.grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
-        for callback in self.callbacks:
+        for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
         self.model = model
         if load_path is not None:
@@ -174,10 +174,10 @@ class Trainer(nn.Module):
         logging = LoggingOptions(options.diagnostics, options.diagnostics_every, options.tensorboard, options.log_dir)
         # None unless diagnostics/tensorboard/log_dir is asked for (main process only)
         self.run_logger = RunLogger.from_options(logging, self.model, save_path, options.weight_args) if self.is_main_process else None
-        own = [self.run_logger] if self.run_logger is not None else []
-        if self.is_main_process:
-            own.append(RunDirectory(options.overwrite))  # writes into ``self.save_path`` when set
-        self.callbacks[2:2] = own
+        run_directory = RunDirectory(options.overwrite) if self.is_main_process else None  # writes into ``save_path``
+        #: The components whose hooks the loop calls, in this order.
+        self.callbacks: list[Callback] = [c for c in (self.distributed, self.nonfinite, self.run_logger, run_directory)
+                                          if c is not None] + users
 
     # ------------------------------------------------------------ building
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param) -> None:

@@ -22,6 +22,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.registry import hyperparameters_of
 
 __all__ = ["TrainerOptions", "check_method_args", "suggestion"]
@@ -82,6 +83,9 @@ class TrainerOptions:
             else:
                 setattr(self, name, dict(value))
         self.callbacks = list(self.callbacks or [])
+        wrong = [type(c).__name__ for c in self.callbacks if not isinstance(c, Callback)]
+        if wrong:
+            raise TypeError(f"callbacks must be LibMTL_rgb.callbacks.Callback instances; got {', '.join(wrong)}")
 
     @classmethod
     def names(cls) -> list[str]:

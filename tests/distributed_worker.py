@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from LibMTL_rgb import Trainer, distributed
+from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.loss import MSELoss
 from LibMTL_rgb.metrics import AbsMetric, L1Metric
 from LibMTL_rgb.weighting import AbsWeighting
@@ -181,9 +182,10 @@ class Interrupted(Exception):
     """Raised on every rank after epoch 1 is saved (a crash between epochs)."""
 
 
-class InterruptedTrainer(Trainer):
-    def _save_epoch(self, epoch: int) -> None:
-        super()._save_epoch(epoch)
+class InterruptAfterEpoch1(Callback):
+    """Raises :class:`Interrupted` at the end of epoch 1 (after the run directory saved it)."""
+
+    def on_epoch_end(self, trainer, epoch: int) -> None:
         if epoch == 1:
             raise Interrupted
 
@@ -193,7 +195,7 @@ def resumed_case(case: Case, batch_size: int, save_path: str) -> dict[str, Any]:
     new Trainer and finish."""
     train, test = loaders(batch_size)
     try:
-        build(case, save_path, InterruptedTrainer).train(train, test, EPOCHS)
+        build(case, save_path, callbacks=[InterruptAfterEpoch1()]).train(train, test, EPOCHS)
     except Interrupted:
         pass
     trainer = build(case)
