@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from LibMTL_rgb.atomic_io import atomic_save, remove_stale_temporaries
 from LibMTL_rgb.callbacks import Callback
-from LibMTL_rgb.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, with_metadata
+from LibMTL_rgb.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, CheckpointError, with_metadata
 from LibMTL_rgb.run_logger import DIAGNOSTICS_CSV, DIAGNOSTICS_SUMMARY_JSON, SUMMARY_JSON, run_summary, write_json
 
 HISTORY_CSV = "history.csv"
@@ -33,11 +33,13 @@ LOCK_FILE = ".lock"
 #: The files of a run; a fresh run refuses a directory holding any of them (unless overwrite).
 RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, HISTORY_CSV, SUMMARY_JSON, DIAGNOSTICS_CSV, DIAGNOSTICS_SUMMARY_JSON)
 
-__all__ = ["RunDirectory", "RunDirectoryError", "RunLock", "HISTORY_CSV", "LOCK_FILE", "RUN_FILES"]
+__all__ = ["RunDirectory", "RunDirectoryError", "RunLock", "check_run_directory", "check_fresh_run_directory",
+           "HISTORY_CSV", "LOCK_FILE", "RUN_FILES"]
 
 
-class RunDirectoryError(RuntimeError):
-    """A run directory in use by another run, or holding a run that would be replaced."""
+class RunDirectoryError(CheckpointError):
+    """A run directory that does not fit this run: in use by another run, or holding a run
+    that a fresh run would replace (a ``CheckpointError``: the examples print it as one line)."""
 
 
 class RunLock:
@@ -46,6 +48,18 @@ class RunLock:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, LOCK_FILE)
         self.held = False
+
+    def check(self) -> None:
+        """:class:`RunDirectoryError` when a live process holds the lock (nothing is taken)."""
+        holder = self._holder() if os.path.exists(self.path) else None
+        if os.path.exists(self.path) and (holder is None or not self._is_stale(holder)):
+            raise RunDirectoryError(self._in_use(holder))
+
+    def _in_use(self, holder: Optional[dict[str, Any]]) -> str:
+        who = f"process {holder['pid']} on {holder['host']}" if holder else "another process"
+        return (f"{os.path.dirname(self.path)} is in use by {who} (lock file {self.path}): two runs cannot write one "
+                "run directory; wait for it to finish or give another --save_path (delete the lock file only if "
+                "that process is gone)")
 
     def acquire(self) -> None:
         """Take the lock; :class:`RunDirectoryError` naming the holder when a live process has it."""
@@ -59,11 +73,7 @@ class RunLock:
                     with contextlib.suppress(FileNotFoundError):
                         os.remove(self.path)
                     continue
-                who = f"process {holder['pid']} on {holder['host']}" if holder else "another process"
-                raise RunDirectoryError(
-                    f"{os.path.dirname(self.path)} is in use by {who} (lock file {self.path}): two runs cannot "
-                    "write one run directory; wait for it to finish or give another --save_path "
-                    "(delete the lock file only if that process is gone)") from None
+                raise RunDirectoryError(self._in_use(holder)) from None
             with os.fdopen(fd, "w") as handle:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
             self.held = True
@@ -101,6 +111,26 @@ class RunLock:
         return False
 
 
+def check_fresh_run_directory(save_path: str, overwrite: bool = False) -> list[str]:
+    """The run files in ``save_path`` (which ``overwrite`` replaces); :class:`RunDirectoryError`
+    when it holds a run and ``overwrite`` is not given."""
+    present = [name for name in RUN_FILES if os.path.exists(os.path.join(save_path, name))]
+    if present and not overwrite:
+        raise RunDirectoryError(
+            f"{save_path} already holds a run ({', '.join(present)}): resume it with --resume {save_path}, give "
+            "another --save_path, or pass --overwrite (Trainer option overwrite=True) to replace it")
+    return present
+
+
+def check_run_directory(save_path: str, resuming: bool, overwrite: bool = False) -> None:
+    """What :class:`RunDirectory` refuses when ``train`` starts, checked early (e.g. before the
+    data is read): a directory locked by a live run; one holding a run unless ``resuming`` or
+    ``overwrite``. Nothing is taken or changed."""
+    RunLock(save_path).check()
+    if not resuming:
+        check_fresh_run_directory(save_path, overwrite)
+
+
 class RunDirectory(Callback):
     """Writes ``best.pt``, ``last.pt``, ``history.csv`` and ``summary.json`` into the Trainer's
     ``save_path`` as it is when ``train`` starts (nothing without one; one process: the main
@@ -135,13 +165,11 @@ class RunDirectory(Callback):
                 print(f"The run in {self.save_path} is complete ({trainer.start_epoch} epochs): nothing left to train; "
                       f"{HISTORY_CSV} and {SUMMARY_JSON} rebuilt from {LAST_CHECKPOINT} (pass a larger --epochs to continue)")
             return
-        present = [name for name in RUN_FILES if os.path.exists(self.path(name))]
-        if present and not self.overwrite:
+        try:
+            present = check_fresh_run_directory(self.save_path, self.overwrite)
+        except RunDirectoryError:
             self._release()
-            raise RunDirectoryError(
-                f"{self.save_path} already holds a run ({', '.join(present)}): resume it with --resume "
-                f"{self.save_path}, give another --save_path, or pass --overwrite (Trainer option overwrite=True) "
-                "to replace it")
+            raise
         for name in present:
             os.remove(self.path(name))
 

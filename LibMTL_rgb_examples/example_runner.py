@@ -16,6 +16,7 @@ from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb_examples.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
 from LibMTL_rgb_examples.run_errors import check_batchnorm_batch, one_line_errors
+from LibMTL_rgb.run_directory import check_run_directory
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.utils import set_device, set_random_seed
 
@@ -86,6 +87,11 @@ def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> t
     kwargs["overwrite"] = bool(getattr(params, "overwrite", False))
     kwargs["run_config"] = run_config(params, not_training)
     check_resumed_config(params, kwargs["run_config"])
+    if getattr(params, "save_path", None) and getattr(params, "mode", "train") == "train":
+        try:  # a locked run directory, or a finished run a fresh run would replace: refused before the data is read
+            check_run_directory(params.save_path, bool(getattr(params, "resume", None)), kwargs["overwrite"])
+        except CheckpointError as err:
+            raise SystemExit(f"error: {err}") from None
     kwargs.update(logging_kwargs(params))
     kwargs.update(distributed.distributed_kwargs(params))
     if getattr(params, "stl_task", None) is not None:

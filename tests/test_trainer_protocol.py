@@ -221,3 +221,33 @@ def test_resume_refuses_a_changed_configuration_naming_each_difference(tmp_path)
     same = make_trainer(save_path=str(tmp_path), run_config=config)
     assert same.resume(str(tmp_path)) == 1
     same.train(batches(2), batches(1), epochs=2)  # more epochs are allowed
+
+
+# ------------------------------------------------- the examples' command line
+def load_tiny_example():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny_example.py")
+    spec = importlib.util.spec_from_file_location("tiny_example_protocol", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_flags_refuse_a_finished_run_dir_and_a_changed_resume_before_the_data(tmp_path, capsys):
+    main = load_tiny_example().main
+    run_dir = str(tmp_path / "run")
+    flags = ["--device", "cpu", "--weighting", "EW", "--lr", "0.02", "--epochs", "1", "--save_path", run_dir]
+    main(flags)
+    with pytest.raises(SystemExit, match=rf"error: {run_dir} already holds a run .*pass --overwrite"):
+        main(flags)
+    main([*flags, "--overwrite"])
+    with pytest.raises(SystemExit) as info:
+        main([*flags[:-2], "--resume", run_dir, "--lr", "0.05", "--optim", "adam", "--seed", "1"])
+    lines = str(info.value.code).splitlines()
+    assert lines[0].startswith("error: --resume: cannot resume") and "(3 difference(s)" in lines[0]
+    assert lines[1:] == ["  --lr: 0.02 in the checkpoint, 0.05 now", "  --optim: 'sgd' in the checkpoint, 'adam' now",
+                         "  --seed: 0 in the checkpoint, 1 now"]
+    capsys.readouterr()
+    main([*flags[:-2], "--resume", run_dir, "--num_workers", "0"])  # same training flags, same --epochs
+    assert "is complete (1 epochs)" in capsys.readouterr().out
