@@ -1,10 +1,12 @@
 """The Trainer's step protocol: named hooks, in the manner of PyTorch Lightning's ``Callback``.
 
 The Trainer's loop (``trainer.py``) calls these hooks, in this order, on every component in
-``trainer.callbacks`` (distributed training, the non-finite guard, run logging and the run
-directory, diagnostics, the bilevel step, and any a user adds)::
+``trainer.callbacks`` (distributed training, the non-finite guard, run logging with the MER
+diagnostics, the run directory, then any a user adds; a bilevel method runs its whole step
+through the Trainer's public ``loader_iterators``/``next_batch``/``record_losses``)::
 
     transform_model                    (at construction: e.g. SyncBatchNorm, rank 0's weights)
+    transform_loaders                  (the training loaders)
     on_fit_start
       for each epoch:
         on_train_epoch_start
@@ -16,16 +18,20 @@ directory, diagnostics, the bilevel step, and any a user adds)::
             on_before_optimizer_step
             on_after_optimizer_step
             on_train_batch_end         (not for a skipped batch: --nonfinite skip)
-        on_before_scores               ('train', then per evaluated split: before the meter's scores)
         on_train_epoch_end
-        on_evaluation_end              (once per evaluated split: 'val', 'test')
+        on_before_scores('train')      (before the meter computes the epoch's scores)
+        for each evaluated split ('val', 'test'):
+          transform_loaders
+          on_before_scores(mode)
+          on_evaluation_end(mode)
         on_epoch_end                   (after the scheduler step; the run directory saves here,
                                         which calls on_save_checkpoint on every component)
     on_fit_end
     on_exception                       (instead of the rest, when the loop raises)
 
 ``transform_loaders`` is called on the loaders ``train`` and ``test`` are given, before any
-batch is drawn. ``on_load_checkpoint`` is called by ``Trainer.resume``.
+batch is drawn. ``on_load_checkpoint`` is called by ``Trainer.resume``. A component may raise
+from any hook to end the run (every component's ``on_exception`` runs first).
 
 Rules every component keeps: it holds its own state and saves it under its own
 :attr:`Callback.state_key` in ``on_save_checkpoint`` / restores it in ``on_load_checkpoint``;
