@@ -16,7 +16,7 @@ import argparse
 import csv
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -37,7 +37,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LoggingOptions:
-    """The Trainer's logging keyword arguments."""
+    """The Trainer's logging options (fields of ``TrainerOptions`` of the same names)."""
 
     diagnostics: bool = False
     diagnostics_every: int = 1
@@ -45,15 +45,6 @@ class LoggingOptions:
     log_dir: Optional[str] = None
 
     KEYS = ("diagnostics", "diagnostics_every", "tensorboard", "log_dir")
-
-    @classmethod
-    def pop_from(cls, kwargs: MutableMapping[str, Any]) -> "LoggingOptions":
-        """Take the logging options out of the Trainer's ``**kwargs``."""
-        values = {key: kwargs.pop(key) for key in cls.KEYS if key in kwargs}
-        options = cls(**values)
-        if options.diagnostics_every < 1:
-            raise ValueError(f"diagnostics_every must be >= 1, got {options.diagnostics_every}")
-        return options
 
     @property
     def enabled(self) -> bool:

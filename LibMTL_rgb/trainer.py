@@ -9,7 +9,6 @@ user passes (``callbacks=[...]``). Options are typed (``trainer_options.py``). L
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -173,7 +172,8 @@ class Trainer(nn.Module):
 
         logging = LoggingOptions(options.diagnostics, options.diagnostics_every, options.tensorboard, options.log_dir)
         # None unless diagnostics/tensorboard/log_dir is asked for (main process only)
-        self.run_logger = RunLogger.from_options(logging, self.model, save_path, options.weight_args) if self.is_main_process else None
+        self.run_logger = (RunLogger.from_options(logging, self.model, save_path, options.weight_args)
+                           if self.is_main_process else None)
         run_directory = RunDirectory(options.overwrite) if self.is_main_process else None  # writes into ``save_path``
         #: The components whose hooks the loop calls, in this order.
         self.callbacks: list[Callback] = [c for c in (self.distributed, self.nonfinite, self.run_logger, run_directory)
