@@ -76,7 +76,11 @@ class RunLogger(Callback):
     """TensorBoard + CSV logging of one Trainer run, with optional MER diagnostics: a component
     on the step protocol (``callbacks.py``): :meth:`before_backward` / :meth:`after_backward`
     around each ``model.backward``, :meth:`end_epoch` after each epoch and :meth:`close` at the
-    end. It saves nothing in checkpoints (TensorBoard and ``diagnostics.csv`` are logs)."""
+    end. Its checkpoint entry (``run_logger``) holds the per-epoch diagnostics rows and how many
+    history rows TensorBoard has seen, so a resumed run's ``diagnostics.csv`` keeps the earlier
+    epochs and TensorBoard gets no duplicate rows."""
+
+    state_key = "run_logger"
 
     def __init__(self, log_dir: Optional[str], tensorboard: bool = False,
                  diagnostics: Optional[GradientDiagnostics] = None) -> None:
@@ -114,6 +118,20 @@ class RunLogger(Callback):
 
     def on_fit_end(self, trainer: Any) -> None:
         self.close(trainer.meter.history, trainer.meter.best_result.get("epoch"), trainer.task_name)
+
+    def on_save_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
+        state[self.state_key] = {"diagnostics_history": [dict(row) for row in self.diagnostics_history],
+                                 "logged_history_rows": self._logged_history_rows,
+                                 "diagnostics_step": None if self.diagnostics is None else self.diagnostics.step}
+
+    def on_load_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
+        entry = state.get(self.state_key)
+        if not entry:
+            return
+        self.diagnostics_history = [dict(row) for row in entry["diagnostics_history"]]
+        self._logged_history_rows = int(entry["logged_history_rows"])
+        if self.diagnostics is not None and entry.get("diagnostics_step") is not None:
+            self.diagnostics.step = int(entry["diagnostics_step"])
 
     # ------------------------------------------------------------ training
     def before_backward(self, losses: torch.Tensor) -> None:

@@ -251,3 +251,17 @@ def test_example_flags_refuse_a_finished_run_dir_and_a_changed_resume_before_the
     capsys.readouterr()
     main([*flags[:-2], "--resume", run_dir, "--num_workers", "0"])  # same training flags, same --epochs
     assert "is complete (1 epochs)" in capsys.readouterr().out
+
+
+def test_diagnostics_rows_survive_a_resume(tmp_path):
+    from LibMTL_rgb.run_logger import DIAGNOSTICS_CSV
+
+    make_trainer("RGB", save_path=str(tmp_path / "straight"), diagnostics=True).train(batches(2), batches(1), epochs=2)
+    first = make_trainer("RGB", save_path=str(tmp_path / "resumed"), diagnostics=True)
+    first.train(batches(2), batches(1), epochs=1)
+    second = make_trainer("RGB", save_path=str(tmp_path / "resumed"), diagnostics=True)
+    second.resume(str(tmp_path / "resumed"))
+    second.train(batches(2), batches(1), epochs=2)
+    straight = (tmp_path / "straight" / DIAGNOSTICS_CSV).read_text().splitlines()
+    resumed = (tmp_path / "resumed" / DIAGNOSTICS_CSV).read_text().splitlines()
+    assert len(straight) == 3 and resumed == straight  # header + both epochs, equal values
