@@ -41,7 +41,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: LibMTL flags that have no meaning for the toy (kept so the flag set stays LibMTL's).
 #: Ranges of the toy's own flags.
 TOY_RANGES = (Hyperparameter("steps", 1, "", minimum=1), Hyperparameter("eval_points", 1, "", minimum=1),
-              Hyperparameter("scale", 1.0, "", minimum=0.0, exclusive_minimum=True))
+              Hyperparameter("scale", 1.0, "", minimum=0.0, exclusive_minimum=True), Hyperparameter("loss_shift", 0.0, ""))
 UNUSED_FLAGS = ("mode", "gpu_id", "multi_input", "load_path", "scheduler", "milestones",
                 "step_size", "gamma", "T_max", "eta_min", "patience", "min_lr")
 
