@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.cli_checks import DENSE_MODEL_RANGES, declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples import example_runner
-from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, dense_loader, input_size_from_args
 from LibMTL_rgb_examples.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, OffsetL1Metric, OffsetLoss, SegLoss,
                                       SegMetric)
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--aug", action="store_true", default=False,
                            help="augment training samples: random scale-crop (1.0/1.2/1.5; depth divided, "
                                 "disparity and offsets multiplied by the scale) and horizontal flip")
+        add_resize_labels_arg(group)
 
     parser = example_runner.example_parser(__doc__.split("\n\n")[0], PAPER_DEFAULTS, cityscapes_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 128 256; the --tasks 3 images are resized to it."
@@ -104,7 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
     def split(name: str, augment: bool = False):
-        return cityscapes_split(params.dataset_path, name, params.tasks, img_size, label_size, params.disparity_unit, augment)
+        return cityscapes_split(params.dataset_path, name, params.tasks, img_size, label_size, params.disparity_unit, augment,
+                                params.resize_labels)
 
     test_loader = dense_loader(split("val"), params.eval_bs or params.bs, False, params.num_workers, device)
     train_loader = None

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.cli_checks import DENSE_MODEL_RANGES, declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples import example_runner
-from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, dense_loader, input_size_from_args
 from LibMTL_rgb_examples.dense_metrics import DepthLoss, DepthMetric, NormalLoss, NormalMetric, SegLoss, SegMetric
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
 from nyu_data import NATIVE_SIZE, NUM_CLASSES, TASK_OUTPUTS, nyu_split
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--aug", action="store_true", default=False,
                            help="augment training samples: random scale-crop (1.0/1.2/1.5, depth divided by the "
                                 "scale) and horizontal flip, as MTAN/LibMTL's --aug (off by default, as in LibMTL)")
+        add_resize_labels_arg(group)
 
     parser = example_runner.example_parser(__doc__.splitlines()[0], PAPER_DEFAULTS, nyu_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 288 384: the stored size; smaller sizes resize every sample."
@@ -68,10 +69,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
-    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), params.eval_bs, False, params.num_workers, device)
+    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size, resize_labels=params.resize_labels), params.eval_bs, False, params.num_workers, device)
     train_loader = None
     if params.mode == "train":
-        train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)
+        train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug, resize_labels=params.resize_labels)
         train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device)
 
     # model: dilated ResNet encoder + ASPP heads, or SegNet encoder + decoders (--backbone; unit-length normals)
