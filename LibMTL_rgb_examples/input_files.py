@@ -74,12 +74,15 @@ def open_image(path: str, mode: Optional[str] = None):
 
 
 def install_input_error_hook() -> None:
-    """Report an uncaught :class:`InputDataError` as ``<script>: error: <message>`` (exit code 1,
-    no traceback); other exceptions keep Python's report."""
+    """Report an uncaught :class:`InputDataError` or ``atomic_io.OutputWriteError`` (a file that
+    cannot be written: disk full, read-only) as ``<script>: error: <message>`` (exit code 1, no
+    traceback); other exceptions keep Python's report."""
+    from LibMTL_rgb.atomic_io import OutputWriteError
+
     previous = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
-        if isinstance(value, InputDataError):
+        if isinstance(value, (InputDataError, OutputWriteError)):
             print(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(value)}", file=sys.stderr)
             return
         previous(kind, value, traceback)
