@@ -71,7 +71,9 @@ class CheckedArgumentParser(argparse.ArgumentParser):
     def add_check(self, check: Check) -> None:
         self.checks.append(check)
 
-    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None):
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads only refine the namespace type
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
         params, extras = super().parse_known_args(args, namespace)
         for check in self.checks:
             check(self, params)
@@ -100,7 +102,7 @@ def declare_ranges(parser: argparse.ArgumentParser, ranges: Iterable[Hyperparame
     by_name = {hp.name: hp for hp in ranges}
     for action in parser._actions:
         hp = by_name.get(action.dest)
-        if hp is None or action.type is None:
+        if hp is None or not callable(action.type):
             continue
         action.type = range_checked_type(hp, action.type)
         range_text = hp.range_text()
@@ -115,19 +117,19 @@ def check_general_flags(parser: argparse.ArgumentParser, params: argparse.Namesp
         if name is not None and name not in registry:
             parser.error(f"argument --{flag}: {unknown_name_message(registry.kind, name, registry.names())}")
     weighting = getattr(params, "weighting", None)
-    if getattr(params, "rep_grad", False) and weighting in WEIGHTINGS and not getattr(WEIGHTINGS.get(weighting), "supports_rep_grad", True):
+    chosen = WEIGHTINGS.get(weighting) if isinstance(weighting, str) and weighting in WEIGHTINGS else None
+    if getattr(params, "rep_grad", False) and chosen is not None and not getattr(chosen, "supports_rep_grad", True):
         parser.error(f"--weighting {weighting} combines shared-parameter gradients and cannot run with --rep_grad; "
                      "drop --rep_grad")
     for flag in ("save_path", "log_dir"):
         problem = check_output_dir(getattr(params, flag, None))
         if problem:
             parser.error(f"argument --{flag}: {problem}")
-    if weighting in WEIGHTINGS:
-        declared = {hp.name for hp in hyperparameters_of(WEIGHTINGS.get(weighting))}
-        for low, high in ORDERED_FLAGS:
-            if {low, high} <= declared and getattr(params, low, None) is not None and getattr(params, high, None) is not None \
-                    and getattr(params, low) > getattr(params, high):
-                parser.error(f"argument --{low}: must be <= --{high} ({getattr(params, high)}), got {getattr(params, low)}")
+    declared = {hp.name for hp in hyperparameters_of(chosen)} if chosen is not None else set()
+    for low, high in ORDERED_FLAGS:
+        low_value, high_value = getattr(params, low, None), getattr(params, high, None)
+        if {low, high} <= declared and low_value is not None and high_value is not None and low_value > high_value:
+            parser.error(f"argument --{low}: must be <= --{high} ({high_value}), got {low_value}")
 
 
 def single_input_check(why: str) -> Check:

@@ -123,7 +123,8 @@ class MTANNpyDataset(Dataset):
         name = self.files[index]
         image_path = os.path.join(self.split_dir, "image", name)
         image = torch.from_numpy(load_npy(image_path)).float().permute(2, 0, 1)
-        targets = {task: self._load_target(task, name, image_path, tuple(image.shape[-2:])) for task in self.targets}
+        image_size = (int(image.shape[-2]), int(image.shape[-1]))
+        targets = {task: self._load_target(task, name, image_path, image_size) for task in self.targets}
         if self.img_size is not None:
             image, targets = resize_sample(image, targets, self.img_size, self.label_size)
         if self.augmentation is not None:

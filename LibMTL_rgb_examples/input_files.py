@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def check_class_labels(labels: np.ndarray, num_classes: int, path: str) -> None:
     raise InvalidLabelError(f"{path}: class label(s) {shown} outside 0..{num_classes - 1}{hint}")
 
 
-def load_npy(path: str, mmap_mode: Optional[str] = None) -> np.ndarray:
+def load_npy(path: str, mmap_mode: Optional[Literal["r", "r+", "w+", "c"]] = None) -> np.ndarray:
     """``np.load(path)``; a truncated or foreign file raises :class:`CorruptInputError`."""
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
