@@ -65,6 +65,7 @@ REFUSED = [
         (["--rgb_adaptive", "--rgb_min_steps", "10", "--rgb_max_steps", "2"],
          "argument --rgb_min_steps: must be <= --rgb_max_steps (2), got 10"),
         (["--seed", "4294967296"], "argument --seed: must be in [0, 4294967295], got 4294967296"),
+        (["--rgb_eps", "0"], "argument --rgb_eps: must be > 0, got 0"),
         (["--multi_input"], "argument --multi_input: "),
         (["--stl_task", "no_such_task"], "argument --stl_task: unknown task 'no_such_task'"),
     ]
