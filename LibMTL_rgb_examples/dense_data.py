@@ -7,6 +7,7 @@ channel-last maps ``H×W×C`` (depth ``C = 1``, normals ``C = 3``).
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
@@ -171,11 +172,18 @@ def dense_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: in
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
 
-def add_resize_labels_arg(group) -> None:
+def add_resize_labels_arg(group: argparse._ActionsContainer) -> None:
     """``--resize_labels`` (off by default) of the examples reading MTAN's ``.npy`` copies."""
     group.add_argument("--resize_labels", action="store_true", default=False,
                        help="resize a stored label map whose H×W differs from its image's to the image's size "
                             "(nearest neighbour); without it such a sample stops the run naming the file and both sizes")
+
+
+def check_input_size(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """Parser check of the dense examples: ``--img_size`` is ``H W`` or ``3 H W``."""
+    size = list(params.img_size)
+    if not (len(size) == 2 or (len(size) == 3 and size[0] == 3)):
+        parser.error(f"argument --img_size: takes H W (or 3 H W), got {' '.join(map(str, size))}")
 
 
 def input_size_from_args(params) -> tuple[int, int]:

@@ -74,6 +74,9 @@ REFUSED = [
 ] + [
     ("nyu", ["--stl_task", "segmentaton"], "unknown task 'segmentaton' (did you mean 'segmentation'?)"),
     ("nyu", ["--backbone_width", "0"], "argument --backbone_width: must be >= 1, got 0"),
+    ("nyu", ["--img_size", "64"], "argument --img_size: takes H W (or 3 H W), got 64"),
+    ("cityscapes", ["--img_size", "1", "64", "64"], "argument --img_size: takes H W (or 3 H W), got 1 64 64"),
+    ("cityscapes", ["--img_size", "0", "64"], "argument --img_size: must be >= 1, got 0"),
     ("cityscapes", ["--tasks", "3", "--stl_task", "depth"], "known tasks: segmentation, instance, disparity"),
     ("cityscapes", ["--label_size", "0", "8"], "argument --label_size: must be >= 1, got 0"),
     ("celeba", ["--image_size", "0"], "argument --image_size: must be >= 8, got 0"),

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.cli_checks import DENSE_MODEL_RANGES, declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples import example_runner
-from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, check_input_size, dense_loader, input_size_from_args
 from LibMTL_rgb_examples.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, OffsetL1Metric, OffsetLoss, SegLoss,
                                       SegMetric)
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = example_runner.example_parser(__doc__.split("\n\n")[0], PAPER_DEFAULTS, cityscapes_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 128 256; the --tasks 3 images are resized to it."
     declare_ranges(parser, DENSE_MODEL_RANGES)
+    parser.add_check(check_input_size)
     parser.add_check(single_input_check("Cityscapes is single-input (one image, several label maps)"))
     parser.add_check(task_name_check(lambda params: list(TASK_OUTPUTS[params.tasks])))
     return parser
