@@ -17,12 +17,39 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_write", "atomic_save", "atomic_savefig", "atomic_write_json", "remove_stale_temporaries"]
+__all__ = ["OutputWriteError", "atomic_write", "atomic_save", "atomic_savefig", "atomic_write_json", "remove_stale_temporaries"]
+
+#: ``errno`` values of a failed write that the user can act on (disk full, quota, read-only
+#: file system, no permission, I/O error, file too large).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+#: What ``torch.save`` raises (a ``RuntimeError``) when the file system refuses its writes.
+TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter failed", "file write failed")
+
+
+class OutputWriteError(OSError):
+    """``path`` could not be written (see ``errno``/``strerror``; ``errno`` is None for a
+    ``torch.save`` failure); ``path`` itself is unchanged: the previous version, if any, is intact."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        code = getattr(cause, "errno", None)
+        reason = getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0]
+        if code is None:
+            reason = f"torch.save failed ({reason}), typically a full disk"
+        super().__init__(code, reason, path)
+
+
+def _write_failure(err: BaseException) -> bool:
+    if isinstance(err, OutputWriteError):
+        return False
+    if isinstance(err, OSError):
+        return err.errno in WRITE_ERRNOS
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in TORCH_WRITE_FAILURES)
 
 
 @contextlib.contextmanager
@@ -30,22 +57,31 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
 
     On an exception inside the block the temporary file is removed and ``path`` is untouched.
+    A refused write (disk full, read-only file system, no permission; ``torch.save``'s
+    ``RuntimeError`` included) raises :class:`OutputWriteError` naming ``path``.
     ``mode`` is ``'w'`` (text) or ``'wb'`` (binary); ``open_kwargs`` go to ``open``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports mode 'w' or 'wb', got {mode!r}")
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        if _write_failure(err):
+            raise OutputWriteError(path, err) from err
+        raise
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if _write_failure(err):
+            raise OutputWriteError(path, err) from err
         raise
     _fsync_directory(directory)
 

@@ -18,7 +18,7 @@ def check_labels(labels: Any, task_names: Sequence[str]) -> None:
     >>> check_labels([0, 1], ["seg", "depth"])
     Traceback (most recent call last):
     ...
-    TypeError: a batch must be (inputs, {task: labels}) with one key per task; its labels are a list, not a dict (with multi_input=True, pass a dict {task: loader} instead)
+    TypeError: a batch must be (inputs, {task: labels}) with one key per task; its labels are a list, not a dict ...
     """
     if not isinstance(labels, Mapping):
         raise TypeError(f"a batch must be {BATCH_FORMAT}; its labels are a {type(labels).__name__}, not a dict "

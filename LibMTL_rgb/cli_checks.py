@@ -17,13 +17,13 @@ import argparse
 import os
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, unknown_name_message
+from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, hyperparameters_of, unknown_name_message
 
 Check = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
 
 #: Ranges of LibMTL's general, optimiser and scheduler flags.
 GENERAL_RANGES = (
-    Hyperparameter("seed", 0, "", minimum=0),
+    Hyperparameter("seed", 0, "", minimum=0, maximum=2**32 - 1),  # numpy's seed range
     Hyperparameter("lr", 1e-4, "", minimum=0.0, exclusive_minimum=True),
     Hyperparameter("momentum", 0.0, "", minimum=0.0),
     Hyperparameter("weight_decay", 0.0, "", minimum=0.0),
@@ -43,11 +43,20 @@ EXAMPLE_RANGES = (
     Hyperparameter("num_workers", 0, "", minimum=0),
     Hyperparameter("diagnostics_every", 1, "", minimum=1),
 )
+#: Ranges of the dense examples' model flags (``LibMTL_rgb.model.aspp.add_deeplab_args``) and
+#: label size.
+DENSE_MODEL_RANGES = (
+    Hyperparameter("backbone_width", 64, "", minimum=1),
+    Hyperparameter("label_size", None, "", type=int, minimum=1),
+)
+#: Pairs of method flags ``(low, high)`` that must satisfy ``low <= high`` when the chosen
+#: method declares both.
+ORDERED_FLAGS = (("rgb_min_steps", "rgb_max_steps"),)
 
 __all__ = [
-    "CheckedArgumentParser", "GENERAL_RANGES", "EXAMPLE_RANGES", "declare_ranges", "range_checked_type",
-    "check_general_flags", "check_output_dir", "check_device", "check_load_path", "check_resume",
-    "check_example_flags",
+    "CheckedArgumentParser", "GENERAL_RANGES", "EXAMPLE_RANGES", "DENSE_MODEL_RANGES", "ORDERED_FLAGS",
+    "declare_ranges", "range_checked_type", "check_general_flags", "check_output_dir", "check_device",
+    "check_load_path", "check_resume", "check_example_flags", "single_input_check", "task_name_check",
 ]
 
 
@@ -62,7 +71,9 @@ class CheckedArgumentParser(argparse.ArgumentParser):
     def add_check(self, check: Check) -> None:
         self.checks.append(check)
 
-    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None):
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads only refine the namespace type
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
         params, extras = super().parse_known_args(args, namespace)
         for check in self.checks:
             check(self, params)
@@ -76,10 +87,9 @@ def range_checked_type(hp: Hyperparameter, parse: Optional[Callable[[str], Any]]
 
     def parse_and_check(text: str):
         value = parse(text)
-        try:
-            hp.check(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {hp.range_text()}, got {text}") from None
+        problem = hp.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
         return value
 
     parse_and_check.__name__ = getattr(parse, "__name__", "value")
@@ -92,11 +102,12 @@ def declare_ranges(parser: argparse.ArgumentParser, ranges: Iterable[Hyperparame
     by_name = {hp.name: hp for hp in ranges}
     for action in parser._actions:
         hp = by_name.get(action.dest)
-        if hp is None or action.type is None:
+        if hp is None or not callable(action.type):
             continue
         action.type = range_checked_type(hp, action.type)
-        if action.help and hp.range_text() not in action.help:
-            action.help = f"{action.help} ({hp.range_text()})"
+        range_text = hp.range_text()
+        if action.help and range_text is not None and range_text not in action.help:
+            action.help = f"{action.help} ({range_text})"
 
 
 def check_general_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
@@ -106,13 +117,45 @@ def check_general_flags(parser: argparse.ArgumentParser, params: argparse.Namesp
         if name is not None and name not in registry:
             parser.error(f"argument --{flag}: {unknown_name_message(registry.kind, name, registry.names())}")
     weighting = getattr(params, "weighting", None)
-    if getattr(params, "rep_grad", False) and weighting in WEIGHTINGS and not getattr(WEIGHTINGS.get(weighting), "supports_rep_grad", True):
+    chosen = WEIGHTINGS.get(weighting) if isinstance(weighting, str) and weighting in WEIGHTINGS else None
+    if getattr(params, "rep_grad", False) and chosen is not None and not getattr(chosen, "supports_rep_grad", True):
         parser.error(f"--weighting {weighting} combines shared-parameter gradients and cannot run with --rep_grad; "
                      "drop --rep_grad")
     for flag in ("save_path", "log_dir"):
         problem = check_output_dir(getattr(params, flag, None))
         if problem:
             parser.error(f"argument --{flag}: {problem}")
+    declared = {hp.name for hp in hyperparameters_of(chosen)} if chosen is not None else set()
+    for low, high in ORDERED_FLAGS:
+        low_value, high_value = getattr(params, low, None), getattr(params, high, None)
+        if {low, high} <= declared and low_value is not None and high_value is not None and low_value > high_value:
+            parser.error(f"argument --{low}: must be <= --{high} ({high_value}), got {low_value}")
+
+
+def single_input_check(why: str) -> Check:
+    """A check refusing ``--multi_input`` on an example whose tasks share one input; ``why``
+    says so (``'NYUv2 has one image per sample for all three tasks'``)."""
+
+    def check(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+        if getattr(params, "multi_input", False):
+            parser.error(f"argument --multi_input: {why}; drop --multi_input")
+
+    return check
+
+
+def task_name_check(task_names: Callable[[argparse.Namespace], Optional[Sequence[str]]]) -> Check:
+    """A check refusing a ``--stl_task`` that is not one of ``task_names(params)`` (None: the
+    names are not known before the data is read, the Trainer checks), with the closest name."""
+
+    def check(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+        task = getattr(params, "stl_task", None)
+        if task is None:
+            return
+        names = task_names(params)
+        if names is not None and task not in names:
+            parser.error(f"argument --stl_task: {unknown_name_message('task', task, list(names))}")
+
+    return check
 
 
 def check_output_dir(path: Optional[str]) -> Optional[str]:

@@ -8,6 +8,7 @@ command-line flags and ``prepare_args`` collects the chosen method's values into
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -29,6 +30,8 @@ class Hyperparameter:
     maximum: Optional[float] = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
+    #: Whether ``inf``/``-inf`` is a meaningful value (say what it means in ``help``); NaN never is.
+    allow_infinite: bool = False
 
     def value_type(self) -> Callable[[str], Any]:
         if self.type is not None:
@@ -45,25 +48,39 @@ class Hyperparameter:
         >>> Hyperparameter("rgb_lr", 1.0, "inner step size", minimum=0, exclusive_minimum=True).range_text()
         '> 0'
         """
-        low, high = self.minimum, self.maximum
-        if low is None and high is None:
+        if self.minimum is None and self.maximum is None:
             return None
-        if high is None:
-            return f"{'>' if self.exclusive_minimum else '>='} {low:g}"
-        if low is None:
-            return f"{'<' if self.exclusive_maximum else '<='} {high:g}"
-        return f"in {'(' if self.exclusive_minimum else '['}{low:g}, {high:g}{')' if self.exclusive_maximum else ']'}"
+        low, high = (f"{bound:g}" if isinstance(bound, float) else bound for bound in (self.minimum, self.maximum))
+        if self.maximum is None:
+            return f"{'>' if self.exclusive_minimum else '>='} {low}"
+        if self.minimum is None:
+            return f"{'<' if self.exclusive_maximum else '<='} {high}"
+        return f"in {'(' if self.exclusive_minimum else '['}{low}, {high}{')' if self.exclusive_maximum else ']'}"
+
+    def problem(self, item: Any) -> Optional[str]:
+        """None when the single number ``item`` is allowed, else what it must be
+        (``'must be > 0'``, ``'must be a finite number >= 0'``). Non-numbers pass.
+
+        >>> Hyperparameter("rgb_lr", 1.0, "", minimum=0, exclusive_minimum=True).problem(float("inf"))
+        'must be a finite number > 0'
+        """
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            return None
+        range_text = self.range_text()
+        if math.isnan(item) or (math.isinf(item) and not self.allow_infinite):
+            return "must be a finite number" + (f" {range_text}" if range_text else "")
+        too_low = self.minimum is not None and (item <= self.minimum if self.exclusive_minimum else item < self.minimum)
+        too_high = self.maximum is not None and (item >= self.maximum if self.exclusive_maximum else item > self.maximum)
+        return f"must be {range_text}" if too_low or too_high else None
 
     def check(self, value: Any) -> Any:
-        """``value`` if it lies in the declared range (each element for lists); else ``ValueError``
-        that names the flag and the range."""
+        """``value`` if it lies in the declared range and is finite (each element for lists;
+        ``inf`` only where :attr:`allow_infinite`); else ``ValueError`` that names the flag and
+        the range."""
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                continue
-            too_low = self.minimum is not None and (item <= self.minimum if self.exclusive_minimum else item < self.minimum)
-            too_high = self.maximum is not None and (item >= self.maximum if self.exclusive_maximum else item > self.maximum)
-            if too_low or too_high or item != item:  # NaN is never in range
-                raise ValueError(f"--{self.name} must be {self.range_text()}, got {item!r}")
+            problem = self.problem(item)
+            if problem:
+                raise ValueError(f"--{self.name} {problem}, got {item!r}")
         return value
 
 

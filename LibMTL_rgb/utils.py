@@ -64,9 +64,10 @@ def set_param(curr_mod: nn.Module, name: str, param=None, mode: str = "update"):
     *path, leaf = name.split(".")
     module = curr_mod
     for child in path:
-        module = dict(module.named_children()).get(child)
-        if module is None:
+        found = dict(module.named_children()).get(child)
+        if found is None:
             return None
+        module = found
     if mode == "update":
         delattr(module, leaf)
         setattr(module, leaf, param)

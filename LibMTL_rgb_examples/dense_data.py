@@ -7,6 +7,7 @@ channel-last maps ``H×W×C`` (depth ``C = 1``, normals ``C = 3``).
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
@@ -16,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from LibMTL_rgb_examples.dense_augment import DenseAugmentation, TargetKind, resize_sample
-from LibMTL_rgb_examples.input_files import InputDataError, load_npy
+from LibMTL_rgb_examples.dense_augment import DenseAugmentation, TargetKind, resize_sample, resize_target
+from LibMTL_rgb_examples.input_files import InputDataError, InvalidLabelError, check_class_labels, load_npy
 
 
 class DatasetFormatError(ValueError):
@@ -33,11 +34,14 @@ class NpyTarget:
             the 7-class labels ``label_7``, LibMTL's ``label``).
         kind: how the map transforms (class map, depth, normal...).
         channels: ``C`` of an ``H×W×C`` map; ignored for class maps (``H×W``).
+        num_classes: class maps only: ids must lie in ``0..num_classes-1`` or be ``-1``
+            (ignore); each sample is checked when read (None: not checked).
     """
 
     folders: tuple[str, ...]
     kind: TargetKind
     channels: int = 1
+    num_classes: Optional[int] = None
 
 
 class MTANNpyDataset(Dataset):
@@ -53,6 +57,9 @@ class MTANNpyDataset(Dataset):
         img_size: ``(H, W)`` to resize every sample to (None: keep the stored size).
         label_size: ``(h, w)`` of the label maps (default: ``img_size``).
         augmentation: applied after resizing (training only, typically).
+        resize_labels: a stored label map of another ``H×W`` than its image is resized to the
+            image's size (nearest neighbour); off (default): such a sample is refused, naming
+            the file and both sizes.
     """
 
     def __init__(
@@ -63,7 +70,9 @@ class MTANNpyDataset(Dataset):
         img_size: Optional[Sequence[int]] = None,
         label_size: Optional[Sequence[int]] = None,
         augmentation: Optional[DenseAugmentation] = None,
+        resize_labels: bool = False,
     ) -> None:
+        self.resize_labels = resize_labels
         self.split_dir = os.path.join(os.path.expanduser(root), split)
         self.targets = dict(targets)
         self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
@@ -98,12 +107,14 @@ class MTANNpyDataset(Dataset):
             raise DatasetFormatError(f"image/{name} has shape {image.shape}; expected H×W×3")
         for task, spec in self.targets.items():
             array = load_npy(os.path.join(self.folders[task], name), mmap_mode="r")
-            expected = image.shape[:2] if spec.kind.is_class_map else (*image.shape[:2], spec.channels)
+            size = image.shape[:2] if not self.resize_labels else array.shape[:2]
+            expected = size if spec.kind.is_class_map else (*size, spec.channels)
             shape = array.shape if spec.kind.is_class_map or array.ndim == 3 else (*array.shape, 1)
             if tuple(shape) != tuple(expected):
                 layout = "H×W" if spec.kind.is_class_map else f"H×W×{spec.channels}"
                 raise DatasetFormatError(
                     f"{os.path.basename(self.folders[task])}/{name} has shape {array.shape}; expected {layout} = {expected}"
+                    + ("" if self.resize_labels else " (--resize_labels resizes label maps to their image's size)")
                 )
 
     def __len__(self) -> int:
@@ -111,20 +122,36 @@ class MTANNpyDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         name = self.files[index]
-        image = torch.from_numpy(load_npy(os.path.join(self.split_dir, "image", name))).float().permute(2, 0, 1)
-        targets = {task: self._load_target(task, name) for task in self.targets}
+        image_path = os.path.join(self.split_dir, "image", name)
+        image = torch.from_numpy(load_npy(image_path)).float().permute(2, 0, 1)
+        image_size = (int(image.shape[-2]), int(image.shape[-1]))
+        targets = {task: self._load_target(task, name, image_path, image_size) for task in self.targets}
         if self.img_size is not None:
             image, targets = resize_sample(image, targets, self.img_size, self.label_size)
         if self.augmentation is not None:
             image, targets = self.augmentation(image, targets, self.kinds)
         return image.contiguous(), {task: t.contiguous() for task, t in targets.items()}
 
-    def _load_target(self, task: str, name: str) -> Tensor:
-        array = load_npy(os.path.join(self.folders[task], name))
-        if self.targets[task].kind.is_class_map:
-            return torch.from_numpy(np.rint(array).astype(np.int64))
-        tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
-        return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    def _load_target(self, task: str, name: str, image_path: str, image_size: tuple[int, int]) -> Tensor:
+        """The label map of ``task`` for sample ``name``, checked against its image's size
+        (resized to it with ``resize_labels``) and, for class maps, the class range."""
+        path = os.path.join(self.folders[task], name)
+        array = load_npy(path)
+        spec = self.targets[task]
+        if tuple(array.shape[:2]) != image_size:
+            if not self.resize_labels:
+                raise InvalidLabelError(
+                    f"{path}: label map of {array.shape[0]}×{array.shape[1]} but its image {image_path} is "
+                    f"{image_size[0]}×{image_size[1]}; pass --resize_labels to resize label maps to their image's size")
+        if spec.kind.is_class_map:
+            labels = np.rint(array).astype(np.int64)
+            if spec.num_classes is not None:
+                check_class_labels(labels, spec.num_classes, path)
+            tensor = torch.from_numpy(labels)
+        else:
+            tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
+            tensor = tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+        return resize_target(tensor, image_size)
 
 
 def _numbered_npy(directory: str) -> list[str]:
@@ -143,6 +170,20 @@ def dense_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: in
                              "(--bs): no full training batch")
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+
+def add_resize_labels_arg(group: argparse._ActionsContainer) -> None:
+    """``--resize_labels`` (off by default) of the examples reading MTAN's ``.npy`` copies."""
+    group.add_argument("--resize_labels", action="store_true", default=False,
+                       help="resize a stored label map whose H×W differs from its image's to the image's size "
+                            "(nearest neighbour); without it such a sample stops the run naming the file and both sizes")
+
+
+def check_input_size(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """Parser check of the dense examples: ``--img_size`` is ``H W`` or ``3 H W``."""
+    size = list(params.img_size)
+    if not (len(size) == 2 or (len(size) == 3 and size[0] == 3)):
+        parser.error(f"argument --img_size: takes H W (or 3 H W), got {' '.join(map(str, size))}")
 
 
 def input_size_from_args(params) -> tuple[int, int]:

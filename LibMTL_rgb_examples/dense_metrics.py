@@ -111,6 +111,8 @@ class SegMetric(AbsMetric):
         pixel_accuracy: also report ``pixAcc`` (score is ``[mIoU, pixAcc]``, else ``[mIoU]``).
     """
 
+    confusion: Optional[Tensor]
+
     def __init__(self, num_classes: int, pixel_accuracy: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
@@ -147,13 +149,15 @@ class SegMetric(AbsMetric):
 
     def reinit(self) -> None:
         super().reinit()
-        self.confusion: Optional[Tensor] = None
+        self.confusion = None
 
 
 class _PooledMetric(AbsMetric):
     """Sums of per-entry errors over the valid entries of the whole evaluated set."""
 
     metric_names: list[str] = []
+    _sums: Optional[Tensor]
+    _count: Optional[Tensor]
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,14 +178,14 @@ class _PooledMetric(AbsMetric):
 
     def score_fun(self) -> list[float]:
         count = 0 if self._count is None else int(self._count)
-        if count == 0:
+        if count == 0 or self._sums is None:
             return [float("nan")] * len(self.metric_names)
         return [float(s) / count for s in self._sums.cpu()]
 
     def reinit(self) -> None:
         super().reinit()
-        self._sums: Optional[Tensor] = None
-        self._count: Optional[Tensor] = None
+        self._sums = None
+        self._count = None
 
 
 class DepthMetric(_PooledMetric):

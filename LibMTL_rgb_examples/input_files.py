@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
-__all__ = ["InputDataError", "CorruptInputError", "load_npy", "open_image", "install_input_error_hook"]
+__all__ = ["InputDataError", "CorruptInputError", "InvalidLabelError", "load_npy", "open_image", "check_class_labels",
+           "install_input_error_hook"]
+
+#: Class id of an unlabelled pixel (LibMTL's and MTAN's ``-1``).
+IGNORE_LABEL = -1
 
 
 class InputDataError(ValueError):
@@ -24,7 +28,23 @@ class CorruptInputError(InputDataError):
     """A data file that exists but cannot be read."""
 
 
-def load_npy(path: str, mmap_mode: Optional[str] = None) -> np.ndarray:
+class InvalidLabelError(InputDataError):
+    """A label file that reads but holds values or a size the task cannot use."""
+
+
+def check_class_labels(labels: np.ndarray, num_classes: int, path: str) -> None:
+    """Refuse class ids outside ``0..num_classes-1`` (``-1`` = ignore) with the file and the
+    values found (one ``min``/``max`` pass per sample)."""
+    low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+    if low >= IGNORE_LABEL and high < num_classes:
+        return
+    bad = np.unique(labels[(labels < IGNORE_LABEL) | (labels >= num_classes)])
+    shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    hint = f"; {IGNORE_LABEL} marks an unlabelled pixel (a 255 'ignore' value must be stored as {IGNORE_LABEL})"
+    raise InvalidLabelError(f"{path}: class label(s) {shown} outside 0..{num_classes - 1}{hint}")
+
+
+def load_npy(path: str, mmap_mode: Optional[Literal["r", "r+", "w+", "c"]] = None) -> np.ndarray:
     """``np.load(path)``; a truncated or foreign file raises :class:`CorruptInputError`."""
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
@@ -54,12 +74,15 @@ def open_image(path: str, mode: Optional[str] = None):
 
 
 def install_input_error_hook() -> None:
-    """Report an uncaught :class:`InputDataError` as ``<script>: error: <message>`` (exit code 1,
-    no traceback); other exceptions keep Python's report."""
+    """Report an uncaught :class:`InputDataError` or ``atomic_io.OutputWriteError`` (a file that
+    cannot be written: disk full, read-only) as ``<script>: error: <message>`` (exit code 1, no
+    traceback); other exceptions keep Python's report."""
+    from LibMTL_rgb.atomic_io import OutputWriteError
+
     previous = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
-        if isinstance(value, InputDataError):
+        if isinstance(value, (InputDataError, OutputWriteError)):
             print(f"{os.path.basename(sys.argv[0]) or 'main.py'}: error: {worker_message(value)}", file=sys.stderr)
             return
         previous(kind, value, traceback)

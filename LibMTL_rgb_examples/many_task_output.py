@@ -12,6 +12,7 @@ import os
 
 from LibMTL_rgb.cli_checks import check_output_dir
 from LibMTL_rgb_examples.example_runner import run
+from LibMTL_rgb_examples.run_errors import one_line_errors
 from LibMTL_rgb.trainer import HISTORY_CSV
 
 TEST_CSV = "test.csv"
@@ -50,5 +51,6 @@ def run_and_report(trainer, params: argparse.Namespace, train_loader, test_loade
         metrics = trainer.task_dict[task]["metrics"]
         print(f"  {task}: " + ", ".join(f"{name} {row[f'{task}_{name}']:.4f}" for name in metrics))
     path = os.path.join(params.save_path, TEST_CSV)
-    trainer.meter.write_csv(path)
+    with one_line_errors(params.save_path):  # a full or read-only disk: one line naming the file
+        trainer.meter.write_csv(path)
     print(f"Per-task test results written to {path}")

@@ -27,7 +27,7 @@ def batch_losses(model, seed=0, num_tasks=3):
 
 def per_task_grads(model, losses):
     shared = list(model.get_share_params())
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(l, shared, retain_graph=True)]) for l in losses]
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)]) for loss in losses]
     return torch.stack(rows)
 
 

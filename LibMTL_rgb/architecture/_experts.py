@@ -33,7 +33,7 @@ NUM_EXPERTS = Hyperparameter(
     "number of experts (each a copy of the encoder): MMoE / DSelect_k: one number, the shared experts "
     f"(default {DEFAULT_SHARED_EXPERTS}); CGC / PLE: the shared experts followed by one number per task, "
     "e.g. 1 1 1 1 for 3 tasks (default: 1 shared and 1 per task)",
-    type=int, nargs="+", minimum=0,
+    type=int, nargs="+", minimum=1,
 )
 
 

@@ -52,12 +52,14 @@ def ensure_torchvision_models_utils() -> None:
     import torch.hub
     import torchvision.models
 
-    stand_in = types.ModuleType("torchvision.models.utils")
+    models: Any = torchvision.models
+
+    stand_in: Any = types.ModuleType("torchvision.models.utils")
     stand_in.__doc__ = "Stand-in for torchvision < 0.13's module, added by LibMTL_rgb for LibMTL 1.1.5."
     stand_in.load_state_dict_from_url = torch.hub.load_state_dict_from_url
     stand_in.__spec__ = importlib.machinery.ModuleSpec("torchvision.models.utils", None)  # find_spec works
     sys.modules["torchvision.models.utils"] = stand_in
-    torchvision.models.utils = stand_in
+    models.utils = stand_in
 
 
 def libmtl_rgb_class() -> type:
@@ -97,7 +99,7 @@ def register() -> type:
     changes nothing. Returns the RGB class.
     """
     rgb_class = libmtl_rgb_class()
-    weighting_module = importlib.import_module("LibMTL.weighting")
+    weighting_module: Any = importlib.import_module("LibMTL.weighting")
     config = importlib.import_module("LibMTL.config")
     weighting_module.RGB = rgb_class
     names = getattr(weighting_module, "__all__", None)
@@ -117,7 +119,7 @@ def _call_wrapper(params, *args, **kwargs):  # becomes the body of LibMTL's ``pr
     return _libmtl_rgb_prepare_args(params, *args, **kwargs)  # noqa: F821  (resolved in LibMTL.config)
 
 
-def _teach_prepare_args_rgb(config: types.ModuleType) -> None:
+def _teach_prepare_args_rgb(config: Any) -> None:
     """Give LibMTL's ``prepare_args`` function object (the one scripts may already hold) a
     body that calls :func:`_prepare_args_with_rgb`'s wrapper around a copy of the original."""
     function = config.prepare_args
@@ -135,7 +137,7 @@ def _teach_prepare_args_rgb(config: types.ModuleType) -> None:
     function._handles_rgb = True
 
 
-def patch_trainer_for_cpu(trainer_class: type) -> None:
+def patch_trainer_for_cpu(trainer_class: Any) -> None:
     """Let LibMTL's ``Trainer`` run on a machine without CUDA (it hard-codes ``cuda:0``):
     the model goes to the CPU, with one printed line saying so; and, for 1.1.5, fetch batches
     with ``next(iterator)`` instead of ``iterator.next()`` (gone from DataLoader iterators).
@@ -208,5 +210,5 @@ def _prepare_args_with_rgb(original: Callable, display: Optional[Callable]) -> C
             print(f"{summary.getvalue()}RGB weight_args: {method_kwargs['weight_args']}")
         return method_kwargs, optim_param, scheduler_param
 
-    prepare_args._handles_rgb = True
+    setattr(prepare_args, "_handles_rgb", True)  # a mark read by _teach_prepare_args_rgb
     return prepare_args

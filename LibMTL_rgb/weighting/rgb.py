@@ -79,7 +79,7 @@ class RGB(AbsWeighting):
         Hyperparameter("rgb_steps", DEFAULT_STEPS, "K: inner projected-gradient steps on Eq. 1 (when not --rgb_adaptive)", minimum=0),
         Hyperparameter("rgb_lr", DEFAULT_LR, "step size of the inner projected gradient descent on Eq. 1", minimum=0.0, exclusive_minimum=True),
         Hyperparameter("rgb_interval", 1, "update_interval: rotate at steps t with t mod interval == 0 (Alg. 1 line 6)", minimum=1),
-        Hyperparameter("rgb_eps", 1e-8, "ε of Algorithm 1 (normalisations)", minimum=0.0),
+        Hyperparameter("rgb_eps", 1e-8, "ε of Algorithm 1 (normalisations)", minimum=0.0, exclusive_minimum=True),
         Hyperparameter("rgb_adaptive", False, "choose K per step by Eq. 2 from the relative loss changes"),
         Hyperparameter("rgb_min_steps", 5, "α_min of Eq. 2 (fewest inner steps)", minimum=0),
         Hyperparameter("rgb_max_steps", 50, "α_max of Eq. 2 (most inner steps)", minimum=0),

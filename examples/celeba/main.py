@@ -4,15 +4,18 @@ head per attribute, binary cross-entropy, per-attribute F1. Defaults are the pap
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional, Sequence
 
-from celeba_data import HOW_TO_GET, REQUIRED, celeba_loaders
+from celeba_data import ATTRIBUTE_FILE, HOW_TO_GET, REQUIRED, celeba_loaders
 from celeba_metrics import HIGHER_IS_BETTER, BinaryAttributeMetric
 from celeba_model import CelebAEncoder, attribute_heads, encoder_features
 
 from LibMTL_rgb import Trainer
+from LibMTL_rgb.cli_checks import declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples.example_runner import example_parser, fill_input_size, require_dataset, setup_run
 from LibMTL_rgb.loss import BCELoss
+from LibMTL_rgb.registry import Hyperparameter
 from LibMTL_rgb_examples.many_task_output import ensure_save_path, run_and_report
 
 DEFAULTS = dict(
@@ -20,6 +23,21 @@ DEFAULTS = dict(
     optim="adam", lr=3e-4, weight_decay=0.0, scheduler=None,
     epochs=15, bs=256, num_workers=4,
 )
+
+
+#: Ranges of CelebA's flags (the encoder's three max-pools need images of at least 8 x 8).
+CELEBA_RANGES = (Hyperparameter("image_size", 64, "", minimum=8), Hyperparameter("width", 64, "", minimum=1))
+
+
+def attribute_names_if_readable(params: argparse.Namespace) -> Optional[list[str]]:
+    """The attribute (task) names on line 2 of the dataset's attribute file, or None when it
+    cannot be read yet (the reader names the problem later)."""
+    try:
+        with open(os.path.join(params.dataset_path or "", ATTRIBUTE_FILE)) as handle:
+            handle.readline()
+            return handle.readline().split() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def add_celeba_args(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +57,17 @@ def celeba_task_dict(attribute_names: Sequence[str], metrics: Sequence[str]) -> 
     }
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags: LibMTL's, the shared example flags and CelebA's."""
+    parser = example_parser(__doc__, DEFAULTS, add_celeba_args)
+    declare_ranges(parser, CELEBA_RANGES)
+    parser.add_check(single_input_check("CelebA is single-input (one face image, 40 attributes)"))
+    parser.add_check(task_name_check(attribute_names_if_readable))
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
-    params = example_parser(__doc__, DEFAULTS, add_celeba_args).parse_args(argv)
+    params = build_parser().parse_args(argv)
     root = require_dataset("CelebA", params.dataset_path, REQUIRED, HOW_TO_GET)
     ensure_save_path("celeba", params)
     device, kwargs, optim_param, scheduler_param = setup_run(params)

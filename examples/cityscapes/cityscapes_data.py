@@ -45,12 +45,12 @@ from labels import INSTANCE_BASE, thing_label_ids, train_id_lookup
 from LibMTL_rgb_examples import example_runner
 from LibMTL_rgb_examples.dense_augment import CLASS_MAP, DEPTH, DISPARITY, OFFSET_YX, DenseAugmentation
 from LibMTL_rgb_examples.dense_data import DatasetFormatError, MTANNpyDataset, NpyTarget
-from LibMTL_rgb_examples.input_files import open_image
+from LibMTL_rgb_examples.input_files import InvalidLabelError, open_image
 
 # --------------------------------------------------------------------- 2 tasks (MTAN)
 MTAN_CLASSES = 7
 MTAN_TARGETS = {
-    "segmentation": NpyTarget(("label", "label_7"), CLASS_MAP),
+    "segmentation": NpyTarget(("label", "label_7"), CLASS_MAP, num_classes=MTAN_CLASSES),
     "depth": NpyTarget(("depth",), DEPTH, channels=1),
 }
 MTAN_REQUIRED = [f"{split}/{folder}" for split in ("train", "val") for folder in ("image", "depth")]
@@ -177,7 +177,7 @@ class CityscapesOfficial(Dataset):
         instance_ids = np.asarray(open_image(self._path(stem, INSTANCE_SUFFIX)))
         raw_disparity = np.asarray(open_image(self._path(stem, DISPARITY_SUFFIX)))
         if not label_ids.shape == instance_ids.shape == raw_disparity.shape:
-            raise DatasetFormatError(
+            raise InvalidLabelError(
                 f"{stem}: labelIds {label_ids.shape}, instanceIds {instance_ids.shape} and disparity "
                 f"{raw_disparity.shape} differ in size"
             )
@@ -210,9 +210,12 @@ def cityscapes_split(
     label_size: Optional[Sequence[int]] = None,
     disparity_unit: str = "px",
     augment: bool = False,
+    resize_labels: bool = False,
 ) -> Dataset:
     """The ``'train'`` or ``'val'`` split for ``tasks`` = 2 (MTAN copy) or 3 (official
-    release); exits with download instructions when ``root`` is missing or malformed."""
+    release); exits with download instructions when ``root`` is missing or malformed.
+    ``resize_labels`` (2 tasks; the official label maps are always sampled on the
+    ``label_size`` grid): see :class:`MTANNpyDataset`."""
     if tasks not in (2, 3):
         raise ValueError(f"tasks must be 2 or 3, got {tasks}")
     augmentation = DenseAugmentation() if augment else None
@@ -220,7 +223,7 @@ def cityscapes_split(
     try:
         if tasks == 2:
             root = example_runner.require_dataset("Cityscapes (2 tasks)", root, MTAN_REQUIRED, how_to_get)
-            return MTANNpyDataset(root, split, MTAN_TARGETS, img_size, label_size, augmentation)
+            return MTANNpyDataset(root, split, MTAN_TARGETS, img_size, label_size, augmentation, resize_labels)
         root = example_runner.require_dataset("Cityscapes (3 tasks)", root, OFFICIAL_REQUIRED, how_to_get)
         return CityscapesOfficial(root, split, img_size, label_size, disparity_unit, augmentation)
     except DatasetFormatError as err:

@@ -61,7 +61,7 @@ NUM_CLASSES = 19
 #: ``instanceIds`` values ``>= INSTANCE_BASE`` are ``label_id * 1000 + instance number``;
 #: smaller values are a plain label id (stuff, or a crowd of things without instances).
 INSTANCE_BASE = 1000
-CLASS_NAMES = tuple(label.name for label in sorted((l for l in LABELS if l.train_id != IGNORE), key=lambda l: l.train_id))
+CLASS_NAMES = tuple(label.name for label in sorted((lb for lb in LABELS if lb.train_id != IGNORE), key=lambda lb: lb.train_id))
 
 
 def train_id_lookup() -> np.ndarray:
@@ -74,4 +74,4 @@ def train_id_lookup() -> np.ndarray:
 
 def thing_label_ids() -> np.ndarray:
     """Label ids of the evaluated classes that have instances (person ... bicycle)."""
-    return np.array([l.id for l in LABELS if l.has_instances and l.train_id != IGNORE], dtype=np.int64)
+    return np.array([label.id for label in LABELS if label.has_instances and label.train_id != IGNORE], dtype=np.int64)

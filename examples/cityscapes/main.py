@@ -15,8 +15,9 @@ import argparse
 from typing import Optional, Sequence
 
 from LibMTL_rgb import Trainer
+from LibMTL_rgb.cli_checks import DENSE_MODEL_RANGES, declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples import example_runner
-from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, check_input_size, dense_loader, input_size_from_args
 from LibMTL_rgb_examples.dense_metrics import (DepthLoss, DepthMetric, DisparityMSEMetric, OffsetL1Metric, OffsetLoss, SegLoss,
                                       SegMetric)
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
@@ -42,7 +43,8 @@ TASK_OUTPUTS = {
 }
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags: LibMTL's, the shared example flags, the model's and Cityscapes'."""
     def cityscapes_args(parser: argparse.ArgumentParser) -> None:
         add_deeplab_args(parser)
         group = parser.add_argument_group("Cityscapes")
@@ -61,10 +63,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         group.add_argument("--aug", action="store_true", default=False,
                            help="augment training samples: random scale-crop (1.0/1.2/1.5; depth divided, "
                                 "disparity and offsets multiplied by the scale) and horizontal flip")
+        add_resize_labels_arg(group)
 
     parser = example_runner.example_parser(__doc__.split("\n\n")[0], PAPER_DEFAULTS, cityscapes_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 128 256; the --tasks 3 images are resized to it."
-    return parser.parse_args(argv)
+    declare_ranges(parser, DENSE_MODEL_RANGES)
+    parser.add_check(check_input_size)
+    parser.add_check(single_input_check("Cityscapes is single-input (one image, several label maps)"))
+    parser.add_check(task_name_check(lambda params: list(TASK_OUTPUTS[params.tasks])))
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def cityscapes_task_dict(tasks: int) -> dict:
@@ -91,13 +102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     params = parse_args(argv)
     img_size = input_size_from_args(params)
     label_size = tuple(params.label_size) if params.label_size else img_size
-    if params.multi_input:
-        raise SystemExit("Cityscapes is single-input (one image, several label maps): drop --multi_input")
     device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
     def split(name: str, augment: bool = False):
-        return cityscapes_split(params.dataset_path, name, params.tasks, img_size, label_size, params.disparity_unit, augment)
+        return cityscapes_split(params.dataset_path, name, params.tasks, img_size, label_size, params.disparity_unit, augment,
+                                params.resize_labels)
 
     test_loader = dense_loader(split("val"), params.eval_bs or params.bs, False, params.num_workers, device)
     train_loader = None

@@ -12,8 +12,9 @@ import argparse
 from typing import Optional, Sequence
 
 from LibMTL_rgb import Trainer
+from LibMTL_rgb.cli_checks import DENSE_MODEL_RANGES, declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb_examples import example_runner
-from LibMTL_rgb_examples.dense_data import dense_loader, input_size_from_args
+from LibMTL_rgb_examples.dense_data import add_resize_labels_arg, check_input_size, dense_loader, input_size_from_args
 from LibMTL_rgb_examples.dense_metrics import DepthLoss, DepthMetric, NormalLoss, NormalMetric, SegLoss, SegMetric
 from LibMTL_rgb.model.aspp import add_deeplab_args, deeplab_model
 from nyu_data import NATIVE_SIZE, NUM_CLASSES, TASK_OUTPUTS, nyu_split
@@ -28,17 +29,27 @@ PAPER_DEFAULTS = {
 }
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags: LibMTL's, the shared example flags, the model's and NYUv2's."""
     def nyu_args(parser: argparse.ArgumentParser) -> None:
         add_deeplab_args(parser)
         group = parser.add_argument_group("NYUv2")
         group.add_argument("--aug", action="store_true", default=False,
                            help="augment training samples: random scale-crop (1.0/1.2/1.5, depth divided by the "
                                 "scale) and horizontal flip, as MTAN/LibMTL's --aug (off by default, as in LibMTL)")
+        add_resize_labels_arg(group)
 
     parser = example_runner.example_parser(__doc__.splitlines()[0], PAPER_DEFAULTS, nyu_args)
     parser.epilog = "--img_size takes H W (or 3 H W), default 288 384: the stored size; smaller sizes resize every sample."
-    return parser.parse_args(argv)
+    declare_ranges(parser, DENSE_MODEL_RANGES)
+    parser.add_check(check_input_size)
+    parser.add_check(single_input_check("NYUv2 is single-input (one image, three label maps)"))
+    parser.add_check(task_name_check(lambda params: list(TASK_OUTPUTS)))
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def nyu_task_dict() -> dict:
@@ -56,15 +67,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     # arguments
     params = parse_args(argv)
     img_size = input_size_from_args(params)
-    if params.multi_input:
-        raise SystemExit("NYUv2 is single-input (one image, three label maps): drop --multi_input")
     device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
-    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), params.eval_bs, False, params.num_workers, device)
+    test_set = nyu_split(params.dataset_path, "val", img_size, resize_labels=params.resize_labels)
+    test_loader = dense_loader(test_set, params.eval_bs, False, params.num_workers, device)
     train_loader = None
     if params.mode == "train":
-        train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)
+        train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug, resize_labels=params.resize_labels)
         train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device)
 
     # model: dilated ResNet encoder + ASPP heads, or SegNet encoder + decoders (--backbone; unit-length normals)

@@ -19,7 +19,7 @@ from LibMTL_rgb_examples.dense_data import DatasetFormatError, MTANNpyDataset, N
 NUM_CLASSES = 13
 NATIVE_SIZE = (288, 384)
 TARGETS = {
-    "segmentation": NpyTarget(("label",), CLASS_MAP),
+    "segmentation": NpyTarget(("label",), CLASS_MAP, num_classes=NUM_CLASSES),
     "depth": NpyTarget(("depth",), DEPTH, channels=1),
     "normal": NpyTarget(("normal",), NORMAL, channels=3),
 }
@@ -33,11 +33,14 @@ HOW_TO_GET = (
 )
 
 
-def nyu_split(root: Optional[str], split: str, img_size: Optional[Sequence[int]] = None, augment: bool = False) -> MTANNpyDataset:
+def nyu_split(root: Optional[str], split: str, img_size: Optional[Sequence[int]] = None, augment: bool = False,
+              resize_labels: bool = False) -> MTANNpyDataset:
     """The ``'train'`` or ``'val'`` split; exits with download instructions when ``root`` is
-    missing or malformed. ``augment``: MTAN's random scale-crop (1.0/1.2/1.5) + flip."""
+    missing or malformed. ``augment``: MTAN's random scale-crop (1.0/1.2/1.5) + flip;
+    ``resize_labels``: see :class:`MTANNpyDataset`."""
     root = example_runner.require_dataset("NYUv2", root, REQUIRED, HOW_TO_GET)
     try:
-        return MTANNpyDataset(root, split, TARGETS, img_size=img_size, augmentation=DenseAugmentation() if augment else None)
+        return MTANNpyDataset(root, split, TARGETS, img_size=img_size, augmentation=DenseAugmentation() if augment else None,
+                              resize_labels=resize_labels)
     except DatasetFormatError as err:
         raise SystemExit(f"NYUv2: {err}\n{HOW_TO_GET}") from None

@@ -14,9 +14,11 @@ from qm9_targets import (DEFAULT_TARGETS, LIBMTL_SPLIT_FILE, QM9_COLUMNS, TASK_N
 from qm9_metrics import QM9MAE
 
 from LibMTL_rgb import Trainer
+from LibMTL_rgb.cli_checks import declare_ranges, single_input_check, task_name_check
 from LibMTL_rgb.benchmark.paper_results import paper_stl
 from LibMTL_rgb_examples.example_runner import example_parser, require_dataset, setup_run
 from LibMTL_rgb.loss import MSELoss
+from LibMTL_rgb.registry import Hyperparameter
 from LibMTL_rgb_examples.many_task_output import ensure_save_path, run_and_report
 
 DEFAULTS = dict(
@@ -29,6 +31,23 @@ DEFAULTS = dict(
 
 
 #: The encoder gets a PyG batch of molecules: no image to gate on (MMoE, CGC, PLE, DSelect_k),
+
+
+#: Ranges of QM9's flags.
+QM9_RANGES = (
+    Hyperparameter("val_size", 10000, "", minimum=1), Hyperparameter("test_size", 10000, "", minimum=1),
+    Hyperparameter("split_seed", 0, "", minimum=0), Hyperparameter("dim", 64, "", minimum=1),
+    Hyperparameter("edge_hidden", 128, "", minimum=1), Hyperparameter("mp_steps", 3, "", minimum=1),
+    Hyperparameter("s2s_steps", 3, "", minimum=1),
+)
+
+
+def check_target_flags(parser: argparse.ArgumentParser, params: argparse.Namespace) -> None:
+    """``--target``: distinct PyG QM9 columns."""
+    try:
+        check_targets(params.target)
+    except ValueError as err:
+        parser.error(f"argument --target: {err}")
 
 
 def add_qm9_args(parser: argparse.ArgumentParser) -> None:
@@ -75,13 +94,20 @@ def paper_stl_base(targets: Sequence[int], names: Sequence[str]) -> Optional[dic
     return {name: stl[QM9_COLUMNS[t].name] for name, t in zip(names, targets)}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The example's flags: LibMTL's, the shared example flags and QM9's."""
+    parser = example_parser(__doc__, DEFAULTS, add_qm9_args, unsupported_architectures())
+    declare_ranges(parser, QM9_RANGES)
+    parser.add_check(check_target_flags)
+    parser.add_check(single_input_check("QM9 is single-input (one molecule, all targets)"))
+    parser.add_check(task_name_check(lambda params: task_names(params.target, params.task_names)))
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     # arguments
-    params = example_parser(__doc__, DEFAULTS, add_qm9_args, unsupported_architectures()).parse_args(argv)
-    try:
-        targets = check_targets(params.target)
-    except ValueError as err:
-        raise SystemExit(f"QM9: {err}") from None
+    params = build_parser().parse_args(argv)
+    targets = check_targets(params.target)
     names = task_names(targets, params.task_names)
     # torch_geometric (through these) loads after parsing, so --help answers without it
     from mpnn import MPNNEncoder, target_heads

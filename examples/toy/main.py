@@ -23,7 +23,7 @@ import torch
 from LibMTL_rgb.checkpoint import CheckpointError
 from LibMTL_rgb.cli_checks import check_device, check_output_dir, declare_ranges
 from LibMTL_rgb.config import make_parser, method_args, prepare_args
-from LibMTL_rgb.nonfinite import NonFiniteError
+from LibMTL_rgb_examples.run_errors import one_line_errors
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.utils import resolve_device
 
@@ -41,7 +41,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: LibMTL flags that have no meaning for the toy (kept so the flag set stays LibMTL's).
 #: Ranges of the toy's own flags.
 TOY_RANGES = (Hyperparameter("steps", 1, "", minimum=1), Hyperparameter("eval_points", 1, "", minimum=1),
-              Hyperparameter("scale", 1.0, "", minimum=0.0, exclusive_minimum=True))
+              Hyperparameter("scale", 1.0, "", minimum=0.0, exclusive_minimum=True), Hyperparameter("loss_shift", 0.0, ""))
 UNUSED_FLAGS = ("mode", "gpu_id", "multi_input", "load_path", "scheduler", "milestones",
                 "step_size", "gamma", "T_max", "eta_min", "patience", "min_lr")
 
@@ -169,20 +169,23 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, list[ToyRun]]:
     front = toy_front(params.scale)
     print(f"Toy problem: {len(params.start_points)} starts, {params.steps} steps, optimizer {optim_param}, "
           f"f1 scale {params.scale:g}, {params.dtype} on {device}; Pareto front: {len(front)} computed samples")
+    with one_line_errors(params.save_path):  # non-finite values, a full or read-only disk: one line
+        return _run_and_save(params, parser, names, optim_param, front, device)
+
+
+def _run_and_save(params: argparse.Namespace, parser: argparse.ArgumentParser, names: Sequence[str], optim_param: dict,
+                  front, device) -> dict[str, list[ToyRun]]:
     results: dict[str, list[ToyRun]] = {}
     for name in names:
         weight_args = method_args(params, WEIGHTINGS.get(name))
         settings = toy_settings(params, optim_param, weight_args)
         done = _resumed_runs(params, parser, settings)
         record = (lambda runs: save_toy_progress(params.save_path, settings, runs)) if params.save_path else None
-        try:
-            results[name] = optimize_from_starts(
-                name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
-                scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
-                dtype=DTYPES[params.dtype], seed=params.seed, done=done, on_run=record,
-            )
-        except NonFiniteError as err:  # one line, no traceback (finished starts stay in last.pt)
-            raise SystemExit(f"{parser.prog}: error: {err}") from None
+        results[name] = optimize_from_starts(  # a NonFiniteError keeps the finished starts in last.pt
+            name, params.start_points, params.steps, front, optim_param=optim_param, weight_args=weight_args,
+            scale=params.scale, device=device, rep_grad=params.rep_grad, shift=params.loss_shift,
+            dtype=DTYPES[params.dtype], seed=params.seed, done=done, on_run=record,
+        )
         print_runs(name, results[name], weight_args)
     out = params.out
     if params.save_path:
