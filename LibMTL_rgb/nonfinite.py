@@ -220,7 +220,7 @@ class StepSnapshot:
             _restore_record_state(owner, saved_state)
         if self._rng is not None:
             kind, state = self._rng
-            if kind == "cuda":
+            if kind == "cuda" and model is not None:
                 torch.cuda.set_rng_state(state, next(p.device for p in model.parameters()))
             else:
                 torch.set_rng_state(state)

@@ -139,6 +139,8 @@ def _keyword_names(cls: type, method: str, skip: int) -> Optional[list[str]]:
     """The keyword parameters of ``cls.<method>`` after the first ``skip`` ones, or None when
     it takes ``**kwargs`` (or has no inspectable signature): any key is accepted then."""
     function = getattr(cls, method, None)
+    if function is None:
+        return None
     try:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
