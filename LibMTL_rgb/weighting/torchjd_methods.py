@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 IMTLG = lazy_callable("torchjd.aggregation", "IMTLG")
 AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
 NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
-CAGradAggregator = lazy_callable("torchjd.aggregation", "CAGrad")
 DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
 FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
 GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
@@ -33,6 +32,7 @@ UPGradAggregator = lazy_callable("torchjd.aggregation", "UPGrad")
 QuadprogProjector = lazy_callable("torchjd.linalg", "QuadprogProjector")
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
+from LibMTL_rgb.weighting.cagrad_solver import cagrad_weights
 from LibMTL_rgb.weighting.gradvac_groups import GRADVAC_GROUP_TYPES, GradVacGrouping
 from LibMTL_rgb.weighting.imtl_loss import IMTL_MODES, IMTLLossScaling
 from LibMTL_rgb.weighting.min_norm import min_norm_weights
@@ -55,6 +55,25 @@ def _min_norm_weighting_class() -> type:
             return min_norm_weights(gramian)
 
     return MinNormWeighting
+
+
+@functools.lru_cache(maxsize=None)
+def _cagrad_weighting_class() -> type:
+    """``CAGradGramWeighting``: a torchjd ``Weighting`` of the Gramian giving CAGrad's weights
+    (:func:`~LibMTL_rgb.weighting.cagrad_solver.cagrad_weights`; scale-free, no ε)."""
+    from torchjd.aggregation import Weighting
+
+    class CAGradGramWeighting(Weighting):
+        """torchjd ``Weighting`` of the Gramian: CAGrad's direction as task weights."""
+
+        def __init__(self, c: float) -> None:
+            super().__init__()
+            self.c = c
+
+        def forward(self, gramian: Tensor, /) -> Tensor:
+            return cagrad_weights(gramian, self.c)
+
+    return CAGradGramWeighting
 
 
 def __getattr__(name: str) -> Any:
@@ -151,8 +170,10 @@ class GradVac(GradVacGrouping, TorchJDAggregation):
 @WEIGHTINGS.register
 class CAGrad(TorchJDAggregation):
     """CAGrad (Liu et al., NeurIPS 2021): the direction maximising the worst task improvement
-    within a ball of radius ``c‖g_0‖`` around the mean gradient ``g_0``; then divided by
-    ``1 + c²`` (``--rescale 1``), ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
+    within a ball of radius ``c‖g_0‖`` around the mean gradient ``g_0``
+    (:func:`~LibMTL_rgb.weighting.cagrad_solver.cagrad_weights`, positively homogeneous: no
+    update is zeroed for small losses); then divided by ``1 + c²`` (``--rescale 1``),
+    ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
 
     hyperparameters = (
         Hyperparameter("calpha", 0.5, "CAGrad: radius c of the ball around the mean gradient", minimum=0.0),
@@ -162,7 +183,7 @@ class CAGrad(TorchJDAggregation):
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         if options["rescale"] not in (0, 1, 2):
             raise ValueError(f"CAGrad's --rescale must be 0, 1 or 2, got {options['rescale']!r}")
-        return CAGradAggregator(c=options["calpha"])
+        return GramianWeightedAggregator(_cagrad_weighting_class()(options["calpha"]))
 
     def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
         c = options["calpha"]
