@@ -19,6 +19,7 @@ What differs from LibMTL is inside, not on the surface:
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -58,6 +59,12 @@ class AbsWeighting(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every ``backward`` a subclass defines applies the head rule when it returns."""
+        super().__init_subclass__(**kwargs)
+        if "backward" in vars(cls):
+            cls.backward = _with_head_rule(vars(cls)["backward"])
 
     def init_param(self) -> None:
         """Called once after the model is built (LibMTL contract)."""
@@ -125,12 +132,48 @@ class AbsWeighting(nn.Module):
         if mode == "backward":
             for param in params:
                 param.grad = None
-            others = self._task_specific_params(params)
-            if others:
-                # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
-                losses.backward(torch.ones_like(losses), inputs=others)
+            self._backward_task_specific(losses, params)
         pending.wait()
         return grads
+
+    def _backward_task_specific(self, losses: Tensor, shared: list[nn.Parameter]) -> None:
+        """The task-specific parameters' share of a ``mode='backward'`` call.
+
+        Inside ``backward`` (the head rule, :meth:`_apply_head_rule`): the weighting's own
+        parameters get ``Σ_t ∇L_t`` now; the model's task-specific parameters get
+        ``∇ Σ_t w_t L_t`` once ``backward`` has returned its weights ``w``. Called directly
+        (outside ``backward``, LibMTL's contract), every one gets ``Σ_t ∇L_t`` now."""
+        others = self._task_specific_params(shared)
+        if not others:
+            return
+        if getattr(self, "_backward_depth", 0) == 0:
+            # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
+            losses.backward(torch.ones_like(losses), inputs=others)
+            return
+        own_ids = {id(p) for p in self._weighting_params()}
+        own = [p for p in others if id(p) in own_ids]
+        heads = [p for p in others if id(p) not in own_ids]
+        if own:
+            losses.backward(torch.ones_like(losses), inputs=own, retain_graph=bool(heads))
+        if heads:
+            self._deferred_head_losses.append((losses, heads))
+
+    def _weighting_params(self) -> list[nn.Parameter]:
+        """The weighting's own learnable parameters among the non-shared ones (e.g. IMTL-L's
+        loss scales): they get ``Σ_t ∇L_t`` in ``mode='backward'``, not the head rule."""
+        return []
+
+    def _apply_head_rule(self, weights) -> None:
+        """Back-propagate ``Σ_t w_t L_t`` into the task-specific parameters deferred by
+        ``mode='backward'`` calls, ``w`` = the weights ``backward`` returned (ones for None)."""
+        deferred, self._deferred_head_losses = self._deferred_head_losses, []
+        for losses, heads in deferred:
+            if weights is None:
+                weight = torch.ones_like(losses)
+            else:
+                weight = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights)
+                weight = weight.detach().to(device=losses.device, dtype=losses.dtype).reshape(losses.shape)
+            losses.backward(weight, inputs=heads)
 
     def _per_task_grads(self, losses: Tensor, params: list[nn.Parameter]) -> Tensor:
         """The [T, D] matrix by the path ``grad_method`` selects (sets ``_had_grad``)."""
@@ -172,13 +215,15 @@ class AbsWeighting(nn.Module):
         per_grads = []
         for tn, task in enumerate(self.task_name):
             rep_task = self.rep_tasks[task]
-            if mode == "backward":
+            if mode == "backward" and getattr(self, "_backward_depth", 0) == 0:
                 losses[tn].backward(retain_graph=tn + 1 < task_num)
                 grad = rep_task.grad
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad.detach().clone())
             else:
                 (grad,) = torch.autograd.grad(losses[tn], rep_task, retain_graph=True, allow_unused=True)
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad)
+        if mode == "backward" and getattr(self, "_backward_depth", 0) > 0:
+            self._backward_task_specific(_as_loss_vector(losses), self._share_param_list())
         if isinstance(self.rep, dict):
             return per_grads
         return torch.stack(per_grads)
@@ -235,6 +280,34 @@ class AbsWeighting(nn.Module):
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         """Compute gradients for ``losses`` (shape [T]) and return the task weights (length T)."""
         raise NotImplementedError
+
+
+def _with_head_rule(method):
+    """Wrap a weighting's ``backward``: the outermost call collects the task-specific
+    parameters' losses deferred by ``mode='backward'`` and, once the weights ``w`` are
+    returned, back-propagates ``Σ_t w_t L_t`` into them (``docs/methods.md``, "Task-specific
+    parameters")."""
+
+    @functools.wraps(method)
+    def backward(self, losses, **kwargs):
+        depth = getattr(self, "_backward_depth", 0)
+        if depth == 0:
+            self._deferred_head_losses = []
+        self._backward_depth = depth + 1
+        try:
+            weights = method(self, losses, **kwargs)
+        except BaseException:
+            if depth == 0:
+                self._deferred_head_losses = []  # frees the graphs
+            raise
+        finally:
+            self._backward_depth = depth
+        if depth == 0:
+            self._apply_head_rule(weights)
+        return weights
+
+    backward.__wrapped_by_head_rule__ = True
+    return backward
 
 
 def _grad_dtype(params: Iterable[nn.Parameter]) -> torch.dtype:

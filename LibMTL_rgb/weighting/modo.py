@@ -31,6 +31,8 @@ class MoDo(MultiSampleWeighting):
     (``loss_samples_per_step``). ``λ`` (starting uniform) is a buffer, saved with the
     ``state_dict``. Shared-parameter gradients only."""
 
+    task_specific_batch_scale = 1.0 / 3.0  # the mean of the three batches (LibMTL divides the decoders' sum by 3)
+
     hyperparameters = (
         Hyperparameter("MoDo_gamma", 1e-3, "MoDo: step size γ of the task weights λ", minimum=0.0, exclusive_minimum=True),
         Hyperparameter("MoDo_rho", 0.1, "MoDo: ℓ2 regularisation ρ of the λ update", minimum=0.0),

@@ -5,8 +5,9 @@ parameters' ``.grad``. When the aggregator is a ``WeightedAggregator`` (its outp
 ``weights @ G`` with ``weights = aggregator.weighting(G)``), the adapter computes those
 weights, applies them with ``_backward_new_grads`` (so ``rep_grad=True`` works: the weights
 come from the representation gradients and scale the per-sample ones) and returns them.
-Other aggregators (GradDrop) return a direction only: they need ``rep_grad=False`` and
-return ones.
+Other aggregators return a direction only: they need ``rep_grad=False`` and return ones.
+The task-specific parameters get ``∇ Σ_t w_t L_t`` for the returned weights (the head rule,
+``AbsWeighting``).
 
 A subclass only names its aggregator (:meth:`make_aggregator`) and maps its
 ``hyperparameters`` (LibMTL's flag names) to the aggregator's options.
@@ -47,6 +48,9 @@ class TorchJDAggregation(AbsWeighting):
     def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
         """Optional post-processing of the aggregator's weights (e.g. CAGrad's rescale)."""
         return weights
+
+    def after_update(self, options: dict[str, Any]) -> None:
+        """Optional post-processing of the shared parameters' ``.grad`` (e.g. Nash-MTL's clipping)."""
 
     def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
         """Copy state kept in this module's buffers into a stateful aggregator (before a step)."""
@@ -103,6 +107,7 @@ class TorchJDAggregation(AbsWeighting):
             self._reset_grad(direction)
             return np.ones(self.task_num)
         self._backward_new_grads(weights, per_grads=per_grads, grads=matrix)
+        self.after_update(options)
         return weights.cpu().numpy()
 
     def _task_weights(self, aggregator: WeightedAggregator, losses: Tensor, matrix: Tensor, options: dict[str, Any]) -> Tensor:

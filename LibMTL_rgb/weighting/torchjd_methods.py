@@ -212,7 +212,8 @@ class IMTL(IMTLLossScaling, TorchJDAggregation):
 class Nash_MTL(TorchJDAggregation):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``Gᵀ G α = 1/α``
     (cvxpy, ``--optim_niter`` iterations, every ``--update_weights_every`` steps), direction
-    norm clipped to ``--max_norm``. The warm start and step counter live in the buffers
+    the shared gradient's norm clipped to ``--max_norm`` (the returned α and the heads'
+    ``α_t ∇L_t`` are not clipped, as in the authors' code and LibMTL). The warm start and step counter live in the buffers
     ``nash_prev_alpha`` and ``nash_step``."""
 
     hyperparameters = (
@@ -227,10 +228,16 @@ class Nash_MTL(TorchJDAggregation):
         self.register_buffer("nash_step", torch.zeros((), dtype=torch.long))
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
+        # the weights are the bargaining solution α; the clipping is applied to the shared
+        # gradient only (after_update), as the authors' code and LibMTL clip after Σ α_t L_t
         return NashMTL(
-            n_tasks=self.task_num, max_norm=options["max_norm"],
+            n_tasks=self.task_num, max_norm=0.0,
             update_weights_every=options["update_weights_every"], optim_niter=options["optim_niter"],
         )
+
+    def after_update(self, options: dict[str, Any]) -> None:
+        if options["max_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(self._share_param_list(), options["max_norm"])
 
     def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
         weighting = aggregator.weighting
