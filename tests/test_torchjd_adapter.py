@@ -129,9 +129,18 @@ def test_mgda_ub_applies_representation_weights():
     torch.testing.assert_close(grad, expected @ G, rtol=1e-10, atol=1e-12)
 
 
-def test_graddrop_refuses_rep_grad_at_construction():
-    with pytest.raises(ValueError, match="rep_grad"):
-        jacobian_model("GradDrop", random_jacobian(0), rep_grad=True)
+def test_graddrop_runs_on_representation_gradients():
+    """With one sample and a positive representation equal to θ, GradDrop at the representation
+    and on the parameters draw the same U and give the same update (tests/test_graddrop.py
+    checks the representation rule on batches)."""
+    G = random_jacobian(0)
+    updates = []
+    for rep_grad in (False, True):
+        model = jacobian_model("GradDrop", G, rep_grad=rep_grad)
+        model.encoder.theta.data.fill_(1.0)
+        torch.manual_seed(11)
+        updates.append(step(model, leak=0.25)[1])
+    torch.testing.assert_close(updates[1], updates[0], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name, bad", [("GradDrop", {"leak": 1.5}), ("CAGrad", {"rescale": 3}), ("MGDA", {"mgda_gn": "max"})])

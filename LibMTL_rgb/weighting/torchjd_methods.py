@@ -24,7 +24,6 @@ AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
 NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
 DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
 FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
-GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
 GradVacAggregator = lazy_callable("torchjd.aggregation", "GradVac")
 GramianWeightedAggregator = lazy_callable("torchjd.aggregation", "GramianWeightedAggregator")
 PCGradAggregator = lazy_callable("torchjd.aggregation", "PCGrad")
@@ -120,23 +119,6 @@ class PCGrad(TorchJDAggregation):
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return PCGradAggregator()
-
-
-@WEIGHTINGS.register
-class GradDrop(TorchJDAggregation):
-    """GradDrop (Chen et al., NeurIPS 2020): gradient sign dropout on the shared-parameter
-    gradients (torchjd), with leak ``--leak`` for every task. torchjd returns a direction, not
-    weights, so ``rep_grad=True`` is refused (LibMTL applies GradDrop to representation
-    gradients only)."""
-
-    supports_rep_grad = False
-    hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ of every task's gradient through the sign mask", minimum=0.0, maximum=1.0),)
-
-    def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
-        leak = float(options["leak"])
-        if not 0.0 <= leak <= 1.0:
-            raise ValueError(f"GradDrop's --leak must be in [0, 1], got {leak}")
-        return GradDropAggregator(leak=torch.full((self.task_num,), leak, device=self.device))
 
 
 @WEIGHTINGS.register
