@@ -53,6 +53,11 @@ class AbsWeighting(nn.Module):
     #: task inside it (vmap's fallback); ``"loop"``: T backward passes (LibMTL's way).
     #: Set it on the class or on the model.
     grad_method: str = "auto"
+    #: The head rule: inside ``backward``, the task-specific parameters get ``∇ Σ_t w_t L_t`` for
+    #: the weights ``w`` that ``backward`` returns (ones when it returns None). False for the
+    #: methods whose returned weights multiply other vectors than the current task gradients
+    #: (DB-MTL's EMA gradients, MoCo's tracked ones): their heads get ``Σ_t ∇L_t``.
+    heads_take_returned_weights: bool = True
     #: Tasks per vmapped backward (``torch.vmap``'s ``chunk_size``); ``None`` = all T at once.
     #: Smaller values cap the memory of the batched pass (it holds ``chunk`` cotangents).
     grad_chunk_size: Optional[int] = None
@@ -168,7 +173,7 @@ class AbsWeighting(nn.Module):
         ``mode='backward'`` calls, ``w`` = the weights ``backward`` returned (ones for None)."""
         deferred, self._deferred_head_losses = self._deferred_head_losses, []
         for losses, heads in deferred:
-            if weights is None:
+            if weights is None or not self.heads_take_returned_weights:
                 weight = torch.ones_like(losses)
             else:
                 weight = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights)

@@ -35,6 +35,8 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
     gradients is meaningless)."""
 
     supports_rep_grad = False
+    #: α weights the EMA gradients ĝ_i, not the current ones: the heads get Σ_i ∇ log L_i (the paper, LibMTL)
+    heads_take_returned_weights = False
     hyperparameters = (
         Hyperparameter("DB_beta", 0.9, "DB_MTL: EMA rate β of the log-loss gradients", minimum=0.0, maximum=1.0),
         Hyperparameter("DB_beta_sigma", 0.0, "DB_MTL: decay exponent σ (β_t = β / t^σ)", minimum=0.0),

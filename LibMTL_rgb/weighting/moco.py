@@ -60,6 +60,8 @@ class MoCo(ResizableBuffers, AbsWeighting):
     count are buffers (saved with the ``state_dict``). Shared-parameter gradients only."""
 
     supports_rep_grad = False
+    #: λ weights the tracked gradients y_i, not the current ones: the heads get Σ_i ∇L_i (LibMTL)
+    heads_take_returned_weights = False
     hyperparameters = (
         Hyperparameter("MoCo_beta", 0.5, "MoCo: step size β of the gradient tracker Y", minimum=0.0, maximum=1.0),
         Hyperparameter("MoCo_beta_sigma", 0.5, "MoCo: decay exponent σ_β (β_t = β / t^σ_β)", minimum=0.0),
