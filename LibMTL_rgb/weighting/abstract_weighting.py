@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from typing import Iterable, Iterator, Optional, Sequence
+import difflib
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -280,6 +281,32 @@ class AbsWeighting(nn.Module):
         else:
             weight = torch.as_tensor(batch_weight, device=grads.device, dtype=grads.dtype)
             self._reset_grad(weight @ grads)
+
+    # --------------------------------------------------------------- options
+    @classmethod
+    def method_hyperparameters(cls) -> tuple[Hyperparameter, ...]:
+        """The hyper-parameters declared by the weighting classes in this class's MRO (the
+        architecture's ``arch_args`` are not among them); the first declaration of a name wins."""
+        found: dict[str, Hyperparameter] = {}
+        for klass in cls.__mro__:
+            if isinstance(klass, type) and issubclass(klass, AbsWeighting):
+                for hp in vars(klass).get("hyperparameters", ()):
+                    found.setdefault(hp.name, hp)
+        return tuple(found.values())
+
+    def method_options(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """This method's options (``weight_args``): the values in ``kwargs``, the declared
+        ``Hyperparameter`` defaults for the missing ones — the one place a default is written.
+        A key that no declared option names raises ``TypeError`` with the closest name."""
+        declared = self.method_hyperparameters()
+        names = [hp.name for hp in declared]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(names) if names else "none"
+                raise TypeError(f"{type(self).__name__}.backward got an unknown option {key!r}{hint}; its options: {known}")
+        return {hp.name: kwargs.get(hp.name, hp.default) for hp in declared}
 
     # --------------------------------------------------------------- method
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:

@@ -47,7 +47,9 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
         self.register_resizable_buffer("db_ema_grads")
         self.register_buffer("db_step", torch.zeros((), dtype=torch.long, device=self.device))
 
-    def backward(self, losses: Tensor, DB_beta: float = 0.9, DB_beta_sigma: float = 0.0, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        DB_beta, DB_beta_sigma = options["DB_beta"], options["DB_beta_sigma"]
         check_positive_losses(losses, "DB_MTL", allow_zero=True)
         grads = self._get_grads(torch.log(losses + LOG_EPS), mode="backward")
         self._raise_if_nonfinite(losses, grads)

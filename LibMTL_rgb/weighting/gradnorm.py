@@ -46,7 +46,8 @@ class GradNorm(AbsWeighting):
         self.gradnorm_weights = nn.Parameter(torch.ones(self.task_num, device=self.device))
         self.register_buffer("gradnorm_initial_losses", torch.full((self.task_num,), math.nan, device=self.device))
 
-    def backward(self, losses: Tensor, alpha: float = 1.5, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        alpha = self.method_options(kwargs)["alpha"]
         self._renormalize_weights()
         grads = self._get_grads(losses, mode="backward")
         per_grads, matrix = grads if self.rep_grad else (None, grads)

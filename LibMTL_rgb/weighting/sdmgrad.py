@@ -65,7 +65,9 @@ class SDMGrad(MultiSampleWeighting):
         super().init_param()
         self.register_buffer("sdmgrad_w", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
 
-    def backward(self, losses: Tensor, SDMGrad_lamda: float = 0.3, SDMGrad_niter: int = 20, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        SDMGrad_lamda, SDMGrad_niter = options["SDMGrad_lamda"], options["SDMGrad_niter"]
         first, second, update = self._sample_grads(losses)
         with torch.no_grad():
             # [T]-sized maths in float64 (the products G_ξ G_ξ'ᵀ are formed in the gradients' dtype)

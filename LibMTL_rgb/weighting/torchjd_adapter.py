@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from LibMTL_rgb.registry import Hyperparameter
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
 if TYPE_CHECKING:  # torchjd is imported when the first aggregator is used, not with the library
@@ -63,18 +62,9 @@ class TorchJDAggregation(AbsWeighting):
         self._check_rep_grad_support()
         self._aggregator_cache: tuple[tuple, Aggregator] | None = None
 
-    def method_hyperparameters(self) -> tuple[Hyperparameter, ...]:
-        """The hyper-parameters declared by the weighting classes in this object's MRO."""
-        found: dict[str, Hyperparameter] = {}
-        for klass in type(self).__mro__:
-            if issubclass(klass, TorchJDAggregation):
-                for hp in vars(klass).get("hyperparameters", ()):
-                    found.setdefault(hp.name, hp)
-        return tuple(found.values())
-
     def aggregator_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """This method's options: the values in ``kwargs``, defaults for the missing ones."""
-        return {hp.name: kwargs.get(hp.name, hp.default) for hp in self.method_hyperparameters()}
+        """This method's options (``AbsWeighting.method_options``)."""
+        return self.method_options(kwargs)
 
     def aggregator(self, options: dict[str, Any]) -> Aggregator:
         """The aggregator for ``options`` (built once, rebuilt when the options change). It is
