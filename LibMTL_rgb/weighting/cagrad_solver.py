@@ -1,7 +1,7 @@
 """CAGrad's direction as weights on the task gradients, from their Gram matrix alone.
 
 Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning" (NeurIPS 2021), Eq. 4
-and its dual: with ``g_0`` the mean gradient and ``φ = c²‖g_0‖²``,
+and its dual: with ``g_0`` the mean gradient and ``φ = c²‖g_0‖²``::
 
     w* = argmin_{w ∈ Δ}  g_wᵀ g_0 + √φ ‖g_w‖,      g_w = Σ_i w_i g_i,
     d  = g_0 + (√φ / ‖g_w*‖) g_w*.

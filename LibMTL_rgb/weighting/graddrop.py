@@ -3,7 +3,7 @@
 
 With ``rep_grad=True`` (the paper's and LibMTL's GradDrop) it acts on the gradients at the
 shared representation ``A`` (the GradDrop layer). Per task ``i``, per feature of ``A``
-(Eq. 1-3 of the paper, Algorithm 1):
+(Eq. 1-3 of the paper, Algorithm 1)::
 
     ∇_i = Σ_batch sign(A) ∘ ∂L_i/∂A                       (sign-corrected, batch-summed)
     P   = ½ (1 + Σ_i ∇_i / Σ_i |∇_i|)                      (positive sign purity)
@@ -32,9 +32,9 @@ GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
 
 
 def graddrop_masks(per_grads: Tensor, inputs: Tensor) -> Tensor:
-    """The keep masks ``M_i`` ([T, *feature]) for per-task, per-sample gradients ``per_grads``
-    ([T, B, *feature]) at the representation ``inputs`` ([B, *feature] or [T, B, *feature]);
-    draws ``U`` with one ``torch.rand_like`` call (LibMTL's draw)."""
+    """The keep masks ``M_i`` (``[T, *feature]``) for per-task, per-sample gradients
+    ``per_grads`` (``[T, B, *feature]``) at the representation ``inputs`` (``[B, *feature]`` or
+    ``[T, B, *feature]``); draws ``U`` with one ``torch.rand_like`` call (LibMTL's draw)."""
     signed = (per_grads * inputs.sign()).sum(dim=1)
     total, magnitude = signed.sum(dim=0), signed.abs().sum(dim=0)
     purity = torch.where(magnitude > 0, 0.5 * (1.0 + total / torch.where(magnitude > 0, magnitude, 1.0)), 0.5)
