@@ -19,9 +19,9 @@ What differs from LibMTL is inside, not on the surface:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import warnings
-import difflib
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -178,7 +178,10 @@ class AbsWeighting(nn.Module):
                 weight = torch.ones_like(losses)
             else:
                 weight = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights)
-                weight = weight.detach().to(device=losses.device, dtype=losses.dtype).reshape(losses.shape)
+                weight = weight.detach().to(device=losses.device, dtype=losses.dtype)
+                if weight.numel() != losses.numel():
+                    raise ValueError(f"{type(self).__name__}.backward returned {weight.numel()} weights for {losses.numel()} losses")
+                weight = weight.reshape(losses.shape)
             losses.backward(weight, inputs=heads)
 
     def _per_task_grads(self, losses: Tensor, params: list[nn.Parameter]) -> Tensor:
@@ -321,13 +324,13 @@ def _with_head_rule(method):
     parameters")."""
 
     @functools.wraps(method)
-    def backward(self, losses, **kwargs):
+    def backward(self, losses, *args, **kwargs):
         depth = getattr(self, "_backward_depth", 0)
         if depth == 0:
             self._deferred_head_losses = []
         self._backward_depth = depth + 1
         try:
-            weights = method(self, losses, **kwargs)
+            weights = method(self, losses, *args, **kwargs)
         except BaseException:
             if depth == 0:
                 self._deferred_head_losses = []  # frees the graphs
@@ -338,7 +341,6 @@ def _with_head_rule(method):
             self._apply_head_rule(weights)
         return weights
 
-    backward.__wrapped_by_head_rule__ = True
     return backward
 
 

@@ -82,31 +82,41 @@ def _solve_dual(K: np.ndarray, radius: float) -> np.ndarray:
 
 def _newton_polish(K: np.ndarray, radius: float, w: np.ndarray) -> np.ndarray:
     """Newton steps for F on the face ``{w_S > 0, Σ w = 1}``; each kept only if it stays on the
-    simplex and does not increase F."""
-    mean_products = K.mean(axis=1)
+    simplex and lowers the face's stationarity residual (F itself is flat to round-off there)."""
     support = np.flatnonzero(w > FACE_TOL)
     if len(support) < 2:
         return w
+    residual = _face_residual(K, radius, w, support)
     for _ in range(NEWTON_STEPS):
         Kw = K @ w
         q = float(w @ Kw)
-        if q <= 0:
+        if q <= 0 or residual == 0.0:
             break
         norm = np.sqrt(q)
-        grad = (mean_products + radius * Kw / norm)[support]
+        grad = (K.mean(axis=1) + radius * Kw / norm)[support]
         hess = (radius * (K / norm - np.outer(Kw, Kw) / (q * norm)))[np.ix_(support, support)]
         k = len(support)
         kkt = np.block([[hess, np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
         step = np.linalg.lstsq(kkt, np.append(-grad, 0.0), rcond=None)[0][:k]
         candidate = w.copy()
         candidate[support] += step
-        if np.any(candidate < 0) or cagrad_objective(K, candidate, radius) > cagrad_objective(K, w, radius):
+        if np.any(candidate < 0):
             break
         candidate /= candidate.sum()
-        if np.max(np.abs(candidate - w)) == 0.0:
+        candidate_residual = _face_residual(K, radius, candidate, support)
+        if not candidate_residual < residual:
             break
-        w = candidate
+        w, residual = candidate, candidate_residual
     return w
+
+
+def _face_residual(K: np.ndarray, radius: float, w: np.ndarray, support: np.ndarray) -> float:
+    """How far ``∇F`` restricted to the face is from constant (0 at the face's minimiser)."""
+    q = float(w @ K @ w)
+    if q <= 0:
+        return 0.0
+    grad = (K.mean(axis=1) + radius * (K @ w) / np.sqrt(q))[support]
+    return float(np.abs(grad - grad.mean()).max())
 
 
 def _on_simplex(w: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ class GradDrop(TorchJDAggregation):
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         if not self.rep_grad:
             return super().backward(losses, **kwargs)
-        leak = self._leak(self.aggregator_options(kwargs))
+        leak = self._leak(self.method_options(kwargs))
         per_grads = self._compute_grad(losses, mode="backward", rep_grad=True)
         if isinstance(self.rep, dict):
             try:

@@ -62,10 +62,6 @@ class TorchJDAggregation(AbsWeighting):
         self._check_rep_grad_support()
         self._aggregator_cache: tuple[tuple, Aggregator] | None = None
 
-    def aggregator_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """This method's options (``AbsWeighting.method_options``)."""
-        return self.method_options(kwargs)
-
     def aggregator(self, options: dict[str, Any]) -> Aggregator:
         """The aggregator for ``options`` (built once, rebuilt when the options change). It is
         not a submodule: its state, if any, lives in this module's buffers."""
@@ -79,7 +75,7 @@ class TorchJDAggregation(AbsWeighting):
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         from torchjd.aggregation import WeightedAggregator
 
-        options = self.aggregator_options(kwargs)
+        options = self.method_options(kwargs)
         aggregator = self.aggregator(options)
         losses = self.prepare_losses(losses, options)
         grads = self._get_grads(losses, mode="backward")
