@@ -52,6 +52,33 @@ def weighting_args(name: str) -> dict:
 
 
 NAMES = sorted(n for n in WEIGHTINGS.names() if n not in MULTI_SAMPLE)
+#: bilevel.py's backward (outside a bilevel loop) back-propagates Σ_t w_t L_t itself
+BY_CONSTRUCTION = {"MOML", "FORUM", "AutoLambda"}
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTINGS.names()))
+def test_every_registered_weighting_opts_into_the_head_rule(name):
+    assert WEIGHTINGS.get(name).head_rule or name in BY_CONSTRUCTION
+
+
+def test_libmtl_style_custom_weighting_keeps_libmtls_contract():
+    """A LibMTL-derived weighting (``head_rule`` False) gets LibMTL's heads: Σ_t ∇L_t after
+    ``mode='backward'``, whatever weights it returns (tests/test_libmtl_dropin.py: same runs)."""
+    from LibMTL_rgb.weighting import AbsWeighting
+
+    class Halves(AbsWeighting):
+        def backward(self, losses, **kwargs):
+            grads = self._get_grads(losses, mode="backward")
+            self._reset_grad(0.5 * grads.sum(0))
+            return np.full(len(losses), 0.5)
+
+    model = make_model(Halves)
+    losses = batch_losses(model, seed=6)
+    heads = head_params(model)
+    expected = torch.autograd.grad(losses.sum(), heads, retain_graph=True)
+    model.backward(losses)
+    for param, value in zip(heads, expected):
+        torch.testing.assert_close(param.grad, value, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("rep_grad", [False, True])

@@ -43,8 +43,7 @@ def test_architecture_options_are_not_weighting_options():
 
 
 def test_custom_libmtl_style_weighting_keeps_its_own_signature():
-    """A LibMTL-derived weighting with its own keyword defaults (LibMTL's contract) still runs,
-    and the head rule applies to it: heads get Σ w_t ∇L_t for the weights it returns."""
+    """A LibMTL-derived weighting with its own keyword defaults (LibMTL's contract) still runs."""
 
     class HalfWeights(AbsWeighting):
         def backward(self, losses, scale=0.5, **kwargs):

@@ -54,10 +54,14 @@ class AbsWeighting(nn.Module):
     #: task inside it (vmap's fallback); ``"loop"``: T backward passes (LibMTL's way).
     #: Set it on the class or on the model.
     grad_method: str = "auto"
-    #: The head rule: inside ``backward``, the task-specific parameters get ``∇ Σ_t w_t L_t`` for
-    #: the weights ``w`` that ``backward`` returns (ones when it returns None). False for the
-    #: methods whose returned weights multiply other vectors than the current task gradients
-    #: (DB-MTL's EMA gradients, MoCo's tracked ones): their heads get ``Σ_t ∇L_t``.
+    #: The head rule (every weighting of this package): inside ``backward``, the task-specific
+    #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
+    #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
+    #: custom weightings: ``mode='backward'`` leaves ``Σ_t ∇L_t`` in them, as LibMTL does.
+    head_rule: bool = False
+    #: With the head rule: False for the methods whose returned weights multiply other vectors
+    #: than the current task gradients (DB-MTL's EMA gradients, MoCo's tracked ones): their
+    #: heads get ``Σ_t ∇L_t``.
     heads_take_returned_weights: bool = True
     #: Tasks per vmapped backward (``torch.vmap``'s ``chunk_size``); ``None`` = all T at once.
     #: Smaller values cap the memory of the batched pass (it holds ``chunk`` cotangents).
@@ -67,7 +71,8 @@ class AbsWeighting(nn.Module):
         super().__init__()
 
     def __init_subclass__(cls, **kwargs) -> None:
-        """Every ``backward`` a subclass defines applies the head rule when it returns."""
+        """Every ``backward`` a subclass defines applies the head rule when it returns (for
+        classes with ``head_rule = True``)."""
         super().__init_subclass__(**kwargs)
         if "backward" in vars(cls):
             cls.backward = _with_head_rule(vars(cls)["backward"])
@@ -152,7 +157,7 @@ class AbsWeighting(nn.Module):
         others = self._task_specific_params(shared)
         if not others:
             return
-        if getattr(self, "_backward_depth", 0) == 0:
+        if not self._defers_heads():
             # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
             losses.backward(torch.ones_like(losses), inputs=others)
             return
@@ -163,6 +168,10 @@ class AbsWeighting(nn.Module):
             losses.backward(torch.ones_like(losses), inputs=own, retain_graph=bool(heads))
         if heads:
             self._deferred_head_losses.append((losses, heads))
+
+    def _defers_heads(self) -> bool:
+        """Whether ``mode='backward'`` leaves the heads to the head rule (inside ``backward``)."""
+        return self.head_rule and getattr(self, "_backward_depth", 0) > 0
 
     def _weighting_params(self) -> list[nn.Parameter]:
         """The weighting's own learnable parameters among the non-shared ones (e.g. IMTL-L's
@@ -224,14 +233,14 @@ class AbsWeighting(nn.Module):
         per_grads = []
         for tn, task in enumerate(self.task_name):
             rep_task = self.rep_tasks[task]
-            if mode == "backward" and getattr(self, "_backward_depth", 0) == 0:
+            if mode == "backward" and not self._defers_heads():
                 losses[tn].backward(retain_graph=tn + 1 < task_num)
                 grad = rep_task.grad
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad.detach().clone())
             else:
                 (grad,) = torch.autograd.grad(losses[tn], rep_task, retain_graph=True, allow_unused=True)
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad)
-        if mode == "backward" and getattr(self, "_backward_depth", 0) > 0:
+        if mode == "backward" and self._defers_heads():
             self._backward_task_specific(_as_loss_vector(losses), self._share_param_list())
         if isinstance(self.rep, dict):
             return per_grads

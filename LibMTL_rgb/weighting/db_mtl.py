@@ -35,6 +35,7 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
     gradients is meaningless)."""
 
     supports_rep_grad = False
+    head_rule = True
     #: α weights the EMA gradients ĝ_i, not the current ones: the heads get Σ_i ∇ log L_i (the paper, LibMTL)
     heads_take_returned_weights = False
     hyperparameters = (

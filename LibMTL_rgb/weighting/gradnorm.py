@@ -40,6 +40,7 @@ class GradNorm(AbsWeighting):
     the first step (buffer ``gradnorm_initial_losses``, kept in the ``state_dict``; LibMTL
     uses the first epoch's mean and trains with EW during that epoch). Returns ``w``."""
 
+    head_rule = True
     hyperparameters = (Hyperparameter("alpha", 1.5, "GradNorm: strength α of the restoring force toward equal training rates", minimum=0.0),)
 
     def init_param(self) -> None:

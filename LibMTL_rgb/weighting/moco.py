@@ -60,6 +60,7 @@ class MoCo(ResizableBuffers, AbsWeighting):
     count are buffers (saved with the ``state_dict``). Shared-parameter gradients only."""
 
     supports_rep_grad = False
+    head_rule = True
     #: λ weights the tracked gradients y_i, not the current ones: the heads get Σ_i ∇L_i (LibMTL)
     heads_take_returned_weights = False
     hyperparameters = (

@@ -27,6 +27,7 @@ class MultiSampleWeighting(AbsWeighting):
     #: Batches the Trainer draws per step; the methods here use three (two for the task
     #: weights, one for the model update).
     loss_samples_per_step: int = 3
+    head_rule = True
     supports_rep_grad = False
     #: The task-specific parameters get this times the sum over the batches of their loss
     #: gradients (1: the sum, SDMGrad's code; 1/3: the mean, MoDo's as LibMTL divides by 3).

@@ -73,6 +73,7 @@ class RGB(AbsWeighting):
     """
 
     supports_rep_grad = False
+    head_rule = True
     hyperparameters = (
         Hyperparameter("rgb_mu", 0.9, "μ: EMA factor of the consensus direction d_t (Alg. 1 line 5)", minimum=0.0, maximum=1.0, exclusive_maximum=True),
         Hyperparameter("rgb_lambda", 0.0, "λ: weight of the proximity term of Eq. 1", minimum=0.0),

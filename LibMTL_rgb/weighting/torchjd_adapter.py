@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # torchjd is imported when the first aggregator is used, not 
 class TorchJDAggregation(AbsWeighting):
     """Base class of the weightings that wrap a ``torchjd.aggregation.Aggregator``."""
 
+    head_rule = True
+
     # ------------------------------------------------------------ subclass API
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         """Build the torchjd aggregator from this method's options (``weight_args`` values)."""
