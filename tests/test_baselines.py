@@ -158,7 +158,7 @@ def test_adam_step_matches_torch_adam():
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["GradDrop"])
+@pytest.mark.parametrize("name", ["RGB", "MoCo"])
 def test_methods_without_rep_grad_support_raise_at_construction(name):
     assert not WEIGHTINGS.get(name).supports_rep_grad
     with pytest.raises(ValueError, match="rep_grad"):

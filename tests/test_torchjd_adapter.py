@@ -11,7 +11,7 @@ from torchjd import aggregation as tjd
 from torchjd.linalg import QuadprogProjector
 
 from LibMTL_rgb.weighting.min_norm import min_norm_weights
-from LibMTL_rgb.weighting.torchjd_methods import MinNormWeighting
+from LibMTL_rgb.weighting.torchjd_methods import MinNormWeighting, _cagrad_weighting_class
 from jacobian_model import D, T, jacobian_model, random_jacobian, set_task, step
 
 
@@ -20,7 +20,9 @@ CASES = {
     "MGDA": ({}, lambda: tjd.GramianWeightedAggregator(MinNormWeighting()), True),
     "PCGrad": ({}, lambda: tjd.PCGrad(), True),
     "GradVac": ({"GradVac_beta": 0.3}, lambda: tjd.GradVac(beta=0.3), True),
-    "CAGrad": ({"calpha": 0.4, "rescale": 0}, lambda: tjd.CAGrad(c=0.4), True),
+    # CAGrad: our scale-free solver (``cagrad_solver.py``) in torchjd's Gramian aggregator; its
+    # agreement with the paper's primal problem is tested in test_cagrad.py
+    "CAGrad": ({"calpha": 0.4, "rescale": 0}, lambda: tjd.GramianWeightedAggregator(_cagrad_weighting_class()(0.4)), True),
     "IMTL": ({}, lambda: tjd.IMTLG(), True),
     "Nash_MTL": ({"max_norm": 0.0}, lambda: tjd.NashMTL(n_tasks=T, max_norm=0.0), True),
     "FairGrad": ({"FairGrad_alpha": 2.0}, lambda: tjd.FairGrad(alpha=2.0), True),
@@ -58,11 +60,12 @@ def test_adapter_gradient_has_shape_and_is_not_the_plain_sum():
     assert not torch.allclose(grad, G.sum(0))
 
 
-def test_cagrad_rescale_divides_torchjd_direction():
+def test_cagrad_rescale_divides_the_direction():
     G = random_jacobian(1)
     c = 0.5
-    reference = tjd.CAGrad(c=c)(G)
-    for rescale, divisor in ((0, 1.0), (1, 1.0 + c**2), (2, 1.0 + c)):
+    _, reference = step(jacobian_model("CAGrad", G), calpha=c, rescale=0)
+    assert torch.allclose(reference, tjd.CAGrad(c=c)(G), rtol=1e-6)  # torchjd's cvxpy solution, to its accuracy
+    for rescale, divisor in ((1, 1.0 + c**2), (2, 1.0 + c)):
         _, grad = step(jacobian_model("CAGrad", G), calpha=c, rescale=rescale)
         torch.testing.assert_close(grad, reference / divisor, rtol=1e-8, atol=1e-10)
 
@@ -126,9 +129,18 @@ def test_mgda_ub_applies_representation_weights():
     torch.testing.assert_close(grad, expected @ G, rtol=1e-10, atol=1e-12)
 
 
-def test_graddrop_refuses_rep_grad_at_construction():
-    with pytest.raises(ValueError, match="rep_grad"):
-        jacobian_model("GradDrop", random_jacobian(0), rep_grad=True)
+def test_graddrop_runs_on_representation_gradients():
+    """With one sample and a positive representation equal to θ, GradDrop at the representation
+    and on the parameters draw the same U and give the same update (tests/test_graddrop.py
+    checks the representation rule on batches)."""
+    G = random_jacobian(0)
+    updates = []
+    for rep_grad in (False, True):
+        model = jacobian_model("GradDrop", G, rep_grad=rep_grad)
+        model.encoder.theta.data.fill_(1.0)
+        torch.manual_seed(11)
+        updates.append(step(model, leak=0.25)[1])
+    torch.testing.assert_close(updates[1], updates[0], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name, bad", [("GradDrop", {"leak": 1.5}), ("CAGrad", {"rescale": 3}), ("MGDA", {"mgda_gn": "max"})])

@@ -11,6 +11,7 @@ from LibMTL_rgb.weighting.ew import EW
 from LibMTL_rgb.weighting.famo import FAMO
 from LibMTL_rgb.weighting.forum import FORUM
 from LibMTL_rgb.weighting.gradnorm import GradNorm
+from LibMTL_rgb.weighting.graddrop import GradDrop
 from LibMTL_rgb.weighting.moml import MOML
 from LibMTL_rgb.weighting.rgb import RGB
 from LibMTL_rgb.weighting.rlw import RLW
@@ -20,7 +21,6 @@ from LibMTL_rgb.weighting.torchjd_methods import (
     CAGrad,
     DualProj,
     FairGrad,
-    GradDrop,
     GradVac,
     IMTL,
     MGDA,

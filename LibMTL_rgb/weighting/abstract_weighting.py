@@ -19,8 +19,10 @@ What differs from LibMTL is inside, not on the surface:
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import warnings
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,12 +54,28 @@ class AbsWeighting(nn.Module):
     #: task inside it (vmap's fallback); ``"loop"``: T backward passes (LibMTL's way).
     #: Set it on the class or on the model.
     grad_method: str = "auto"
+    #: The head rule (every weighting of this package): inside ``backward``, the task-specific
+    #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
+    #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
+    #: custom weightings: ``mode='backward'`` leaves ``Σ_t ∇L_t`` in them, as LibMTL does.
+    head_rule: bool = False
+    #: With the head rule: False for the methods whose returned weights multiply other vectors
+    #: than the current task gradients (DB-MTL's EMA gradients, MoCo's tracked ones): their
+    #: heads get ``Σ_t ∇L_t``.
+    heads_take_returned_weights: bool = True
     #: Tasks per vmapped backward (``torch.vmap``'s ``chunk_size``); ``None`` = all T at once.
     #: Smaller values cap the memory of the batched pass (it holds ``chunk`` cotangents).
     grad_chunk_size: Optional[int] = None
 
     def __init__(self) -> None:
         super().__init__()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every ``backward`` a subclass defines applies the head rule when it returns (for
+        classes with ``head_rule = True``)."""
+        super().__init_subclass__(**kwargs)
+        if "backward" in vars(cls):
+            cls.backward = _with_head_rule(vars(cls)["backward"])
 
     def init_param(self) -> None:
         """Called once after the model is built (LibMTL contract)."""
@@ -125,12 +143,55 @@ class AbsWeighting(nn.Module):
         if mode == "backward":
             for param in params:
                 param.grad = None
-            others = self._task_specific_params(params)
-            if others:
-                # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
-                losses.backward(torch.ones_like(losses), inputs=others)
+            self._backward_task_specific(losses, params)
         pending.wait()
         return grads
+
+    def _backward_task_specific(self, losses: Tensor, shared: list[nn.Parameter]) -> None:
+        """The task-specific parameters' share of a ``mode='backward'`` call.
+
+        Inside ``backward`` (the head rule, :meth:`_apply_head_rule`): the weighting's own
+        parameters get ``Σ_t ∇L_t`` now; the model's task-specific parameters get
+        ``∇ Σ_t w_t L_t`` once ``backward`` has returned its weights ``w``. Called directly
+        (outside ``backward``, LibMTL's contract), every one gets ``Σ_t ∇L_t`` now."""
+        others = self._task_specific_params(shared)
+        if not others:
+            return
+        if not self._defers_heads():
+            # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
+            losses.backward(torch.ones_like(losses), inputs=others)
+            return
+        own_ids = {id(p) for p in self._weighting_params()}
+        own = [p for p in others if id(p) in own_ids]
+        heads = [p for p in others if id(p) not in own_ids]
+        if own:
+            losses.backward(torch.ones_like(losses), inputs=own, retain_graph=bool(heads))
+        if heads:
+            self._deferred_head_losses.append((losses, heads))
+
+    def _defers_heads(self) -> bool:
+        """Whether ``mode='backward'`` leaves the heads to the head rule (inside ``backward``)."""
+        return self.head_rule and getattr(self, "_backward_depth", 0) > 0
+
+    def _weighting_params(self) -> list[nn.Parameter]:
+        """The weighting's own learnable parameters among the non-shared ones (e.g. IMTL-L's
+        loss scales): they get ``Σ_t ∇L_t`` in ``mode='backward'``, not the head rule."""
+        return []
+
+    def _apply_head_rule(self, weights) -> None:
+        """Back-propagate ``Σ_t w_t L_t`` into the task-specific parameters deferred by
+        ``mode='backward'`` calls, ``w`` = the weights ``backward`` returned (ones for None)."""
+        deferred, self._deferred_head_losses = self._deferred_head_losses, []
+        for losses, heads in deferred:
+            if weights is None or not self.heads_take_returned_weights:
+                weight = torch.ones_like(losses)
+            else:
+                weight = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights)
+                weight = weight.detach().to(device=losses.device, dtype=losses.dtype)
+                if weight.numel() != losses.numel():
+                    raise ValueError(f"{type(self).__name__}.backward returned {weight.numel()} weights for {losses.numel()} losses")
+                weight = weight.reshape(losses.shape)
+            losses.backward(weight, inputs=heads)
 
     def _per_task_grads(self, losses: Tensor, params: list[nn.Parameter]) -> Tensor:
         """The [T, D] matrix by the path ``grad_method`` selects (sets ``_had_grad``)."""
@@ -172,13 +233,15 @@ class AbsWeighting(nn.Module):
         per_grads = []
         for tn, task in enumerate(self.task_name):
             rep_task = self.rep_tasks[task]
-            if mode == "backward":
+            if mode == "backward" and not self._defers_heads():
                 losses[tn].backward(retain_graph=tn + 1 < task_num)
                 grad = rep_task.grad
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad.detach().clone())
             else:
                 (grad,) = torch.autograd.grad(losses[tn], rep_task, retain_graph=True, allow_unused=True)
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad)
+        if mode == "backward" and self._defers_heads():
+            self._backward_task_specific(_as_loss_vector(losses), self._share_param_list())
         if isinstance(self.rep, dict):
             return per_grads
         return torch.stack(per_grads)
@@ -241,10 +304,63 @@ class AbsWeighting(nn.Module):
             weight = torch.as_tensor(batch_weight, device=grads.device, dtype=grads.dtype)
             self._reset_grad(weight @ grads)
 
+    # --------------------------------------------------------------- options
+    @classmethod
+    def method_hyperparameters(cls) -> tuple[Hyperparameter, ...]:
+        """The hyper-parameters declared by the weighting classes in this class's MRO (the
+        architecture's ``arch_args`` are not among them); the first declaration of a name wins."""
+        found: dict[str, Hyperparameter] = {}
+        for klass in cls.__mro__:
+            if isinstance(klass, type) and issubclass(klass, AbsWeighting):
+                for hp in vars(klass).get("hyperparameters", ()):
+                    found.setdefault(hp.name, hp)
+        return tuple(found.values())
+
+    def method_options(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """This method's options (``weight_args``): the values in ``kwargs``, the declared
+        ``Hyperparameter`` defaults for the missing ones — the one place a default is written.
+        A key that no declared option names raises ``TypeError`` with the closest name."""
+        declared = self.method_hyperparameters()
+        names = [hp.name for hp in declared]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(names) if names else "none"
+                raise TypeError(f"{type(self).__name__}.backward got an unknown option {key!r}{hint}; its options: {known}")
+        return {hp.name: kwargs.get(hp.name, hp.default) for hp in declared}
+
     # --------------------------------------------------------------- method
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         """Compute gradients for ``losses`` (shape [T]) and return the task weights (length T)."""
         raise NotImplementedError
+
+
+def _with_head_rule(method):
+    """Wrap a weighting's ``backward``: the outermost call collects the task-specific
+    parameters' losses deferred by ``mode='backward'`` and, once the weights ``w`` are
+    returned, back-propagates ``Σ_t w_t L_t`` into them (``docs/methods.md``, "Task-specific
+    parameters")."""
+
+    @functools.wraps(method)
+    def backward(self, losses, *args, **kwargs):
+        depth = getattr(self, "_backward_depth", 0)
+        if depth == 0:
+            self._deferred_head_losses = []
+        self._backward_depth = depth + 1
+        try:
+            weights = method(self, losses, *args, **kwargs)
+        except BaseException:
+            if depth == 0:
+                self._deferred_head_losses = []  # frees the graphs
+            raise
+        finally:
+            self._backward_depth = depth
+        if depth == 0:
+            self._apply_head_rule(weights)
+        return weights
+
+    return backward
 
 
 def _grad_dtype(params: Iterable[nn.Parameter]) -> torch.dtype:

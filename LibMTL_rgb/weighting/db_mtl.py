@@ -35,6 +35,9 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
     gradients is meaningless)."""
 
     supports_rep_grad = False
+    head_rule = True
+    #: α weights the EMA gradients ĝ_i, not the current ones: the heads get Σ_i ∇ log L_i (the paper, LibMTL)
+    heads_take_returned_weights = False
     hyperparameters = (
         Hyperparameter("DB_beta", 0.9, "DB_MTL: EMA rate β of the log-loss gradients", minimum=0.0, maximum=1.0),
         Hyperparameter("DB_beta_sigma", 0.0, "DB_MTL: decay exponent σ (β_t = β / t^σ)", minimum=0.0),
@@ -45,7 +48,9 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
         self.register_resizable_buffer("db_ema_grads")
         self.register_buffer("db_step", torch.zeros((), dtype=torch.long, device=self.device))
 
-    def backward(self, losses: Tensor, DB_beta: float = 0.9, DB_beta_sigma: float = 0.0, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        DB_beta, DB_beta_sigma = options["DB_beta"], options["DB_beta_sigma"]
         check_positive_losses(losses, "DB_MTL", allow_zero=True)
         grads = self._get_grads(torch.log(losses + LOG_EPS), mode="backward")
         self._raise_if_nonfinite(losses, grads)

@@ -34,7 +34,8 @@ class DWA(LossWeighting):
 
     hyperparameters = (Hyperparameter("T", 2.0, "DWA: temperature τ of the softmax over loss ratios", minimum=0.0, exclusive_minimum=True),)
 
-    def backward(self, losses: Tensor, T: float = 2.0, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        T = self.method_options(kwargs)["T"]
         weights = dwa_weights(len(losses), getattr(self, "train_loss_buffer", None), getattr(self, "epoch", None), T)
         weight_tensor = torch.as_tensor(weights, device=losses.device, dtype=losses.dtype)
         self._backward_objective((weight_tensor * losses).sum())

@@ -52,7 +52,8 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
         self.register_buffer("excess_weights", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
         self.register_buffer("excess_step", torch.zeros((), dtype=torch.long, device=self.device))
 
-    def backward(self, losses: Tensor, robust_step_size: float = 1e-2, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        robust_step_size = self.method_options(kwargs)["robust_step_size"]
         grads = self._get_grads(losses, mode="autograd")
         matrix = grads[1] if self.rep_grad else grads
         self._raise_if_nonfinite(losses, matrix)

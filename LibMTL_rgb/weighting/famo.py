@@ -50,11 +50,13 @@ class FAMO(LossWeighting):
         self.register_buffer("famo_adam_v", torch.zeros(shape, device=self.device))
         self.register_buffer("famo_adam_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("famo_prev_losses", torch.full(shape, math.nan, device=self.device))
-        self._famo_options = (0.025, 1e-3)
+        defaults = self.method_options({})
+        self._famo_options = (defaults["FAMO_w_lr"], defaults["FAMO_w_gamma"])
 
-    def backward(self, losses: Tensor, FAMO_w_lr: float = 0.025, FAMO_w_gamma: float = 1e-3, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         check_positive_losses(losses, "FAMO", allow_zero=True)
-        self._famo_options = (FAMO_w_lr, FAMO_w_gamma)
+        options = self.method_options(kwargs)
+        self._famo_options = (options["FAMO_w_lr"], options["FAMO_w_gamma"])
         current = losses.detach()
         self._update_logits(current)
         z = torch.softmax(self.famo_logits, dim=0).to(losses.dtype)

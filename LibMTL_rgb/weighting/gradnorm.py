@@ -40,13 +40,15 @@ class GradNorm(AbsWeighting):
     the first step (buffer ``gradnorm_initial_losses``, kept in the ``state_dict``; LibMTL
     uses the first epoch's mean and trains with EW during that epoch). Returns ``w``."""
 
+    head_rule = True
     hyperparameters = (Hyperparameter("alpha", 1.5, "GradNorm: strength α of the restoring force toward equal training rates", minimum=0.0),)
 
     def init_param(self) -> None:
         self.gradnorm_weights = nn.Parameter(torch.ones(self.task_num, device=self.device))
         self.register_buffer("gradnorm_initial_losses", torch.full((self.task_num,), math.nan, device=self.device))
 
-    def backward(self, losses: Tensor, alpha: float = 1.5, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        alpha = self.method_options(kwargs)["alpha"]
         self._renormalize_weights()
         grads = self._get_grads(losses, mode="backward")
         per_grads, matrix = grads if self.rep_grad else (None, grads)

@@ -61,7 +61,7 @@ class GradVacGrouping(ResizableBuffers):
         self.register_resizable_buffer("gradvac_group_targets", dtype=torch.float64)
 
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
-        options = self.aggregator_options(kwargs)
+        options = self.method_options(kwargs)
         group_type = options["GradVac_group_type"]
         if group_type == 0:
             return super().backward(losses, **kwargs)

@@ -34,6 +34,10 @@ class IMTLLossScaling:
         super().init_param()
         self.imtl_log_scales = nn.Parameter(torch.zeros(self.task_num, device=self.device))
 
+    def _weighting_params(self) -> list[nn.Parameter]:
+        """The loss scales ``s`` get ``Σ_t ∇(e^{s_t} L_t − s_t)`` (IMTL-L), not the head rule."""
+        return [self.imtl_log_scales]
+
     def prepare_losses(self, losses: Tensor, options: dict[str, Any]) -> Tensor:
         mode = options["IMTL_mode"]
         if mode not in IMTL_MODES:

@@ -17,6 +17,8 @@ from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 class LossWeighting(AbsWeighting):
     """Base class: a method that backpropagates one weighted objective of the losses."""
 
+    head_rule = True  # holds by construction: the objective's gradient is Σ_t w_t ∇L_t
+
     def _backward_objective(self, objective: Tensor) -> None:
         """``objective.backward()``; with ``rep_grad`` also through the shared encoder."""
         objective.backward()

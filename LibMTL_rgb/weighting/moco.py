@@ -60,6 +60,9 @@ class MoCo(ResizableBuffers, AbsWeighting):
     count are buffers (saved with the ``state_dict``). Shared-parameter gradients only."""
 
     supports_rep_grad = False
+    head_rule = True
+    #: λ weights the tracked gradients y_i, not the current ones: the heads get Σ_i ∇L_i (LibMTL)
+    heads_take_returned_weights = False
     hyperparameters = (
         Hyperparameter("MoCo_beta", 0.5, "MoCo: step size β of the gradient tracker Y", minimum=0.0, maximum=1.0),
         Hyperparameter("MoCo_beta_sigma", 0.5, "MoCo: decay exponent σ_β (β_t = β / t^σ_β)", minimum=0.0),
@@ -78,9 +81,11 @@ class MoCo(ResizableBuffers, AbsWeighting):
         self.register_buffer("moco_lambda", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
         self.register_buffer("moco_step", torch.zeros((), dtype=torch.long, device=self.device))
 
-    def backward(self, losses: Tensor, MoCo_beta: float = 0.5, MoCo_beta_sigma: float = 0.5, MoCo_gamma: float = 0.1,
-                 MoCo_gamma_sigma: float = 0.5, MoCo_rho: float = 0.0, MoCo_lambda_update: str = "projection",
-                 MoCo_grad_scaling: str = "none", **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        MoCo_beta, MoCo_beta_sigma = options["MoCo_beta"], options["MoCo_beta_sigma"]
+        MoCo_gamma, MoCo_gamma_sigma, MoCo_rho = options["MoCo_gamma"], options["MoCo_gamma_sigma"], options["MoCo_rho"]
+        MoCo_lambda_update, MoCo_grad_scaling = options["MoCo_lambda_update"], options["MoCo_grad_scaling"]
         if MoCo_grad_scaling not in MOCO_GRAD_SCALINGS:
             raise ValueError(f"MoCo_grad_scaling must be one of {MOCO_GRAD_SCALINGS}, got {MoCo_grad_scaling!r}")
         grads = self._get_grads(losses, mode="backward")

@@ -31,6 +31,8 @@ class MoDo(MultiSampleWeighting):
     (``loss_samples_per_step``). ``λ`` (starting uniform) is a buffer, saved with the
     ``state_dict``. Shared-parameter gradients only."""
 
+    task_specific_batch_scale = 1.0 / 3.0  # the mean of the three batches (LibMTL divides the decoders' sum by 3)
+
     hyperparameters = (
         Hyperparameter("MoDo_gamma", 1e-3, "MoDo: step size γ of the task weights λ", minimum=0.0, exclusive_minimum=True),
         Hyperparameter("MoDo_rho", 0.1, "MoDo: ℓ2 regularisation ρ of the λ update", minimum=0.0),
@@ -40,7 +42,9 @@ class MoDo(MultiSampleWeighting):
         super().init_param()
         self.register_buffer("modo_lambda", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
 
-    def backward(self, losses: Tensor, MoDo_gamma: float = 1e-3, MoDo_rho: float = 0.1, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        MoDo_gamma, MoDo_rho = options["MoDo_gamma"], options["MoDo_rho"]
         first, second, update = self._sample_grads(losses)
         with torch.no_grad():
             lambd = modo_lambda_step(self.modo_lambda, first, second, MoDo_gamma, MoDo_rho)  # λ in float64

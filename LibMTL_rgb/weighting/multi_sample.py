@@ -27,15 +27,20 @@ class MultiSampleWeighting(AbsWeighting):
     #: Batches the Trainer draws per step; the methods here use three (two for the task
     #: weights, one for the model update).
     loss_samples_per_step: int = 3
+    head_rule = True
     supports_rep_grad = False
+    #: The task-specific parameters get this times the sum over the batches of their loss
+    #: gradients (1: the sum, SDMGrad's code; 1/3: the mean, MoDo's as LibMTL divides by 3).
+    task_specific_batch_scale: float = 1.0
 
     def init_param(self) -> None:
         self._check_rep_grad_support()
 
     def _sample_grads(self, losses: SampleLosses) -> tuple[Tensor, Tensor, Tensor]:
         """The ``[T, D]`` gradients of the three batches (one batch's three times for ``[T]``
-        losses). The task-specific parameters receive the mean over the batches of their
-        loss gradients (LibMTL: the decoders' sum divided by 3)."""
+        losses). The task-specific parameters receive ``task_specific_batch_scale`` times the
+        sum over the batches of their loss gradients (no task weights: the exception to the
+        head rule, ``docs/methods.md``)."""
         samples = self._split_samples(losses)
         grads = []
         for sample in samples:
@@ -44,7 +49,8 @@ class MultiSampleWeighting(AbsWeighting):
         others = self._task_specific_params(self._share_param_list())
         stacked = torch.stack(list(samples))
         if others:
-            stacked.backward(torch.full_like(stacked, 1.0 / len(samples)), inputs=others)
+            scale = self.task_specific_batch_scale * (3.0 if len(samples) == 1 else 1.0)
+            stacked.backward(torch.full_like(stacked, scale), inputs=others)
         return tuple(grads * 3) if len(grads) == 1 else tuple(grads)
 
     def _split_samples(self, losses: SampleLosses) -> list[Tensor]:

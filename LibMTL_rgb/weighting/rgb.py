@@ -73,6 +73,7 @@ class RGB(AbsWeighting):
     """
 
     supports_rep_grad = False
+    head_rule = True
     hyperparameters = (
         Hyperparameter("rgb_mu", 0.9, "μ: EMA factor of the consensus direction d_t (Alg. 1 line 5)", minimum=0.0, maximum=1.0, exclusive_maximum=True),
         Hyperparameter("rgb_lambda", 0.0, "λ: weight of the proximity term of Eq. 1", minimum=0.0),
@@ -101,22 +102,11 @@ class RGB(AbsWeighting):
         self._rgb_t = 0
         self._rgb_last: dict = {}
 
-    def backward(
-        self,
-        losses: Tensor,
-        rgb_mu: float = 0.9,
-        rgb_lambda: float = 0.0,
-        rgb_steps: int = DEFAULT_STEPS,
-        rgb_lr: float = DEFAULT_LR,
-        rgb_interval: int = 1,
-        rgb_eps: float = 1e-8,
-        rgb_adaptive: bool = False,
-        rgb_min_steps: int = 5,
-        rgb_max_steps: int = 50,
-        rgb_k_std: float = 0.1,
-        rgb_solver: str = "pgd",
-        **kwargs,
-    ) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        o = self.method_options(kwargs)
+        rgb_mu, rgb_lambda, rgb_steps, rgb_lr = o["rgb_mu"], o["rgb_lambda"], o["rgb_steps"], o["rgb_lr"]
+        rgb_interval, rgb_eps, rgb_adaptive, rgb_solver = o["rgb_interval"], o["rgb_eps"], o["rgb_adaptive"], o["rgb_solver"]
+        rgb_min_steps, rgb_max_steps, rgb_k_std = o["rgb_min_steps"], o["rgb_max_steps"], o["rgb_k_std"]
         _check_options(rgb_mu, rgb_steps, rgb_interval, rgb_eps, rgb_min_steps, rgb_max_steps, rgb_k_std, rgb_adaptive)
         grads = self._get_grads(losses, mode="backward")
         t = self._rgb_t + 1

@@ -11,7 +11,8 @@ from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting.multi_sample import MultiSampleWeighting
 from LibMTL_rgb.weighting.simplex import project_to_simplex
 
-#: The inner solver's SGD step size and momentum (the authors' code / LibMTL).
+#: The inner solver's SGD step size and momentum: LibMTL's choice (``lr=5, momentum=0.5``);
+#: the authors' NYUv2 code uses ``lr=10`` (their Cityscapes and toy code differ again).
 INNER_LR = 5.0
 INNER_MOMENTUM = 0.5
 SCALE_EPS = 1e-8
@@ -46,12 +47,13 @@ class SDMGrad(MultiSampleWeighting):
     r"""SDMGrad: per step three batches ``ξ, ξ', ζ``; ``w`` (warm-started from the last step)
     takes ``SDMGrad_niter`` projected SGD steps on ``G_ξ, G_ξ'`` (:func:`sdmgrad_inner_solve`),
     then the shared parameters move along ``(G_ζᵀ w + λ g_{0,ζ}) / (1 + λ)``
-    (:func:`sdmgrad_task_weights`, returned), the task-specific ones along the mean of the
-    three batches' gradients.
+    (:func:`sdmgrad_task_weights`, returned), the task-specific ones along the sum of the
+    three batches' gradients (as the authors' code and LibMTL back-propagate every batch).
 
     This is the practical variant of the authors' code and LibMTL (one pair ``ξ, ξ'`` for all
-    inner iterations, SGD step 5 with momentum 0.5 restarted every step, scale-normalised
-    products); the Trainer draws the batches (``loss_samples_per_step``). ``w`` (starting
+    inner iterations, SGD with momentum 0.5 restarted every step, scale-normalised
+    products; step size ``INNER_LR`` = 5, LibMTL's choice, where the authors' NYUv2 code
+    uses 10); the Trainer draws the batches (``loss_samples_per_step``). ``w`` (starting
     uniform) is a buffer, saved with the ``state_dict``. Shared-parameter gradients only."""
 
     hyperparameters = (
@@ -63,7 +65,9 @@ class SDMGrad(MultiSampleWeighting):
         super().init_param()
         self.register_buffer("sdmgrad_w", torch.full((self.task_num,), 1.0 / self.task_num, dtype=torch.float64, device=self.device))
 
-    def backward(self, losses: Tensor, SDMGrad_lamda: float = 0.3, SDMGrad_niter: int = 20, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        SDMGrad_lamda, SDMGrad_niter = options["SDMGrad_lamda"], options["SDMGrad_niter"]
         first, second, update = self._sample_grads(losses)
         with torch.no_grad():
             # [T]-sized maths in float64 (the products G_ξ G_ξ'ᵀ are formed in the gradients' dtype)

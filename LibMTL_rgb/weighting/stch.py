@@ -50,7 +50,9 @@ class STCH(LossWeighting):
         self.register_buffer("stch_nadir_sum", torch.zeros(self.task_num, dtype=torch.float64, device=self.device))
         self.register_buffer("stch_nadir_count", torch.zeros((), dtype=torch.long, device=self.device))
 
-    def backward(self, losses: Tensor, STCH_mu: float = 1.0, STCH_warmup_epoch: int = 4, **kwargs) -> np.ndarray:
+    def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
+        options = self.method_options(kwargs)
+        STCH_mu, STCH_warmup_epoch = options["STCH_mu"], options["STCH_warmup_epoch"]
         check_positive_losses(losses, "STCH", allow_zero=True)
         epoch = getattr(self, "epoch", None)
         if epoch is None:

@@ -5,8 +5,9 @@ parameters' ``.grad``. When the aggregator is a ``WeightedAggregator`` (its outp
 ``weights @ G`` with ``weights = aggregator.weighting(G)``), the adapter computes those
 weights, applies them with ``_backward_new_grads`` (so ``rep_grad=True`` works: the weights
 come from the representation gradients and scale the per-sample ones) and returns them.
-Other aggregators (GradDrop) return a direction only: they need ``rep_grad=False`` and
-return ones.
+Other aggregators return a direction only: they need ``rep_grad=False`` and return ones.
+The task-specific parameters get ``∇ Σ_t w_t L_t`` for the returned weights (the head rule,
+``AbsWeighting``).
 
 A subclass only names its aggregator (:meth:`make_aggregator`) and maps its
 ``hyperparameters`` (LibMTL's flag names) to the aggregator's options.
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from LibMTL_rgb.registry import Hyperparameter
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
 if TYPE_CHECKING:  # torchjd is imported when the first aggregator is used, not with the library
@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # torchjd is imported when the first aggregator is used, not 
 
 class TorchJDAggregation(AbsWeighting):
     """Base class of the weightings that wrap a ``torchjd.aggregation.Aggregator``."""
+
+    head_rule = True
 
     # ------------------------------------------------------------ subclass API
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
@@ -48,6 +50,9 @@ class TorchJDAggregation(AbsWeighting):
         """Optional post-processing of the aggregator's weights (e.g. CAGrad's rescale)."""
         return weights
 
+    def after_update(self, options: dict[str, Any]) -> None:
+        """Optional post-processing of the shared parameters' ``.grad`` (e.g. Nash-MTL's clipping)."""
+
     def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
         """Copy state kept in this module's buffers into a stateful aggregator (before a step)."""
 
@@ -58,19 +63,6 @@ class TorchJDAggregation(AbsWeighting):
     def init_param(self) -> None:
         self._check_rep_grad_support()
         self._aggregator_cache: tuple[tuple, Aggregator] | None = None
-
-    def method_hyperparameters(self) -> tuple[Hyperparameter, ...]:
-        """The hyper-parameters declared by the weighting classes in this object's MRO."""
-        found: dict[str, Hyperparameter] = {}
-        for klass in type(self).__mro__:
-            if issubclass(klass, TorchJDAggregation):
-                for hp in vars(klass).get("hyperparameters", ()):
-                    found.setdefault(hp.name, hp)
-        return tuple(found.values())
-
-    def aggregator_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """This method's options: the values in ``kwargs``, defaults for the missing ones."""
-        return {hp.name: kwargs.get(hp.name, hp.default) for hp in self.method_hyperparameters()}
 
     def aggregator(self, options: dict[str, Any]) -> Aggregator:
         """The aggregator for ``options`` (built once, rebuilt when the options change). It is
@@ -85,7 +77,7 @@ class TorchJDAggregation(AbsWeighting):
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         from torchjd.aggregation import WeightedAggregator
 
-        options = self.aggregator_options(kwargs)
+        options = self.method_options(kwargs)
         aggregator = self.aggregator(options)
         losses = self.prepare_losses(losses, options)
         grads = self._get_grads(losses, mode="backward")
@@ -103,6 +95,7 @@ class TorchJDAggregation(AbsWeighting):
             self._reset_grad(direction)
             return np.ones(self.task_num)
         self._backward_new_grads(weights, per_grads=per_grads, grads=matrix)
+        self.after_update(options)
         return weights.cpu().numpy()
 
     def _task_weights(self, aggregator: WeightedAggregator, losses: Tensor, matrix: Tensor, options: dict[str, Any]) -> Tensor:

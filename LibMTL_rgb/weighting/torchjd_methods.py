@@ -22,10 +22,8 @@ if TYPE_CHECKING:
 IMTLG = lazy_callable("torchjd.aggregation", "IMTLG")
 AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
 NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
-CAGradAggregator = lazy_callable("torchjd.aggregation", "CAGrad")
 DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
 FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
-GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
 GradVacAggregator = lazy_callable("torchjd.aggregation", "GradVac")
 GramianWeightedAggregator = lazy_callable("torchjd.aggregation", "GramianWeightedAggregator")
 PCGradAggregator = lazy_callable("torchjd.aggregation", "PCGrad")
@@ -33,6 +31,7 @@ UPGradAggregator = lazy_callable("torchjd.aggregation", "UPGrad")
 QuadprogProjector = lazy_callable("torchjd.linalg", "QuadprogProjector")
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
+from LibMTL_rgb.weighting.cagrad_solver import cagrad_weights
 from LibMTL_rgb.weighting.gradvac_groups import GRADVAC_GROUP_TYPES, GradVacGrouping
 from LibMTL_rgb.weighting.imtl_loss import IMTL_MODES, IMTLLossScaling
 from LibMTL_rgb.weighting.min_norm import min_norm_weights
@@ -55,6 +54,25 @@ def _min_norm_weighting_class() -> type:
             return min_norm_weights(gramian)
 
     return MinNormWeighting
+
+
+@functools.lru_cache(maxsize=None)
+def _cagrad_weighting_class() -> type:
+    """``CAGradGramWeighting``: a torchjd ``Weighting`` of the Gramian giving CAGrad's weights
+    (:func:`~LibMTL_rgb.weighting.cagrad_solver.cagrad_weights`; scale-free, no ε)."""
+    from torchjd.aggregation import Weighting
+
+    class CAGradGramWeighting(Weighting):
+        """torchjd ``Weighting`` of the Gramian: CAGrad's direction as task weights."""
+
+        def __init__(self, c: float) -> None:
+            super().__init__()
+            self.c = c
+
+        def forward(self, gramian: Tensor, /) -> Tensor:
+            return cagrad_weights(gramian, self.c)
+
+    return CAGradGramWeighting
 
 
 def __getattr__(name: str) -> Any:
@@ -104,23 +122,6 @@ class PCGrad(TorchJDAggregation):
 
 
 @WEIGHTINGS.register
-class GradDrop(TorchJDAggregation):
-    """GradDrop (Chen et al., NeurIPS 2020): gradient sign dropout on the shared-parameter
-    gradients (torchjd), with leak ``--leak`` for every task. torchjd returns a direction, not
-    weights, so ``rep_grad=True`` is refused (LibMTL applies GradDrop to representation
-    gradients only)."""
-
-    supports_rep_grad = False
-    hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ of every task's gradient through the sign mask", minimum=0.0, maximum=1.0),)
-
-    def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
-        leak = float(options["leak"])
-        if not 0.0 <= leak <= 1.0:
-            raise ValueError(f"GradDrop's --leak must be in [0, 1], got {leak}")
-        return GradDropAggregator(leak=torch.full((self.task_num,), leak, device=self.device))
-
-
-@WEIGHTINGS.register
 class GradVac(GradVacGrouping, TorchJDAggregation):
     """Gradient Vaccine (Wang et al., ICLR 2021): EMA targets φ̂_ij of the pairwise cosine
     similarities, on the whole shared model (kept in the buffer ``gradvac_targets``) or per
@@ -151,8 +152,10 @@ class GradVac(GradVacGrouping, TorchJDAggregation):
 @WEIGHTINGS.register
 class CAGrad(TorchJDAggregation):
     """CAGrad (Liu et al., NeurIPS 2021): the direction maximising the worst task improvement
-    within a ball of radius ``c‖g_0‖`` around the mean gradient ``g_0``; then divided by
-    ``1 + c²`` (``--rescale 1``), ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
+    within a ball of radius ``c‖g_0‖`` around the mean gradient ``g_0``
+    (:func:`~LibMTL_rgb.weighting.cagrad_solver.cagrad_weights`, positively homogeneous: no
+    update is zeroed for small losses); then divided by ``1 + c²`` (``--rescale 1``),
+    ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
 
     hyperparameters = (
         Hyperparameter("calpha", 0.5, "CAGrad: radius c of the ball around the mean gradient", minimum=0.0),
@@ -162,7 +165,7 @@ class CAGrad(TorchJDAggregation):
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         if options["rescale"] not in (0, 1, 2):
             raise ValueError(f"CAGrad's --rescale must be 0, 1 or 2, got {options['rescale']!r}")
-        return CAGradAggregator(c=options["calpha"])
+        return GramianWeightedAggregator(_cagrad_weighting_class()(options["calpha"]))
 
     def adjust_weights(self, weights: Tensor, options: dict[str, Any]) -> Tensor:
         c = options["calpha"]
@@ -191,7 +194,8 @@ class IMTL(IMTLLossScaling, TorchJDAggregation):
 class Nash_MTL(TorchJDAggregation):
     """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``Gᵀ G α = 1/α``
     (cvxpy, ``--optim_niter`` iterations, every ``--update_weights_every`` steps), direction
-    norm clipped to ``--max_norm``. The warm start and step counter live in the buffers
+    the shared gradient's norm clipped to ``--max_norm`` (the returned α and the heads'
+    ``α_t ∇L_t`` are not clipped, as in the authors' code and LibMTL). The warm start and step counter live in the buffers
     ``nash_prev_alpha`` and ``nash_step``."""
 
     hyperparameters = (
@@ -206,10 +210,16 @@ class Nash_MTL(TorchJDAggregation):
         self.register_buffer("nash_step", torch.zeros((), dtype=torch.long))
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
+        # the weights are the bargaining solution α; the clipping is applied to the shared
+        # gradient only (after_update), as the authors' code and LibMTL clip after Σ α_t L_t
         return NashMTL(
-            n_tasks=self.task_num, max_norm=options["max_norm"],
+            n_tasks=self.task_num, max_norm=0.0,
             update_weights_every=options["update_weights_every"], optim_niter=options["optim_niter"],
         )
+
+    def after_update(self, options: dict[str, Any]) -> None:
+        if options["max_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(self._share_param_list(), options["max_norm"])
 
     def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
         weighting = aggregator.weighting
