@@ -99,13 +99,17 @@ def test_heads_get_the_gradient_of_the_weighted_losses(name, rep_grad):
     weights = model.backward(losses, **weighting_args(name))
     w = np.ones(len(TASKS)) if weights is None else np.asarray(weights, dtype=np.float64)
     assert not np.allclose(w, 1.0) or name in RETURN_ONES, "a case where the weights matter"
-    if not klass.heads_take_returned_weights:  # documented: weights of other vectors than ∇L_t
-        assert name in {"DB_MTL", "MoCo"}
+    if not klass.heads_take_returned_weights:  # documented: weights of other vectors than ∇L_t, or of no loss
+        assert name in UNWEIGHTED_HEADS
         w = np.ones(len(TASKS))
     for k, param in enumerate(heads):
         expected = sum(float(w[t]) * per_task[t][k] for t in range(len(TASKS)))
         torch.testing.assert_close(param.grad, expected, rtol=1e-12, atol=1e-14)
 
+
+#: heads get their own task's gradient (docs/methods.md, the head rule): weights of other vectors
+#: (DB_MTL, MoCo) or coefficients of a direction-changing update (as LibMTL main and the authors' code)
+UNWEIGHTED_HEADS = {"DB_MTL", "MoCo", "PCGrad", "GradVac", "CAGrad", "Aligned_MTL", "UPGrad", "DualProj"}
 
 #: weights of one here: no weights (EW, RGB, GradDrop), DWA's and GradNorm's first steps, no
 #: conflicting gradients in this case (PCGrad, GradVac)

@@ -117,6 +117,8 @@ class PCGrad(TorchJDAggregation):
     """PCGrad (Yu et al., NeurIPS 2020): project each gradient off the others it conflicts
     with (random order), then sum."""
 
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
+
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return PCGradAggregator()
 
@@ -126,6 +128,8 @@ class GradVac(GradVacGrouping, TorchJDAggregation):
     """Gradient Vaccine (Wang et al., ICLR 2021): EMA targets φ̂_ij of the pairwise cosine
     similarities, on the whole shared model (kept in the buffer ``gradvac_targets``) or per
     layer / per parameter tensor (``--GradVac_group_type``, ``gradvac_groups.py``)."""
+
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
 
     hyperparameters = (
         Hyperparameter("GradVac_beta", 0.5, "GradVac: EMA rate β of the target cosine similarities", minimum=0.0, maximum=1.0),
@@ -156,6 +160,8 @@ class CAGrad(TorchJDAggregation):
     (:func:`~LibMTL_rgb.weighting.cagrad_solver.cagrad_weights`, positively homogeneous: no
     update is zeroed for small losses); then divided by ``1 + c²`` (``--rescale 1``),
     ``1 + c`` (``2``) or left (``0``), as in CAGrad's code."""
+
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
 
     hyperparameters = (
         Hyperparameter("calpha", 0.5, "CAGrad: radius c of the ball around the mean gradient", minimum=0.0),
@@ -252,6 +258,8 @@ class Aligned_MTL(TorchJDAggregation):
     ones), as in the authors' code and LibMTL: ``α = B·1`` with ``B = σ_min V Σ⁻¹ Vᵀ``
     (torchjd's default preference vector 1/T would average them, a T times smaller step)."""
 
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
+
     hyperparameters = (
         Hyperparameter("Aligned_MTL_scale_mode", "min", "Aligned_MTL: eigenvalue that sets the scale", choices=("min", "median", "rmse")),
     )
@@ -280,6 +288,8 @@ class UPGrad(TorchJDAggregation):
     """UPGrad (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024):
     the mean of each gradient's projection onto the dual cone of all gradients."""
 
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
+
     hyperparameters = _projector_hyperparameters("UPGrad")
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
@@ -290,6 +300,8 @@ class UPGrad(TorchJDAggregation):
 class DualProj(TorchJDAggregation):
     """DualProj (Quinton & Rey, 2024): the projection of the mean gradient onto the dual cone
     of all gradients."""
+
+    heads_take_returned_weights = False  # heads: their own task's gradient (docs/methods.md, the head rule)
 
     hyperparameters = _projector_hyperparameters("DualProj")
 
