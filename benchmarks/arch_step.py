@@ -7,8 +7,9 @@ take the examples' CPU default ``--grad_method loop`` (T backward passes, each t
 what its own task's loss reaches: the per-task-gradient floor). ``--batched`` adds RGB with
 ``--grad_method auto`` (one batched backward, the CUDA default): every task's cotangent then
 traverses every task's branch (issue 23), which on many-branch architectures costs up to T
-times the floor in time and memory (CelebA's MTAN with 40 tasks at width 16, batch 16 needs
-more than 12 GB), so it is opt-in. After one warm-up step per case, ``--steps`` rounds time one
+times the floor in time and memory (CelebA's MTAN with 40 tasks at width 16, batch 16 was
+killed for memory on a machine with about 12 GB free), so it is opt-in. cityscapes3's generated
+"official" PNGs are 64 x 128 (profile_examples.py's default is the release's 1024 x 2048). After one warm-up step per case, ``--steps`` rounds time one
 step of every case in turn (interleaved, so load from other processes hits all cases alike).
 Printed (medians): each case's step in ms and over HPS's step with the same configuration
 (one run, same machine); RGB's per-task-gradient phase (``_get_grads``); RGB's step over EW's
