@@ -132,16 +132,19 @@ def test_mtan_matches_pooled_attention_to_each_stage_on_plain_and_dilated_encode
     assert [len(model.attention[t]) for t in TASKS] == [4, 4, 4] and len(model.transitions) == 3
 
 
-def test_ple_gates_read_each_stage_input_flattened():
+def test_ple_gates_read_each_level_input_flattened():
+    """LibMTL's five levels: the stem, then layer1 ... layer4, each with its gate."""
     torch.manual_seed(0)
     model = build("PLE")
     encoder = tiny_resnet()
+    levels = [nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool),
+              encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4]
     sizes, x = [], torch.zeros(2, *IMG)
-    for stage in encoder.stages:
+    for level in levels:
         sizes.append(x[0].numel())
-        x = stage(x)
+        x = level(x)
     assert [g.linear.in_features for g in model.gate_specific["seg"]] == sizes
-    assert [g.linear.out_features for g in model.gate_specific["seg"]] == [3] * 4  # 2 shared + 1 own
+    assert [g.linear.out_features for g in model.gate_specific["seg"]] == [3] * 5  # 2 shared + 1 own
 
 
 def test_cgc_counts_shared_and_task_experts():

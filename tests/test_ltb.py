@@ -38,7 +38,16 @@ def manual_forward(model, x, parents):
     return {task: model.decoders[task](features[t]) for t, task in enumerate(TASKS)}
 
 
-TREE = [[0, 0, 0], [0, 0, 2], [1, 1, 2]]  # TREE[s][t]: the column whose stage s feeds column t's stage s + 1
+TREE = [[0, 0, 0], [0, 0, 2], [1, 1, 2], [0, 1, 2]]  # TREE[s][t]: the column whose stage s feeds column t's stage s + 1
+
+
+def test_branches_before_each_of_layer1_to_layer4_as_libmtl():
+    """A column's stages are the stem, then layer1 ... layer4: one branching choice before each layer."""
+    model = build()
+    encoder = model.encoder["seg"]
+    assert model.num_stages == 5 and model.branch_logits.shape == (4, 3, 3)
+    assert list(model._columns[0][0]) == [encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool]
+    assert model._columns[0][1:] == [encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4]
 
 
 def test_eval_mode_runs_the_most_likely_tree():
@@ -57,7 +66,7 @@ def test_training_samples_one_parent_per_child_with_straight_through_gradients()
     torch.manual_seed(0)
     model = build().train()
     weights = model.branching_weights()
-    assert weights.shape == (3, 3, 3)
+    assert weights.shape == (4, 3, 3)
     assert torch.all((weights == 0) | (weights == 1)) and torch.all(weights.sum(-1) == 1)  # one-hot rows
     # equal logits: every parent gets picked sometimes
     picks = torch.stack([model.branching_weights().argmax(-1) for _ in range(200)])
@@ -85,12 +94,14 @@ def test_pruned_branches_get_no_gradient():
     def grad_norm(column, stage):
         return sum(float(p.grad.abs().sum()) for p in model._columns[column][stage].parameters() if p.grad is not None)
 
-    # TREE: stage 1 reads column 0's stage 0 only; stage 2 reads columns 0 and 2's stage 1;
-    # stage 3 reads columns 1 and 2's stage 2. Every other node is a pruned branch.
+    # TREE: stage 1 reads column 0's stage 0 (stem) only; stage 2 reads columns 0 and 2's stage 1;
+    # stage 3 reads columns 1 and 2's stage 2; stage 4 every column's stage 3. Every other node
+    # is a pruned branch.
     assert grad_norm(0, 0) > 0 and grad_norm(1, 0) == 0 and grad_norm(2, 0) == 0
     assert grad_norm(0, 1) > 0 and grad_norm(1, 1) == 0 and grad_norm(2, 1) > 0
     assert grad_norm(0, 2) == 0 and grad_norm(1, 2) > 0 and grad_norm(2, 2) > 0
-    assert all(grad_norm(t, 3) > 0 for t in range(3))  # every task's own last stage
+    assert all(grad_norm(t, 3) > 0 for t in range(3))
+    assert all(grad_norm(t, 4) > 0 for t in range(3))  # every task's own last stage
 
 
 def test_libmtl_schedule_warmup_then_decaying_temperature():
@@ -99,7 +110,7 @@ def test_libmtl_schedule_warmup_then_decaying_temperature():
     assert temperature(3, 40) == pytest.approx(40 / 20 / math.sqrt(4))
     model = build().train()
     model.epoch, model.epochs = 0, 200  # warm-up: every child averages all parents
-    torch.testing.assert_close(model.branching_weights(), torch.full((3, 3, 3), 1 / 3))
+    torch.testing.assert_close(model.branching_weights(), torch.full((4, 3, 3), 1 / 3))
 
 
 def test_trains_through_the_trainer_and_learns_the_logits_after_warmup():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from LibMTL_rgb.model import pretrained_weight_files, resnet_encoder
+from LibMTL_rgb.model import pretrained_weight_files, resnet_encoder, resnet_stages
 
 
 
@@ -27,6 +27,13 @@ def test_output_stride_and_stages(depth, dilated, stride):
         sizes.append(h.shape[-1])
     assert torch.equal(h, out)  # the stages in order are the forward pass
     assert sizes == ([16, 8, 4, 2] if not dilated else [16, 8, 8, 8])
+    # LibMTL's five levels (PLE, LTB): the stem apart, then layer1 ... layer4, the same forward pass
+    h = x
+    levels = resnet_stages(encoder, stem_apart=True)
+    for level in levels:
+        h = level(h)
+    assert len(levels) == 5 and list(levels[0]) == [encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool]
+    assert torch.equal(h, out)
 
 
 def test_dilated_basic_blocks_use_dilation_not_stride():

@@ -64,16 +64,17 @@ def probing(module: nn.Module) -> Iterator[None]:
 
 
 def probe_input(encoder: nn.Module, img_size: Optional[Sequence[int]], arch: str) -> Tensor:
-    """A zero batch of two samples to trace shapes: ``img_size`` when given, else a
-    ``DEFAULT_PROBE_SIDE``² image with the input channels of the encoder's first convolution."""
+    """A zero batch of two samples to trace shapes, on the encoder's device and in its dtype:
+    ``img_size`` when given, else a ``DEFAULT_PROBE_SIDE``² image with the input channels of the
+    encoder's first convolution."""
     param = next(encoder.parameters(), None)
-    device = param.device if param is not None else None
+    like = {"device": param.device, "dtype": param.dtype} if param is not None else {}
     if img_size is not None:
-        return torch.zeros(2, *require_img_size(img_size, arch), device=device)
+        return torch.zeros(2, *require_img_size(img_size, arch), **like)
     first_conv = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)
     if first_conv is None:
         raise TypeError(f"{arch} needs a convolutional encoder (found no nn.Conv2d in {type(encoder).__name__})")
-    return torch.zeros(2, first_conv.in_channels, DEFAULT_PROBE_SIDE, DEFAULT_PROBE_SIDE, device=device)
+    return torch.zeros(2, first_conv.in_channels, DEFAULT_PROBE_SIDE, DEFAULT_PROBE_SIDE, **like)
 
 
 def architecture_name(model: nn.Module) -> str:

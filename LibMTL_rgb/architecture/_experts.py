@@ -1,6 +1,7 @@
 """Mixture-of-experts machinery shared by MMoE, CGC, PLE and DSelect_k.
 
-One *expert* is an ``encoder_class()`` instance (for PLE: its stages, one per level). At every
+One *expert* is an ``encoder_class()`` instance (for PLE: its stages, one per level; a ResNet's
+five levels are LibMTL's: the stem, then layer1 ... layer4). At every
 level each task mixes the outputs of the shared experts and of its own experts with a gate that
 reads the task's input to that level, flattened (LibMTL's design, hence ``--img_size``):
 
@@ -104,7 +105,7 @@ class GatedExperts(AbsArchitecture):
         encoder = self.encoder_class()
         if not self.multi_level:
             return nn.ModuleList([encoder])
-        return nn.ModuleList(encoder_stages(encoder, architecture_name(self)))
+        return nn.ModuleList(encoder_stages(encoder, architecture_name(self), stem_apart=True))
 
     def _gate_input_sizes(self) -> list[int]:
         """Flattened per-sample size of every level's input, traced through a shared expert."""
@@ -113,7 +114,7 @@ class GatedExperts(AbsArchitecture):
             return sizes
         expert = self.experts_shared[0]
         param = next(expert.parameters(), None)
-        x = torch.zeros(2, *self.img_size, device=None if param is None else param.device)
+        x = torch.zeros(2, *self.img_size, **({} if param is None else {"device": param.device, "dtype": param.dtype}))
         with probing(expert):
             for level in expert[:-1]:
                 x = level(x)

@@ -1,4 +1,4 @@
-"""Stage-by-stage access to ResNet-like encoders (MTAN, Cross_stitch, PLE)."""
+"""Stage-by-stage access to ResNet-like encoders (MTAN, Cross_stitch, PLE, LTB)."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -7,14 +7,19 @@ import torch.nn as nn
 RESNET_ATTRIBUTES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
-def encoder_stages(encoder: nn.Module, arch: str) -> list[nn.Module]:
+def encoder_stages(encoder: nn.Module, arch: str, stem_apart: bool = False) -> list[nn.Module]:
     """The encoder's stages, in order: ``encoder.stages`` (e.g. ``resnet_encoder``), else the
     stages of a torchvision-style ResNet (``conv1`` ... ``layer4``).
+
+    ``stem_apart`` (PLE, LTB: LibMTL's five levels): a ResNet's stem is a stage of its own
+    (:func:`~LibMTL_rgb.model.resnet.resnet_stages`), whether or not the encoder has ``stages``;
+    an encoder without ResNet attributes (e.g. SegNet) gives its ``stages`` as they are.
 
     Raises ``TypeError`` when the encoder has neither, and ``ValueError`` when some of its
     parameters are in no stage (the architecture runs only the stages, so they would be unused).
     """
-    stages = getattr(encoder, "stages", None)
+    has_resnet_attributes = all(hasattr(encoder, name) for name in RESNET_ATTRIBUTES)
+    stages = None if stem_apart and has_resnet_attributes else getattr(encoder, "stages", None)
     if stages is None:
         missing = [name for name in RESNET_ATTRIBUTES if not hasattr(encoder, name)]
         if missing:
@@ -26,7 +31,7 @@ def encoder_stages(encoder: nn.Module, arch: str) -> list[nn.Module]:
             )
         from LibMTL_rgb.model.resnet import resnet_stages  # torchvision: only for such encoders
 
-        stages = resnet_stages(encoder)
+        stages = resnet_stages(encoder, stem_apart=stem_apart)
     stages = list(stages)
     if not stages:
         raise ValueError(f"{arch}: the encoder has no stages")
@@ -50,15 +55,16 @@ def split_last(stage: nn.Module) -> tuple[nn.Module, nn.Module]:
     return stage, nn.Identity()
 
 
-def build_task_columns(arch: nn.Module, name: str, why: str) -> list[list[nn.Module]]:
+def build_task_columns(arch: nn.Module, name: str, why: str, stem_apart: bool = False) -> list[list[nn.Module]]:
     """One copy of the encoder per task (a *column*), as ``arch.encoder`` (a ``ModuleDict`` by
-    task), and each column's stage views in task order (kept out of the module tree).
-    ``multi_input=True`` is refused with ``why`` (the columns read one shared input)."""
+    task), and each column's stage views in task order (kept out of the module tree; ``stem_apart``
+    as :func:`encoder_stages`). ``multi_input=True`` is refused with ``why`` (the columns read one
+    shared input)."""
     if arch.multi_input:
         raise ValueError(f"{name} {why}, so all tasks must read the same input: multi_input=True is not "
                          "supported (use HPS, MTAN, MMoE, CGC, PLE or DSelect_k)")
     arch.encoder = nn.ModuleDict({task: arch.encoder_class() for task in arch.task_name})
-    return [encoder_stages(arch.encoder[task], name) for task in arch.task_name]
+    return [encoder_stages(arch.encoder[task], name, stem_apart) for task in arch.task_name]
 
 
 def decode_columns(arch: nn.Module, features: list, tasks) -> dict:

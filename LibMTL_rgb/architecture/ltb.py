@@ -40,8 +40,9 @@ def temperature(epoch: Optional[int], epochs: Optional[int]) -> float:
 class LTB(AbsArchitecture):
     r"""Learning to Branch on a ResNet-like encoder with S stages.
 
-    Every task has its own copy of the encoder (a column of S stages). The first stage of
-    each column reads the input; stage ``s ≥ 1`` of column ``t`` reads the output of ONE
+    Every task has its own copy of the encoder (a column of S stages; a ResNet's are LibMTL's
+    five: the stem, then layer1 ... layer4, so the tree branches before each of layer1 ... layer4).
+    The first stage of each column reads the input; stage ``s ≥ 1`` of column ``t`` reads the output of ONE
     parent among the T columns' stages ``s − 1``, chosen by a hard Gumbel-softmax sample
     over learnable logits ``branch_logits[s − 1, t, :]``: the forward pass uses a one-hot
     choice, the backward pass the softmax's gradient (straight-through), so the tree
@@ -64,7 +65,8 @@ class LTB(AbsArchitecture):
 
     def __init__(self, task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs):
         super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs)
-        self._columns = build_task_columns(self, "LTB", "branches one network whose columns read the same input")
+        self._columns = build_task_columns(self, "LTB", "branches one network whose columns read the same input",
+                                           stem_apart=True)
         self.num_stages = len(self._columns[0])
         if self.num_stages < 2:
             raise ValueError("LTB needs an encoder with at least two stages to branch between")

@@ -15,33 +15,48 @@ from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
-
-
-def attention_mask(in_channels: int, out_channels: int) -> nn.Sequential:
-    """A task's soft attention mask ``a = σ(BN(conv1x1(ReLU(BN(conv1x1(x))))))`` in (0, 1)."""
-    hidden = max(1, out_channels // 4)
+def attention_mask(in_channels: int, hidden_channels: int, out_channels: int) -> nn.Sequential:
+    """A task's soft attention mask (the paper's ``g``, Eq. 1), in (0, 1):
+    ``a = σ(BN(conv1x1(ReLU(BN(conv1x1(x))))))``, the authors' and LibMTL's layout."""
     return nn.Sequential(
-        *_conv_bn_relu(in_channels, hidden, 1),
-        nn.Conv2d(hidden, out_channels, kernel_size=1),
+        nn.Conv2d(in_channels, hidden_channels, kernel_size=1),
+        nn.BatchNorm2d(hidden_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden_channels, out_channels, kernel_size=1),
         nn.BatchNorm2d(out_channels),
         nn.Sigmoid(),
     )
 
 
-def feature_transition(in_channels: int, out_channels: int) -> nn.Sequential:
-    """The paper's shared ``f``: maps attended features to the next stage's channels
-    (a 1x1-3x3-1x1 bottleneck)."""
-    hidden = max(1, out_channels // 4)
+def block_expansion(stage_last: nn.Module) -> int:
+    """Channel expansion of a stage's last block: ``expansion`` of a ResNet block (Bottleneck: 4,
+    BasicBlock: 1), 1 for anything else (e.g. a SegNet block)."""
+    return int(getattr(stage_last, "expansion", 1))
+
+
+def is_residual_block(module: nn.Module) -> bool:
+    """A torchvision-style ResNet block (``BasicBlock``/``Bottleneck``: ``expansion`` and ``downsample``)."""
+    return hasattr(module, "expansion") and hasattr(module, "downsample")
+
+
+def feature_transition(in_channels: int, out_channels: int, stage_last: nn.Module) -> nn.Module:
+    """The paper's shared ``f`` between two stages: maps attended features to the next stage's
+    channels.
+
+    After a ResNet stage it is a block of the stage's own type with a 1x1 convolution + BN as its
+    residual (downsample) branch, ``block(in, out / expansion, downsample)`` — LibMTL's and the
+    authors' ResNet MTAN; after any other stage (e.g. SegNet) it is a 3x3 convolution + BN + ReLU,
+    the authors' SegNet MTAN.
+    """
+    if is_residual_block(stage_last):
+        downsample = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        return type(stage_last)(in_channels, out_channels // block_expansion(stage_last), downsample=downsample)
     return nn.Sequential(
-        *_conv_bn_relu(in_channels, hidden, 1),
-        *_conv_bn_relu(hidden, hidden, 3),
-        *_conv_bn_relu(hidden, out_channels, 1),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -64,6 +79,12 @@ class MTAN(AbsArchitecture):
     next stage's size) into the next stage's mask. Each task's decoder reads its attended
     last-stage feature.
 
+    Modules as LibMTL main and the authors' code build them: every task has its own masks (one
+    module per task and stage: 1x1 conv, BN, ReLU, 1x1 conv, BN, sigmoid, with ``C / expansion``
+    hidden channels for a stage of ``C`` channels); on a ResNet, ``f`` is a residual block of the
+    encoder's type with a 1x1 convolution on its residual branch (:func:`feature_transition`), so
+    the parameter counts are LibMTL main's (e.g. 19,137,216 on a dilated ResNet-18 for three tasks).
+
     Shared parameters (``get_share_params``): the encoder and the transitions ``f`` — exactly
     the parameters that more than one task's loss reaches. Task parameters: the attention
     masks and the decoders.
@@ -84,11 +105,14 @@ class MTAN(AbsArchitecture):
         self._stage_parts = [split_last(stage) for stage in encoder_stages(self.encoder, "MTAN")]
         body_channels, out_channels = self._probe_channels(kwargs.get("img_size"))
         mask_inputs = [body_channels[0]] + [b + o for b, o in zip(body_channels[1:], out_channels[1:])]
-        self.attention = nn.ModuleDict(
-            {task: nn.ModuleList([attention_mask(i, o) for i, o in zip(mask_inputs, out_channels)]) for task in self.task_name}
-        )
+        lasts = [last for _, last in self._stage_parts]
+        hidden = [max(1, o // block_expansion(last)) for o, last in zip(out_channels, lasts)]
+        self.attention = nn.ModuleDict({
+            task: nn.ModuleList([attention_mask(i, h, o) for i, h, o in zip(mask_inputs, hidden, out_channels)])
+            for task in self.task_name
+        })
         self.transitions = nn.ModuleList(
-            [feature_transition(out_channels[s], out_channels[s + 1]) for s in range(len(out_channels) - 1)]
+            [feature_transition(out_channels[s], out_channels[s + 1], lasts[s]) for s in range(len(out_channels) - 1)]
         )
 
     def _probe_channels(self, img_size: Optional[Sequence[int]]) -> tuple[list[int], list[int]]:

@@ -10,10 +10,10 @@ class PLE(CGC):
     """Progressive Layered Extraction (Tang et al., RecSys 2020): CGC stacked over the
     encoder's stages.
 
-    Every expert is an encoder split into its stages (ResNet: stem + layer1, layer2, layer3,
-    layer4). At stage ``l`` each task applies the stage-``l`` parts of the shared experts and of
-    its own experts to its current representation and mixes them with its gate on that
-    representation, flattened. As in LibMTL, the shared experts run on each task's
+    Every expert is an encoder split into its stages (ResNet: LibMTL's five extraction levels,
+    the stem, layer1, layer2, layer3, layer4). At level ``l`` each task applies the level-``l``
+    parts of the shared experts and of its own experts to its current representation and mixes
+    them with its gate on that representation, flattened. As in LibMTL, the shared experts run on each task's
     representation and there is no separate shared gate (the paper's shared path), so tasks
     interact only through the shared experts' weights.
 

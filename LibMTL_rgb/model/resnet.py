@@ -4,7 +4,7 @@
 8) of MTAN / LibMTL / ConsMTL for NYUv2 and Cityscapes. The encoder keeps torchvision's module
 names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so torchvision ImageNet checkpoints load
 as they are, and exposes ``stages`` (stem + layer1, layer2, layer3, layer4) for architectures
-that work stage by stage (MTAN, Cross_stitch).
+that work stage by stage (MTAN, Cross_stitch; PLE and LTB put the stem apart, see :func:`resnet_stages`).
 
 LibMTL's factories are here under LibMTL's names and signatures (``resnet18`` ...
 ``resnet152``, ``resnext50_32x4d``, ``resnext101_32x8d``, ``wide_resnet50_2``,
@@ -115,13 +115,20 @@ class ResNetEncoder(nn.Module):
     forward = HeadlessResNet.forward
 
 
-def resnet_stages(resnet: nn.Module) -> nn.ModuleList:
-    """The four stages of a torchvision-style ResNet (``conv1``, ``bn1``, ``relu``, ``maxpool``,
-    ``layer1`` ... ``layer4``) as ``nn.Sequential`` containers of its own modules: stage 0 is the stem
-    followed by layer1's blocks, stages 1-3 are layer2-layer4. Applying them in order is the
-    ResNet's forward without its head; each stage's last child is its last residual block."""
+def resnet_stages(resnet: nn.Module, stem_apart: bool = False) -> nn.ModuleList:
+    """The stages of a torchvision-style ResNet (``conv1``, ``bn1``, ``relu``, ``maxpool``,
+    ``layer1`` ... ``layer4``) as ``nn.Sequential`` containers of its own modules.
+
+    By default four: stage 0 is the stem followed by layer1's blocks, stages 1-3 are
+    layer2-layer4 (MTAN's and Cross_stitch's stages, as LibMTL). With ``stem_apart`` five: the
+    stem (``conv1``, ``bn1``, ``relu``, ``maxpool``) is a stage of its own, followed by
+    layer1-layer4 (LibMTL's five levels of PLE and LTB). Applying them in order is the ResNet's
+    forward without its head; a layer's last child is its last residual block."""
     stem = [resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool]
-    return nn.ModuleList([nn.Sequential(*stem, *resnet.layer1), resnet.layer2, resnet.layer3, resnet.layer4])
+    layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+    if stem_apart:
+        return nn.ModuleList([nn.Sequential(*stem), *layers])
+    return nn.ModuleList([nn.Sequential(*stem, *resnet.layer1), *layers[1:]])
 
 
 def _out_channels(layer: nn.Sequential) -> int:

@@ -1,6 +1,9 @@
 """CelebA, 40 binary attributes (paper Table 3 right, Table 7): FAMO's conv encoder + one logit
 head per attribute, binary cross-entropy, per-attribute F1. Defaults are the paper's setting
-(RGB K=50; FAMO's training: Adam 3e-4, batch 256, 15 epochs, 64×64 images)."""
+(RGB K=50; FAMO's training: Adam 3e-4, batch 256, 15 epochs, 64×64 images). With 40 tasks,
+--arch MTAN, PLE, Cross_stitch and LTB cost 12-17 times HPS's step with EW and about 20-27 times
+with RGB (40 per-task backward passes through every branch; minutes per step on a CPU at these
+sizes): see README.md, "What the architectures cost with 40 tasks"."""
 from __future__ import annotations
 
 import argparse
