@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import traceback
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb import distributed
+from LibMTL_rgb.checkpoint import LAST_CHECKPOINT
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb_examples.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
@@ -108,18 +111,54 @@ def refuse_archs(parser: argparse.ArgumentParser, unsupported: Mapping[str, str]
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
     """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
     test``: evaluate ``--load_path``. Errors the user can act on end the run with one line
-    (``run_errors.py``). A torchrun process group is closed at the end."""
+    (``run_errors.py``). A torchrun process group is closed at the end; after an error on one
+    rank, without waiting for the others (they stop within seconds), the error printed once,
+    with its rank and how to continue (:func:`_report_rank_failure`)."""
+    failed = True
     try:
         with one_line_errors(trainer.save_path):
             if params.mode == "train":
                 check_batchnorm_batch(trainer.model, params.bs)
                 if getattr(params, "resume", None):  # every process loads the checkpoint
-                    print(f"Resuming after epoch {trainer.resume(params.resume) - 1} from {params.resume}")
+                    start = trainer.resume(params.resume)
+                    print(f"Resuming after epoch {start - 1} from {params.resume}")
+                    # the loaders' first epoch (until the Trainer calls the on_load_checkpoint hook itself)
+                    trainer.distributed.start_epoch = start
                 trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
             else:
                 trainer.test(test_loader, epoch=None, mode="test")
+        failed = False
+    except BaseException as error:
+        if distributed.world_size() > 1:
+            _report_rank_failure(error, trainer.save_path)
+        raise
     finally:
-        distributed.teardown()
+        distributed.teardown(failed=failed)
+
+
+def _report_rank_failure(error: BaseException, save_path: Optional[str]) -> None:
+    """Under torchrun: the rank whose error ended the run says so once, with its rank and the
+    ``--resume`` hint, and exits 1; a rank whose collective failed because another rank left
+    exits 1 silently (that rank reports). Unexpected errors keep their traceback."""
+    where = f"rank {distributed.rank()} of {distributed.world_size()}"
+    saved = save_path and os.path.isfile(os.path.join(save_path, LAST_CHECKPOINT))
+    hint = f"continue with --resume {save_path}" if saved else "no finished epoch was saved"
+    if distributed.is_peer_failure(error):
+        raise SystemExit(1) from None
+    if isinstance(error, SystemExit):
+        if error.code in (0, None) or not isinstance(error.code, str):
+            return
+        sys.stderr.write(f"{error.code} [{where}]; {hint}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+    traceback.print_exception(error, file=sys.stderr)
+    sys.stderr.write(f"{_program_name()}: error on {where}: {type(error).__name__}: {error}; {hint}\n")
+    sys.stderr.flush()
+    raise SystemExit(1) from None
+
+
+def _program_name() -> str:
+    return os.path.basename(sys.argv[0]) or "main.py"
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

@@ -139,6 +139,7 @@ def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Tra
     """A float64 Trainer for ``case`` (same initial weights for the same seed)."""
     torch.manual_seed(SEED)
     np.random.seed(SEED)
+    extra.setdefault("seed", SEED)  # weightings' draws from the stream every rank shares (RLW, PCGrad...)
     arch_args = {"img_size": [IN_FEATURES], "num_experts": [2]} if case.arch == "MMoE" else {}
     decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
     return trainer_class(
