@@ -130,18 +130,25 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
         failed = False
     except BaseException as error:
         if distributed.world_size() > 1:
-            _report_rank_failure(error, trainer.save_path)
+            _report_rank_failure(error, trainer.save_path, _finished_an_epoch(trainer))
         raise
     finally:
         distributed.teardown(failed=failed)
 
 
-def _report_rank_failure(error: BaseException, save_path: Optional[str]) -> None:
+def _finished_an_epoch(trainer) -> bool:
+    """Whether every rank finished an epoch of this run before the error (rank 0 then saves it,
+    perhaps after this rank failed, so its last.pt may not exist yet)."""
+    epoch = getattr(trainer.model, "epoch", None)
+    return epoch is not None and int(epoch) > int(getattr(trainer, "start_epoch", 0))
+
+
+def _report_rank_failure(error: BaseException, save_path: Optional[str], finished_an_epoch: bool) -> None:
     """Under torchrun: the rank whose error ended the run says so once, with its rank and the
     ``--resume`` hint, and exits 1; a rank whose collective failed because another rank left
     exits 1 silently (that rank reports). Unexpected errors keep their traceback."""
     where = f"rank {distributed.rank()} of {distributed.world_size()}"
-    saved = save_path and os.path.isfile(os.path.join(save_path, LAST_CHECKPOINT))
+    saved = save_path and (finished_an_epoch or os.path.isfile(os.path.join(save_path, LAST_CHECKPOINT)))
     hint = f"continue with --resume {save_path}" if saved else "no finished epoch was saved"
     if distributed.is_peer_failure(error):
         raise SystemExit(1) from None

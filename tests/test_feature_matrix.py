@@ -38,11 +38,12 @@ from test_example_qm9 import make_qm9_root
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
 #: Runs the example's main.py with every sample read 50 ms later (argv[1]: the main.py).
-SLOW_READS = ("import runpy, sys, time\n"
+SLOW_READS = ("import os, runpy, sys, time\n"
               "from LibMTL_rgb.distributed import seeds\n"
               "read = seeds.SeededSamples.__getitem__\n"
               "seeds.SeededSamples.__getitem__ = lambda self, key: (time.sleep(0.05), read(self, key))[1]\n"
               "sys.argv = sys.argv[1:]\n"
+              "sys.path.insert(0, os.path.dirname(sys.argv[0]))\n"
               "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
@@ -186,7 +187,7 @@ def assert_same(a, b, where: str = "") -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES_MATRIX, ids=IDS)
 def test_kill_and_resume_at_default_workers_is_bit_identical(example, roots, tmp_path):
-    epochs = 3
+    epochs = 2
     flags = [*example.flags(roots[example.name]), "--bs", example.bs, "--seed", SEED]  # default --num_workers
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_in_process(example, [*flags, "--epochs", epochs, "--save_path", straight])
