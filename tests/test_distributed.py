@@ -145,6 +145,16 @@ def test_replica_check_finds_a_perturbed_parameter(runs):
         assert "differs between rank" in result["check_perturbed"]
 
 
+def test_a_shared_parameter_reached_on_one_rank_only_stays_identical_everywhere(runs):
+    """Rank 0's forward reaches a shared layer that rank 1's does not (``.grad`` None there):
+    every rank takes part in the same reductions (None counts as zeros), whether the
+    weighting writes the shared gradient from per-task gradients (MGDA) or backpropagates a
+    weighted loss (EW); ``--distributed_check`` compares the replicas after every step."""
+    _, ranks, _ = runs
+    for result in ranks:
+        assert result["partly_reached"] == {"MGDA": "identical", "EW": "identical"}
+
+
 def test_sync_bn_is_refused_on_cpu_with_the_reason(runs):
     _, ranks, _ = runs
     for result in ranks:
