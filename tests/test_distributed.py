@@ -343,3 +343,71 @@ def test_a_loader_outside_the_contract_is_refused_not_left_whole(tmp_path):
         assert sorted(float(x) for inputs, labels in sharded for x in inputs) == [float(i) for i in range(6)]
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ seeded loaders, the callback
+def test_seeded_shuffle_depends_on_seed_and_epoch_only_and_shards_cover_the_global_batches():
+    from LibMTL_rgb.distributed import SeededSampler
+
+    sampler = SeededSampler(10, True, seed=7)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    list(SeededSampler(10, True, seed=7))  # other draws in between change nothing
+    torch.rand(5)
+    again = SeededSampler(10, True, seed=7)
+    again.set_epoch(3)
+    assert list(again) == first and sorted(i for i, _ in first) == list(range(10))
+    assert all(epoch == 3 for _, epoch in first)
+    sampler.set_epoch(4)
+    assert [i for i, _ in sampler] != [i for i, _ in first]
+    shards = [again.shard(r, 2) for r in range(2)]
+    # batch k of 2 samples on each rank = batch k of 4 samples in one process
+    for k in range(2):
+        together = sorted(key for s in shards for key in list(s)[2 * k:2 * k + 2])
+        assert together == sorted(first[4 * k:4 * k + 4])
+
+
+def test_seeded_samples_draw_per_sample_and_leave_the_main_stream_alone():
+    from LibMTL_rgb.distributed import SeededSamples
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return float(torch.rand(())) + i
+
+    samples = SeededSamples(Noisy(), seed=1)
+    torch.manual_seed(0)
+    value = samples[(2, 5)]
+    after = torch.rand(())
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(()), after)  # the read drew nothing from the main stream
+    assert samples[(2, 5)] == value and samples[(2, 6)] != value and samples[(1, 5)] != value - 1
+
+
+def test_distributed_run_is_a_callback_whose_epoch_hooks_seed_the_loaders():
+    from LibMTL_rgb.callbacks import Callback
+    from LibMTL_rgb.distributed import DistributedRun, seeded_loader
+    from LibMTL_rgb_examples.task_columns import TaskColumnLoader
+
+    run = DistributedRun(torch.device("cpu"))
+    assert isinstance(run, Callback)
+    data = [(torch.tensor([float(i)]), torch.tensor([float(i), 0.0])) for i in range(8)]
+    loader = TaskColumnLoader(seeded_loader(data, 4, True, seed=0), ["a", "b"])
+
+    class Trainer:  # what the hooks read
+        start_epoch = 2
+
+    def order() -> list:
+        return [float(x) for inputs, _ in loader for x in inputs]
+
+    assert run.transform_loaders(Trainer(), loader, train=True) is loader  # one process: unchanged
+    assert loader.wrapped_loader.sampler.epoch == 2
+    at_two = order()
+    run.on_train_epoch_start(Trainer(), 3)
+    assert loader.wrapped_loader.sampler.epoch == 3 and order() != at_two
+    run.on_train_epoch_start(Trainer(), 2)
+    assert order() == at_two
+    losses = torch.tensor([1.0, 2.0])
+    assert run.transform_losses(Trainer(), losses) is losses

@@ -34,7 +34,8 @@ streams), ``run`` (``DistributedRun``, a ``Callback`` on the Trainer's step prot
 from LibMTL_rgb.distributed.accumulators import accumulator_names, interleave_batches, reduce_accumulator, reduce_meter
 from LibMTL_rgb.distributed.collectives import (BUCKET_BYTES, COUNTER, CommunicationCounter, PendingMean,
                                                 broadcast_model, parameter_buckets, start_mean)
-from LibMTL_rgb.distributed.data import LOADER_CONTRACT, StridedBatches, set_epoch, shard_loader, shard_loaders, wrapped_loader
+from LibMTL_rgb.distributed.data import (LOADER_CONTRACT, StridedBatches, set_epoch, shard_loader, shard_loaders,
+                                         wrapped_loader)
 from LibMTL_rgb.distributed.gradients import (average_norm_statistics, average_remaining_grads, global_losses,
                                               mark_shared_grads_written, mean_task_grads, reached_on_any_rank,
                                               start_task_grad_mean)
@@ -43,7 +44,8 @@ from LibMTL_rgb.distributed.process_group import (TORCHRUN_VARIABLES, add_distri
                                                   is_peer_failure, launched_by_torchrun, rank, shared_seed, silence_non_main_stdout,
                                                   teardown, world_size)
 from LibMTL_rgb.distributed.replicas import check_replicas, state_digests
-from LibMTL_rgb.distributed.seeds import SeededSampler, SeededSamples, SharedStream, derive_seed, seed_process, seeded_loader
+from LibMTL_rgb.distributed.seeds import (SeededSampler, SeededSamples, SharedStream, derive_seed, seed_process,
+                                          seeded_loader)
 from LibMTL_rgb.distributed.run import DistributedRun, convert_sync_batchnorm
 
 __all__ = [

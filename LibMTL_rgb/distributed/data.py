@@ -103,6 +103,6 @@ def set_epoch(dataloaders: Any, epoch: int) -> None:
             inner = wrapped_loader(loader)
         except TypeError:
             continue
-        sampler = getattr(inner, "sampler", None)
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(epoch)
+        set_sampler_epoch = getattr(getattr(inner, "sampler", None), "set_epoch", None)
+        if callable(set_sampler_epoch):
+            set_sampler_epoch(epoch)

@@ -61,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     device, kwargs, optim_param, scheduler_param = example_runner.setup_run(params)
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
-    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), params.eval_bs, False, params.num_workers, device, params.seed)
+    test_loader = dense_loader(nyu_split(params.dataset_path, "val", img_size), params.eval_bs, False, params.num_workers,
+                               device, params.seed)
     train_loader = None
     if params.mode == "train":
         train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug)

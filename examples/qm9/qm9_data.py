@@ -194,7 +194,8 @@ def _graphs_and_targets(batch) -> tuple:
 
 
 def qm9_loaders(splits: QM9Splits, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool,
-                task_name: Optional[Sequence[str]] = None, seed: int = 0) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
+                task_name: Optional[Sequence[str]] = None,
+                seed: int = 0) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
     """``(train, val, test)`` loaders yielding ``(PyG batch, {task: [B, 1] standardised target})``;
     ``task_name``: one per target column (default: LibMTL's, the column indices); the shuffle
     depends on ``(seed, epoch)`` only (``distributed.seeded_loader``)."""
