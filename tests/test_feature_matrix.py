@@ -6,7 +6,11 @@ fixtures (the builders of ``test_example_*.py``) × each feature, through its ``
     result is exact (no BatchNorm: QM9) it equals one process on the global batch;
 (b) a run SIGKILLed during epoch 2, then ``--resume``, at the example's default
     ``--num_workers`` (2; CelebA 4) with augmentation: bit-identical to the uninterrupted run;
-(c) ``--nonfinite skip`` with a NaN batch: as the same run without that batch.
+(c) ``--nonfinite skip`` with a NaN batch: as the same run without that batch (NYUv2 and
+    Cityscapes, whose ``.npy`` images can hold a NaN; a CelebA JPEG or ±1 label cannot, and
+    QM9's row is left to the non-finite guard's own tests).
+
+The toy example has no data to shard, seed or skip (its own resume: ``test_toy_resume.py``).
 
 Single-process runs call ``main()`` in this process; torchrun and the killed run are
 subprocesses. The killed run's samples are read 50 ms slower (``SLOW_READS``), so the kill

@@ -148,6 +148,7 @@ class DistributedRun(Callback):
         ``(seed, epoch)``."""
         for loaders in self._train_loaders + ([dataloaders] if dataloaders is not None else []):
             set_epoch(loaders, epoch)
+        self._shared.leave()
         if self._seed is not None:
             seed_process(derive_seed(self._seed, MAIN_STREAM, epoch, rank()))
             self._shared.reset(self._seed, epoch)

@@ -3,9 +3,9 @@ has drawn so far, so a resumed process (``--resume``), a DataLoader worker, and 
 ``torchrun`` run draw what an uninterrupted run draws.
 
 - :class:`SeededSampler` / :class:`SeededSamples` / :func:`seeded_loader`: the shuffle of epoch
-  ``e`` is a function of ``(seed, e)``; each sample is read with torch, numpy and ``random``
-  seeded from ``(seed, e, index)``, so an augmentation draws the same numbers for a sample
-  whichever worker, rank or process reads it (persistent workers included).
+  ``e`` is a function of ``(seed, e)``; each sample is read with its generators seeded from
+  ``(seed, e, index)``, so an augmentation draws the same numbers for a sample whichever
+  worker, rank or process reads it (persistent workers included).
 - :func:`seed_process` and :class:`SharedStream`: per-rank seeds for dropout (as Lightning's
   ``seed_everything`` with rank offsets), and one stream, identical on every rank, for the
   random draws of a weighting (PCGrad's order, RLW's weights, GradDrop's mask).
@@ -27,16 +27,35 @@ __all__ = ["derive_seed", "seed_process", "SeededSampler", "SeededSamples", "see
 MAIN_STREAM, SHARED_STREAM, SHUFFLE_STREAM, SAMPLE_STREAM, GENERATOR_STREAM = range(5)
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def derive_seed(seed: int, *keys: int) -> int:
-    """A 31-bit seed from ``seed`` and ``keys`` (numpy's ``SeedSequence`` hash: well mixed,
-    identical on every platform and process)."""
-    words = [int(seed) % 2**32, *(int(k) % 2**32 for k in keys)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint32)[0] >> 1)
+    """A 31-bit seed from ``seed`` and ``keys``: each word folded in by SplitMix64's mixing
+    function (well mixed, cheap enough to run per sample, identical on every platform)."""
+    state = int(seed) & _MASK64
+    for key in keys:
+        state = _splitmix64((state ^ (int(key) & _MASK64)) + 0x9E3779B97F4A7C15)
+    return _splitmix64(state) >> 33
+
+
+def _splitmix64(value: int) -> int:
+    value &= _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
 
 
 def seed_process(seed: int) -> None:
     """Seed torch (CPU and every CUDA device), numpy and ``random`` with ``seed``."""
     torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _seed_sample(seed: int) -> None:
+    """Seed torch's CPU generator, numpy and ``random`` (what a sample's reading draws from)."""
+    torch.default_generator.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
 
@@ -85,10 +104,12 @@ class SeededSampler(Sampler):
 
 
 class SeededSamples(Dataset):
-    """``dataset`` read by ``(index, epoch)`` keys: torch, numpy and ``random`` are seeded from
-    ``(seed, epoch, index)`` before ``dataset[index]`` (in the main process, their states are
-    put back afterwards, so reading a sample leaves the training's random stream alone).
-    A plain integer index reads ``dataset[index]`` unseeded."""
+    """``dataset`` read by ``(index, epoch)`` keys, seeded from ``(seed, epoch, index)`` before
+    ``dataset[index]``: in a DataLoader worker torch, numpy and ``random``; in the main process
+    (``num_workers=0``) torch's CPU generator, whose state is put back afterwards, so reading a
+    sample leaves the training's random stream alone (an augmentation drawing from numpy or
+    ``random`` is then exact with workers only). A plain integer index reads
+    ``dataset[index]`` unseeded."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
@@ -102,16 +123,16 @@ class SeededSamples(Dataset):
             return self.dataset[key]
         index, epoch = key
         if get_worker_info() is not None:  # a worker: nothing else draws from its generators
-            seed_process(derive_seed(self.seed, SAMPLE_STREAM, epoch, index))
+            _seed_sample(derive_seed(self.seed, SAMPLE_STREAM, epoch, index))
             return self.dataset[index]
-        states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        # the main process (num_workers=0): torch's CPU generator only, its state put back after
+        # (saving numpy's and random's 624-word states per sample would cost more than most reads)
+        state = torch.get_rng_state()
         try:
-            seed_process(derive_seed(self.seed, SAMPLE_STREAM, epoch, index))
+            torch.default_generator.manual_seed(derive_seed(self.seed, SAMPLE_STREAM, epoch, index))
             return self.dataset[index]
         finally:
-            torch.set_rng_state(states[0])
-            np.random.set_state(states[1])
-            random.setstate(states[2])
+            torch.set_rng_state(state)
 
     def __getattr__(self, name: str) -> Any:  # the wrapped dataset's attributes (e.g. a PyG dataset's)
         if name in ("dataset", "seed"):
