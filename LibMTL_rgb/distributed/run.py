@@ -37,10 +37,10 @@ class DistributedRun(Callback):
     plain run draws LibMTL's single stream).
 
     Hooks: ``transform_loaders`` shards (``data.shard_loaders``) and sets the first epoch;
-    ``on_train_epoch_start`` sets the epoch of the samplers and, under torchrun, re-seeds this
-    rank's generators (and, with ``seed``, a single process's) from ``(seed, epoch, rank)``
-    (dropout differs per rank, as over one process's batch)
-    and the stream shared by every rank from ``(seed, epoch)``; ``transform_losses`` gives the
+    ``on_train_epoch_start`` sets the epoch of the samplers and, with a seed (always under
+    torchrun), re-seeds this rank's generators from ``(seed, epoch, rank)`` (dropout differs
+    per rank, as over one process's batch) and the stream shared by every rank from
+    ``(seed, epoch)``; ``transform_losses`` gives the
     global-batch loss values; ``on_before_backward`` enters the shared stream (a weighting's
     draws agree everywhere), ``on_after_backward`` leaves it and averages the remaining
     gradients; ``on_after_optimizer_step`` averages BatchNorm statistics (and checks replicas);
@@ -132,7 +132,7 @@ class DistributedRun(Callback):
         if train:
             if self.active and self._seed is None:
                 self._seed = shared_seed()
-            self._train_loaders.append(dataloaders)
+            self._train_loaders = [dataloaders]  # this train()'s loaders (set_epoch each epoch)
             set_epoch(dataloaders, start_epoch)
         if not self.active:
             return dataloaders
@@ -143,9 +143,9 @@ class DistributedRun(Callback):
         return sharded
 
     def begin_epoch(self, dataloaders: Any, epoch: int) -> None:
-        """(``on_train_epoch_start``) The epoch of every training loader seen; with a seed (always
-        under torchrun), this rank's generators from ``(seed, epoch, rank)`` and the shared stream from
-        ``(seed, epoch)``."""
+        """(``on_train_epoch_start``) The epoch of the training loaders; with a seed (always under
+        torchrun), this rank's generators from ``(seed, epoch, rank)`` and the shared stream
+        from ``(seed, epoch)``."""
         for loaders in self._train_loaders + ([dataloaders] if dataloaders is not None else []):
             set_epoch(loaders, epoch)
         self._shared.leave()
