@@ -123,7 +123,8 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
                     start = trainer.resume(params.resume)
                     print(f"Resuming after epoch {start - 1} from {params.resume}")
                     # the loaders' first epoch (until the Trainer calls the on_load_checkpoint hook itself)
-                    trainer.distributed.start_epoch = start
+                    if getattr(trainer, "distributed", None) is not None:
+                        trainer.distributed.start_epoch = start
                 trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
             else:
                 trainer.test(test_loader, epoch=None, mode="test")

@@ -37,10 +37,10 @@ class DistributedRun(Callback):
     plain run draws LibMTL's single stream).
 
     Hooks: ``transform_loaders`` shards (``data.shard_loaders``) and sets the first epoch;
-    ``on_train_epoch_start`` sets the epoch of the samplers and, with a seed (always under
-    torchrun), re-seeds this rank's generators from ``(seed, epoch, rank)`` (dropout differs
-    per rank, as over one process's batch) and the stream shared by every rank from
-    ``(seed, epoch)``; ``transform_losses`` gives the
+    ``on_train_epoch_start`` sets the epoch of the samplers and, under torchrun, re-seeds this
+    rank's generators from ``(seed, epoch, rank)`` (dropout differs per rank, as over one
+    process's batch); with a seed (always under torchrun) it re-derives the stream shared by
+    every rank from ``(seed, epoch)``; ``transform_losses`` gives the
     global-batch loss values; ``on_before_backward`` enters the shared stream (a weighting's
     draws agree everywhere), ``on_after_backward`` leaves it and averages the remaining
     gradients; ``on_after_optimizer_step`` averages BatchNorm statistics (and checks replicas);
@@ -143,15 +143,19 @@ class DistributedRun(Callback):
         return sharded
 
     def begin_epoch(self, dataloaders: Any, epoch: int) -> None:
-        """(``on_train_epoch_start``) The epoch of the training loaders; with a seed (always under
-        torchrun), this rank's generators from ``(seed, epoch, rank)`` and the shared stream
-        from ``(seed, epoch)``."""
+        """(``on_train_epoch_start``) The epoch of the training loaders; under torchrun, this
+        rank's generators from ``(seed, epoch, rank)``; with a seed (always under torchrun), the
+        shared stream from ``(seed, epoch)``. A single process's global stream is left alone
+        (``--resume`` restores it; re-seeding it would make a plain loader's iterator, which
+        draws from it when created, depend on when that happens)."""
         for loaders in self._train_loaders + ([dataloaders] if dataloaders is not None else []):
             set_epoch(loaders, epoch)
         self._shared.leave()
-        if self._seed is not None:
+        if self._seed is None:
+            return
+        if self.active:  # one process keeps its single stream, which a resume restores exactly
             seed_process(derive_seed(self._seed, MAIN_STREAM, epoch, rank()))
-            self._shared.reset(self._seed, epoch)
+        self._shared.reset(self._seed, epoch)
 
     def before_backward(self, losses: Tensor) -> Tensor:
         """(``transform_losses`` + ``on_before_backward``) Global loss values for the weighting,
