@@ -2,7 +2,7 @@
 
 ``train`` and ``test`` read top to bottom here and call named hooks on ``trainer.callbacks``;
 every feature beyond LibMTL's loop is a component on them: data parallel
-(``distributed_callback.py``), the non-finite guard (``nonfinite.py``), run logging and
+(``distributed/run.py``), the non-finite guard (``nonfinite.py``), run logging and
 diagnostics (``run_logger.py``), the run directory (``run_directory.py``), and any component a
 user passes (``callbacks=[...]``). Options are typed (``trainer_options.py``). LibMTL's surface
 (``process_preds``, ``_compute_loss``, ``forward4loss``, ``_process_data``...) stays.
@@ -22,7 +22,7 @@ from LibMTL_rgb.checkpoint import (
     check_compatible, check_same_config, grow_loss_buffer, load_model_state, read_model_weights, read_training_state,
     run_metadata,
 )
-from LibMTL_rgb.distributed_callback import DistributedCallback
+from LibMTL_rgb.distributed import DistributedRun
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
 from LibMTL_rgb.nonfinite import NonFiniteGuard
@@ -104,7 +104,7 @@ class Trainer(nn.Module):
             (checked against the methods' declared options and ranges), ``device``,
             ``base_result``, ``stl_task``, ``amp``, ``grad_method``, ``nonfinite``
             ('raise'/'skip'), ``command``, logging (``diagnostics``, ``diagnostics_every``,
-            ``tensorboard``, ``log_dir``), data parallel (``sync_bn``, ``distributed_check``),
+            ``tensorboard``, ``log_dir``), data parallel (``sync_bn``, ``distributed_check``, ``seed``),
             ``callbacks`` (components on the step protocol), ``overwrite``, ``run_config``.
     """
 
@@ -150,7 +150,7 @@ class Trainer(nn.Module):
         self.metadata = run_metadata(weighting, architecture, self.task_name, options.command)
 
         # the built-in components (data parallel, non-finite guard); the users' run after all built-in ones
-        self.distributed = DistributedCallback(self.device, options.sync_bn, options.distributed_check)
+        self.distributed = DistributedRun(self.device, options.sync_bn, options.distributed_check, options.seed)
         self.is_main_process = self.distributed.is_main
         self.nonfinite = NonFiniteGuard(options.nonfinite)
         users: list[Callback] = list(options.callbacks)

@@ -59,6 +59,10 @@ class TrainerOptions:
     # data parallel (docs/distributed.md)
     sync_bn: bool = False
     distributed_check: bool = False
+    #: Seed of the data-parallel streams (per-rank generators and the stream every rank shares,
+    #: derived from ``(seed, epoch, rank)``; docs/distributed.md). Default: rank 0's
+    #: ``torch.initial_seed()`` under torchrun, off in one process.
+    seed: Optional[int] = None
     #: Components on the step protocol (``callbacks.Callback``), called after the built-in ones.
     callbacks: list[Any] = field(default_factory=list)
     #: Replace the run in a ``save_path`` that holds one (else a fresh run there is refused).

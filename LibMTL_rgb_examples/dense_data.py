@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from LibMTL_rgb.distributed.seeds import seeded_loader
+
 from LibMTL_rgb_examples.dense_augment import DenseAugmentation, TargetKind, resize_sample, resize_target
 from LibMTL_rgb_examples.input_files import InputDataError, InvalidLabelError, check_class_labels, load_npy
 
@@ -160,16 +162,19 @@ def _numbered_npy(directory: str) -> list[str]:
     return sorted(names, key=lambda f: int(f[:-4]))
 
 
-def dense_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, device: torch.device) -> DataLoader:
+def dense_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, device: torch.device,
+                 seed: int = 0) -> DataLoader:
     """LibMTL's loaders: training shuffles and drops the last incomplete batch (BatchNorm
-    needs more than one sample), evaluation keeps every sample in order."""
+    needs more than one sample), evaluation keeps every sample in order. Shuffle and
+    augmentation depend on ``(seed, epoch, sample)`` only (``distributed.seeded_loader``): a
+    resumed run reads what an uninterrupted one reads, at any ``num_workers``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if train and len(dataset) < batch_size:
         raise InputDataError(f"the training split has {len(dataset)} samples, fewer than the batch size {batch_size} "
                              "(--bs): no full training batch")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+    return seeded_loader(dataset, batch_size, train, seed, drop_last=train, num_workers=num_workers,
+                         pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
 
 def add_resize_labels_arg(group: argparse._ActionsContainer) -> None:

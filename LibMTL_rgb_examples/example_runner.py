@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import traceback
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -12,6 +14,7 @@ import torch
 from LibMTL_rgb.checkpoint import CheckpointError, check_same_config, read_training_state
 from LibMTL_rgb.cli_checks import EXAMPLE_RANGES, check_example_flags, check_resume, declare_ranges
 from LibMTL_rgb import distributed
+from LibMTL_rgb.checkpoint import LAST_CHECKPOINT
 from LibMTL_rgb.config import make_parser, prepare_args
 from LibMTL_rgb_examples.input_files import install_input_error_hook
 from LibMTL_rgb.nonfinite import MODES as NONFINITE_MODES
@@ -155,7 +158,10 @@ def refuse_archs(parser: argparse.ArgumentParser, unsupported: Mapping[str, str]
 def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_loader=None) -> None:
     """``--mode train``: train (continuing ``--resume``'s run) and evaluate each epoch; ``--mode
     test``: evaluate ``--load_path``. Errors the user can act on end the run with one line
-    (``run_errors.py``). A torchrun process group is closed at the end."""
+    (``run_errors.py``). A torchrun process group is closed at the end; after an error on one
+    rank, without waiting for the others (they stop within seconds), the error printed once,
+    with its rank and how to continue (:func:`_report_rank_failure`)."""
+    failed = True
     try:
         with one_line_errors(trainer.save_path):
             if params.mode == "train":
@@ -165,8 +171,45 @@ def run(trainer, params: argparse.Namespace, train_loader, test_loader, val_load
                 trainer.train(train_loader, test_loader, params.epochs, val_dataloaders=val_loader)
             else:
                 trainer.test(test_loader, epoch=None, mode="test")
+        failed = False
+    except BaseException as error:
+        if distributed.world_size() > 1:
+            _report_rank_failure(error, trainer.save_path, _finished_an_epoch(trainer))
+        raise
     finally:
-        distributed.teardown()
+        distributed.teardown(failed=failed)
+
+
+def _finished_an_epoch(trainer) -> bool:
+    """Whether every rank finished an epoch of this run before the error (rank 0 then saves it,
+    perhaps after this rank failed, so its last.pt may not exist yet)."""
+    epoch = getattr(trainer.model, "epoch", None)
+    return epoch is not None and int(epoch) > int(getattr(trainer, "start_epoch", 0))
+
+
+def _report_rank_failure(error: BaseException, save_path: Optional[str], finished_an_epoch: bool) -> None:
+    """Under torchrun: the rank whose error ended the run says so once, with its rank and the
+    ``--resume`` hint, and exits 1; a rank whose collective failed because another rank left
+    exits 1 silently (that rank reports). Unexpected errors keep their traceback."""
+    where = f"rank {distributed.rank()} of {distributed.world_size()}"
+    saved = save_path and (finished_an_epoch or os.path.isfile(os.path.join(save_path, LAST_CHECKPOINT)))
+    hint = f"continue with --resume {save_path}" if saved else "no finished epoch was saved"
+    if distributed.is_peer_failure(error):
+        raise SystemExit(1) from None
+    if isinstance(error, SystemExit):
+        if error.code in (0, None) or not isinstance(error.code, str):
+            return
+        sys.stderr.write(f"{error.code} [{where}]; {hint}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+    traceback.print_exception(error, file=sys.stderr)
+    sys.stderr.write(f"{_program_name()}: error on {where}: {type(error).__name__}: {error}; {hint}\n")
+    sys.stderr.flush()
+    raise SystemExit(1) from None
+
+
+def _program_name() -> str:
+    return os.path.basename(sys.argv[0]) or "main.py"
 
 
 def require_dataset(name: str, root: Optional[str], required: Sequence[str], how_to_get: str) -> str:

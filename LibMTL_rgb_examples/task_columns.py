@@ -51,3 +51,12 @@ class TaskColumnLoader:
         for batch in self.loader:
             inputs, matrix = self.unpack(batch)
             yield inputs, split_task_columns(matrix, self.task_name)
+
+    @property
+    def wrapped_loader(self) -> Iterable:
+        """The loader this one wraps (the loader contract, ``LibMTL_rgb.distributed.data``)."""
+        return self.loader
+
+    def with_loader(self, loader: Iterable) -> "TaskColumnLoader":
+        """The same column split around ``loader`` (e.g. one process's shard of it)."""
+        return TaskColumnLoader(loader, self.task_name, self.unpack)

@@ -140,6 +140,7 @@ def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Tra
     """A float64 Trainer for ``case`` (same initial weights for the same seed)."""
     torch.manual_seed(SEED)
     np.random.seed(SEED)
+    extra.setdefault("seed", SEED)  # weightings' draws from the stream every rank shares (RLW, PCGrad...)
     arch_args = {"img_size": [IN_FEATURES], "num_experts": [2]} if case.arch == "MMoE" else {}
     decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
     return trainer_class(
@@ -230,9 +231,39 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
         except ValueError as err:
             results["sync_bn_cpu"] = str(err)
         results["amp"] = amp_case(world)
+        results["partly_reached"] = {weighting: partly_reached_case(weighting) for weighting in ("MGDA", "EW")}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+class RankZeroBranch(nn.Module):
+    """An encoder with a shared layer that only rank 0's forward passes reach (as a
+    data-dependent branch or a mixture-of-experts route reaches it on some ranks only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = encoder()
+        self.branch = nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = self.body(x)
+        return h + self.branch(h) if distributed.rank() == 0 else h
+
+
+def partly_reached_case(weighting: str) -> str:
+    """Two epochs with the replicas compared after every step: 'identical' or the difference."""
+    torch.manual_seed(SEED)
+    trainer = Trainer(task_dict(), weighting, "HPS", RankZeroBranch, nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}),
+                      False, False, {"optim": "adam", "lr": 0.05}, device="cpu", grad_method="loop",
+                      distributed_check=True, seed=SEED)
+    train, test = loaders(SINGLE_BS // 2)
+    before = trainer.model.encoder.branch.weight.detach().clone()
+    try:
+        trainer.train(train, test, 2)
+    except RuntimeError as err:
+        return str(err)
+    return "identical" if not torch.equal(before, trainer.model.encoder.branch.weight) else "branch not trained"
 
 
 AMP_CASE = Case("RGB", weight_args={"rgb_steps": 5})

@@ -145,6 +145,16 @@ def test_replica_check_finds_a_perturbed_parameter(runs):
         assert "differs between rank" in result["check_perturbed"]
 
 
+def test_a_shared_parameter_reached_on_one_rank_only_stays_identical_everywhere(runs):
+    """Rank 0's forward reaches a shared layer that rank 1's does not (``.grad`` None there):
+    every rank takes part in the same reductions (None counts as zeros), whether the
+    weighting writes the shared gradient from per-task gradients (MGDA) or backpropagates a
+    weighted loss (EW); ``--distributed_check`` compares the replicas after every step."""
+    _, ranks, _ = runs
+    for result in ranks:
+        assert result["partly_reached"] == {"MGDA": "identical", "EW": "identical"}
+
+
 def test_sync_bn_is_refused_on_cpu_with_the_reason(runs):
     _, ranks, _ = runs
     for result in ranks:
@@ -234,3 +244,170 @@ def test_torchrun_runs_an_example_unchanged(tmp_path):
     assert sorted(os.listdir(tmp_path / "run")) == ["best.pt", "history.csv", "last.pt", "summary.json"]
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert int(state["model"]["rgb_step_count"]) == 2 * 2  # 8 samples, 2 processes, batch 2: 2 steps/epoch
+
+
+# ------------------------------------------------------------------ a failing rank, usage errors
+def _torchrun(tmp_path, *args: str, timeout: float = 300, mark: str = "[rank "):
+    """``(returncode, stderr, seconds from the first stderr line holding mark to the exit)``
+    of ``torchrun --nproc_per_node 2 examples/nyu/main.py *args``."""
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               os.path.join(repo, "examples", "nyu", "main.py"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(tmp_path / "stdout.txt", "w") as stdout:
+        proc = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+        lines, marked = [], None
+        for line in proc.stderr:
+            lines.append(line)
+            if marked is None and mark in line:
+                marked = time.monotonic()
+        proc.wait(timeout=timeout)
+    after = None if marked is None else time.monotonic() - marked
+    return proc.returncode, "".join(lines), after
+
+
+def _read_by_rank_one_in_epoch_one_only(samples: int, bs: int) -> tuple[int, int]:
+    """``(seed, sample)``: a training sample (not 0, which the reader checks at start) that no
+    rank reads in epoch 0 and rank 1 only reads in epoch 1, and the first seed that has one."""
+    from LibMTL_rgb.distributed import SeededSampler
+
+    def read(seed: int, rank_: int, epoch: int) -> set:
+        sampler = SeededSampler(samples, True, seed).shard(rank_, 2)
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        return {index for index, _ in keys[:len(keys) // bs * bs]}
+
+    for seed in range(100):
+        candidates = read(seed, 1, 1) - read(seed, 0, 0) - read(seed, 1, 0) - read(seed, 0, 1) - {0}
+        if candidates:
+            return seed, min(candidates)
+    raise AssertionError("no such sample")
+
+
+def test_a_failing_rank_ends_the_run_in_seconds_with_one_message_and_the_resume_hint(tmp_path):
+    """Rank 1 reads a truncated .npy in epoch 1: the run ends (no hang in a barrier or an
+    all-reduce), the error printed once with its rank and how to continue."""
+    from test_example_nyu import SIZE, TINY_MODEL, write_nyu
+
+    bs = 4
+    root = write_nyu(tmp_path / "nyuv2", {"train": 10, "val": 2})
+    seed, bad = _read_by_rank_one_in_epoch_one_only(10, bs)
+    image = root / "train" / "image" / f"{bad}.npy"
+    image.write_bytes(image.read_bytes()[:100])
+    run = tmp_path / "run"
+    returncode, stderr, seconds = _torchrun(
+        tmp_path, "--dataset_path", str(root), "--img_size", *map(str, SIZE), *TINY_MODEL, "--weighting", "EW",
+        "--epochs", "3", "--bs", str(bs), "--eval_bs", "2", "--seed", str(seed), "--num_workers", "0",
+        "--save_path", str(run))
+    assert returncode != 0
+    lines = [line for line in stderr.splitlines() if f"{bad}.npy" in line and "error" in line]
+    assert len(lines) == 1, stderr[-3000:]
+    assert "[rank 1 of 2]" in lines[0] and f"continue with --resume {run}" in lines[0]
+    assert "LibMTL_rgb" not in stderr and 'main.py", line' not in stderr  # no traceback of ours (torchrun adds its own)
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 0
+    assert seconds < 60
+    print(f"\ntorchrun with a failing rank 1: exited {seconds:.1f} s after the rank's error line")
+
+
+def test_a_usage_error_under_torchrun_is_printed_once(tmp_path):
+    returncode, stderr, _ = _torchrun(tmp_path, "--dataset_path", str(tmp_path), "--bs", "0")
+    assert returncode != 0
+    assert stderr.count("argument --bs") == 1, stderr[-3000:]
+
+
+def test_a_loader_outside_the_contract_is_refused_not_left_whole(tmp_path):
+    """Under a process group, an iterable that is neither a DataLoader nor a wrapper exposing
+    ``wrapped_loader``/``with_loader`` raises (it would otherwise train on every sample on every
+    rank); ``TaskColumnLoader`` is rebuilt around its loader's shard."""
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    from LibMTL_rgb.distributed import LOADER_CONTRACT, shard_loader
+    from LibMTL_rgb_examples.task_columns import TaskColumnLoader
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        data = [(torch.tensor([float(i)]), torch.tensor([float(i), -float(i)])) for i in range(6)]
+        with pytest.raises(TypeError, match="wrapped_loader") as info:
+            shard_loader([batch for batch in DataLoader(data, batch_size=2)], train=True)
+        assert LOADER_CONTRACT in str(info.value)
+        wrapped = TaskColumnLoader(DataLoader(data, batch_size=2, shuffle=True), ["a", "b"])
+        sharded = shard_loader(wrapped, train=True)
+        assert isinstance(sharded, TaskColumnLoader) and sharded.wrapped_loader is not wrapped.wrapped_loader
+        assert type(sharded.wrapped_loader.sampler).__name__ == "DistributedSampler"
+        assert sorted(float(x) for inputs, labels in sharded for x in inputs) == [float(i) for i in range(6)]
+    finally:
+        dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ seeded loaders, the callback
+def test_seeded_shuffle_depends_on_seed_and_epoch_only_and_shards_cover_the_global_batches():
+    from LibMTL_rgb.distributed import SeededSampler
+
+    sampler = SeededSampler(10, True, seed=7)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    list(SeededSampler(10, True, seed=7))  # other draws in between change nothing
+    torch.rand(5)
+    again = SeededSampler(10, True, seed=7)
+    again.set_epoch(3)
+    assert list(again) == first and sorted(i for i, _ in first) == list(range(10))
+    assert all(epoch == 3 for _, epoch in first)
+    sampler.set_epoch(4)
+    assert [i for i, _ in sampler] != [i for i, _ in first]
+    shards = [again.shard(r, 2) for r in range(2)]
+    # batch k of 2 samples on each rank = batch k of 4 samples in one process
+    for k in range(2):
+        together = sorted(key for s in shards for key in list(s)[2 * k:2 * k + 2])
+        assert together == sorted(first[4 * k:4 * k + 4])
+
+
+def test_seeded_samples_draw_per_sample_and_leave_the_main_stream_alone():
+    from LibMTL_rgb.distributed import SeededSamples
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return float(torch.rand(())) + i
+
+    samples = SeededSamples(Noisy(), seed=1)
+    torch.manual_seed(0)
+    value = samples[(2, 5)]
+    after = torch.rand(())
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(()), after)  # the read drew nothing from the main stream
+    assert samples[(2, 5)] == value and samples[(2, 6)] != value and samples[(1, 5)] != value - 1
+
+
+def test_distributed_run_is_a_callback_whose_epoch_hooks_seed_the_loaders():
+    from LibMTL_rgb.callbacks import Callback
+    from LibMTL_rgb.distributed import DistributedRun, seeded_loader
+    from LibMTL_rgb_examples.task_columns import TaskColumnLoader
+
+    run = DistributedRun(torch.device("cpu"))
+    assert isinstance(run, Callback)
+    data = [(torch.tensor([float(i)]), torch.tensor([float(i), 0.0])) for i in range(8)]
+    loader = TaskColumnLoader(seeded_loader(data, 4, True, seed=0), ["a", "b"])
+
+    class Trainer:  # what the hooks read
+        start_epoch = 2
+
+    def order() -> list:
+        return [float(x) for inputs, _ in loader for x in inputs]
+
+    assert run.transform_loaders(Trainer(), loader, train=True) is loader  # one process: unchanged
+    assert loader.wrapped_loader.sampler.epoch == 2
+    at_two = order()
+    run.on_train_epoch_start(Trainer(), 3)
+    assert loader.wrapped_loader.sampler.epoch == 3 and order() != at_two
+    run.on_train_epoch_start(Trainer(), 2)
+    assert order() == at_two
+    losses = torch.tensor([1.0, 2.0])
+    assert run.transform_losses(Trainer(), losses) is losses

@@ -1,5 +1,5 @@
-"""Bucketed asynchronous all-reduces (mean), their byte counter, and the broadcasts that keep
-replicas identical (initial weights, generator state)."""
+"""Bucketed asynchronous all-reduces (mean), their byte counter, and the broadcast that makes
+replicas start identical (initial weights)."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Optional, Sequence
@@ -90,15 +90,3 @@ def broadcast_model(model: nn.Module) -> None:
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
-
-
-def share_rng_state(device: torch.device) -> None:
-    """Give every process rank 0's CPU (and current CUDA) generator state, so a weighting's
-    random draws (PCGrad's order, RLW's weights, GradDrop's mask) are identical everywhere."""
-    if not is_active() or world_size() == 1:
-        return
-    states = [torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None]
-    dist.broadcast_object_list(states, src=0, device=device if dist.get_backend() == "nccl" else None)
-    torch.set_rng_state(states[0])
-    if states[1] is not None:
-        torch.cuda.set_rng_state(states[1], device)

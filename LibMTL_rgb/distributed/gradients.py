@@ -25,6 +25,19 @@ def start_task_grad_mean(model: nn.Module, grads: Tensor) -> PendingMean:
     return start_mean(grads, task_grads=True)
 
 
+def reached_on_any_rank(reached: Sequence[bool]) -> list[bool]:
+    """Per shared parameter, whether any process's tasks reached it this step (one small
+    all-reduce). A parameter reached on some processes only then gets its averaged gradient
+    (zeros counted where it was not reached) on every process, so replicas never diverge."""
+    if not is_active() or not reached:
+        return list(reached)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    flags = torch.tensor([bool(r) for r in reached], dtype=torch.uint8, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    COUNTER.other_bytes += flags.numel()
+    return [bool(f) for f in flags.tolist()]
+
+
 def mark_shared_grads_written(model: nn.Module) -> None:
     """``AbsWeighting._reset_grad`` wrote the shared ``.grad``: from averaged per-task
     gradients this step, it is identical everywhere (a method that instead backpropagates a

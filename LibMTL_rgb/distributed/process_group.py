@@ -60,7 +60,9 @@ def init_from_env(device: "str | torch.device | None" = None) -> torch.device:
 
 
 def add_distributed_args(parser: argparse.ArgumentParser) -> None:
-    """The ``distributed`` flags of the examples (the launch itself is ``torchrun``'s)."""
+    """The ``distributed`` flags of the examples (the launch itself is ``torchrun``'s). Under
+    ``torchrun``, a usage error is printed by rank 0 only (every rank exits with status 2)."""
+    print_usage_once(parser)
     group = parser.add_argument_group("distributed (torchrun; docs/distributed.md)")
     group.add_argument("--sync_bn", action="store_true", default=False,
                        help="convert BatchNorm layers to SyncBatchNorm (statistics over all processes; CUDA only)")
@@ -69,17 +71,55 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
                             "state) and train_loss_buffer across processes and stop at the first difference")
 
 
+def print_usage_once(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser.error`` silent on the ranks other than 0 of a ``torchrun`` launch (the
+    process group does not exist yet when flags are parsed: the rank is ``torchrun``'s ``RANK``)."""
+    original = parser.error
+
+    def error(message: str):  # type: ignore[no-untyped-def]
+        if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
+            parser.exit(2)
+        original(message)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def distributed_kwargs(params: argparse.Namespace) -> dict[str, Any]:
-    """The Trainer kwargs of :func:`add_distributed_args`' flags."""
-    return {"sync_bn": bool(getattr(params, "sync_bn", False)),
-            "distributed_check": bool(getattr(params, "distributed_check", False))}
+    """The Trainer kwargs of :func:`add_distributed_args`' flags, and ``seed`` (``--seed``: every
+    epoch's random streams derived from it, so one process and ``torchrun`` draw alike)."""
+    kwargs: dict[str, Any] = {"sync_bn": bool(getattr(params, "sync_bn", False)),
+                              "distributed_check": bool(getattr(params, "distributed_check", False))}
+    if getattr(params, "seed", None) is not None:
+        kwargs["seed"] = int(params.seed)
+    return kwargs
 
 
-def teardown() -> None:
-    """Leave the process group (no-op when none)."""
-    if is_active():
-        dist.barrier()
-        dist.destroy_process_group()
+def teardown(failed: bool = False) -> None:
+    """Leave the process group (no-op when none). After an error (``failed``), without the
+    closing barrier: the other ranks may be waiting in an all-reduce that this rank will never
+    join, so this rank leaves at once; its exit makes their collectives fail and ``torchrun``
+    stops the rest (seconds, not a hang)."""
+    if not is_active():
+        return
+    if failed:
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a broken group may refuse to close; the process exits anyway
+            pass
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another rank left (the consequence
+    of that rank's error, which that rank reports)."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "[gloo]",
+                                  "NCCL communicator was aborted", "ProcessGroup"))
 
 
 def silence_non_main_stdout() -> None:

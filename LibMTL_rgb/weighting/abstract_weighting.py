@@ -138,6 +138,7 @@ class AbsWeighting(nn.Module):
         self._compute_grad_dim()
         params = self._share_param_list()
         grads = self._per_task_grads(losses, params)
+        self._had_grad = distributed.reached_on_any_rank(self._had_grad)  # data-parallel: same on every rank
         # data-parallel: the mean over processes, overlapping with the backward pass below
         pending = distributed.start_task_grad_mean(self, grads)
         if mode == "backward":

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from LibMTL_rgb.distributed.seeds import seeded_loader
 
 from LibMTL_rgb_examples.input_files import open_image
 from LibMTL_rgb_examples.task_columns import TaskColumnLoader
@@ -128,16 +130,17 @@ class CelebA(Dataset):
 
 
 def celeba_loaders(
-    root: str, image_size: int, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool
+    root: str, image_size: int, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool, seed: int = 0
 ) -> tuple[list[str], TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
     """``(attribute names, train, val, test)``; loaders yield ``(images, {attribute: [B, 1]})``.
-    The training loader drops a final batch of one image (BatchNorm cannot train on it)."""
+    The training loader drops a final batch of one image (BatchNorm cannot train on it); shuffle
+    and image reading depend on ``(seed, epoch, image)`` only (``distributed.seeded_loader``)."""
     index = read_celeba(root)
 
     def loader(split: str, size: int) -> TaskColumnLoader:
         dataset, train = CelebA(index, split, image_size), split == "train"
-        images = DataLoader(dataset, batch_size=size, shuffle=train, num_workers=num_workers, pin_memory=pin_memory,
-                            drop_last=train and len(dataset) % size == 1, persistent_workers=num_workers > 0)
+        images = seeded_loader(dataset, size, train, seed, num_workers=num_workers, pin_memory=pin_memory,
+                               drop_last=train and len(dataset) % size == 1, persistent_workers=num_workers > 0)
         return TaskColumnLoader(images, index.attribute_names)
 
     return index.attribute_names, loader("train", batch_size), loader("val", eval_batch_size), loader("test", eval_batch_size)

@@ -76,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     device, kwargs, optim_param, scheduler_param = setup_run(params)
     try:
         names, train, val, test = celeba_loaders(root, params.image_size, params.bs, params.eval_bs or params.bs,
-                                                 params.num_workers, pin_memory=device.type == "cuda")
+                                                 params.num_workers, pin_memory=device.type == "cuda", seed=params.seed)
     except ValueError as err:
         raise SystemExit(f"CelebA: {err}\n{HOW_TO_GET}") from None
 

@@ -109,10 +109,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
         return cityscapes_split(params.dataset_path, name, params.tasks, img_size, label_size, params.disparity_unit, augment,
                                 params.resize_labels)
 
-    test_loader = dense_loader(split("val"), params.eval_bs or params.bs, False, params.num_workers, device)
+    test_loader = dense_loader(split("val"), params.eval_bs or params.bs, False, params.num_workers, device, params.seed)
     train_loader = None
     if params.mode == "train":
-        train_loader = dense_loader(split(TRAIN_MODES[params.train_mode], params.aug), params.bs, True, params.num_workers, device)
+        train_loader = dense_loader(split(TRAIN_MODES[params.train_mode], params.aug), params.bs, True, params.num_workers,
+                                    device, params.seed)
 
     # model: dilated ResNet encoder + ASPP heads, predictions at the label resolution
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS[params.tasks], label_size)

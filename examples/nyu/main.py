@@ -71,11 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
 
     # data: train on train/, evaluate on val/ after every epoch (LibMTL calls it the test set)
     test_set = nyu_split(params.dataset_path, "val", img_size, resize_labels=params.resize_labels)
-    test_loader = dense_loader(test_set, params.eval_bs, False, params.num_workers, device)
+    test_loader = dense_loader(test_set, params.eval_bs, False, params.num_workers, device, params.seed)
     train_loader = None
     if params.mode == "train":
         train_set = nyu_split(params.dataset_path, "train", img_size, augment=params.aug, resize_labels=params.resize_labels)
-        train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device)
+        train_loader = dense_loader(train_set, params.bs, True, params.num_workers, device, params.seed)
 
     # model: dilated ResNet encoder + ASPP heads, or SegNet encoder + decoders (--backbone; unit-length normals)
     encoder_class, decoders = deeplab_model(params, TASK_OUTPUTS, img_size, unit_normal_tasks=["normal"])

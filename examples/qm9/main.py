@@ -127,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"QM9: {err}") from None
     train, val, test = qm9_loaders(splits, params.bs, params.eval_bs or params.bs, params.num_workers,
-                                   pin_memory=device.type == "cuda", task_name=names)
+                                   pin_memory=device.type == "cuda", task_name=names, seed=params.seed)
     if params.stl_base:
         kwargs["base_result"] = paper_stl_base(targets, names)
         if kwargs["base_result"] is None:

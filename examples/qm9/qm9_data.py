@@ -17,6 +17,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
 
 from LibMTL_rgb.atomic_io import atomic_save
+from LibMTL_rgb.distributed.seeds import seeded_loader
 from LibMTL_rgb_examples.task_columns import TaskColumnLoader
 
 
@@ -193,14 +194,16 @@ def _graphs_and_targets(batch) -> tuple:
 
 
 def qm9_loaders(splits: QM9Splits, batch_size: int, eval_batch_size: int, num_workers: int, pin_memory: bool,
-                task_name: Optional[Sequence[str]] = None) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
+                task_name: Optional[Sequence[str]] = None,
+                seed: int = 0) -> tuple[TaskColumnLoader, TaskColumnLoader, TaskColumnLoader]:
     """``(train, val, test)`` loaders yielding ``(PyG batch, {task: [B, 1] standardised target})``;
-    ``task_name``: one per target column (default: LibMTL's, the column indices)."""
+    ``task_name``: one per target column (default: LibMTL's, the column indices); the shuffle
+    depends on ``(seed, epoch)`` only (``distributed.seeded_loader``)."""
     task_name = task_names(splits.targets) if task_name is None else list(task_name)
 
     def loader(dataset: Dataset, shuffle: bool, size: int) -> TaskColumnLoader:
-        graphs = DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=num_workers,
-                            pin_memory=pin_memory, persistent_workers=num_workers > 0)
+        graphs = seeded_loader(dataset, size, shuffle, seed, loader_class=DataLoader, num_workers=num_workers,
+                               pin_memory=pin_memory, persistent_workers=num_workers > 0)
         return TaskColumnLoader(graphs, task_name, unpack=_graphs_and_targets)
 
     return (loader(splits.train, True, batch_size), loader(splits.val, False, eval_batch_size),
