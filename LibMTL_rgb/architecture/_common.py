@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -68,7 +68,7 @@ def probe_input(encoder: nn.Module, img_size: Optional[Sequence[int]], arch: str
     ``img_size`` when given, else a ``DEFAULT_PROBE_SIDE``² image with the input channels of the
     encoder's first convolution."""
     param = next(encoder.parameters(), None)
-    like = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    like: dict[str, Any] = {"device": param.device, "dtype": param.dtype} if param is not None else {}
     if img_size is not None:
         return torch.zeros(2, *require_img_size(img_size, arch), **like)
     first_conv = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)

@@ -76,7 +76,7 @@ def print_usage_once(parser: argparse.ArgumentParser) -> None:
     process group does not exist yet when flags are parsed: the rank is ``torchrun``'s ``RANK``)."""
     original = parser.error
 
-    def error(message: str):  # type: ignore[no-untyped-def]
+    def error(message: str):
         if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
             parser.exit(2)
         original(message)
