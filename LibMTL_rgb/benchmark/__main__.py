@@ -3,9 +3,12 @@
 Sub-commands (each has ``--help``):
 
 * ``run EXAMPLE [options] [-- example flags]`` — weightings × architectures × seeds (and, with
-  ``--stl``, single-task baselines), one subprocess per run, one JSON per run; resumes.
-* ``table OUT`` — mean ± stderr per metric, Δm% and MR per architecture (Markdown + CSV).
-* ``plot OUT`` — metric vs epoch per method; Δm% per architecture (PNG).
+  ``--stl``, single-task baselines), one subprocess (``--launcher local``) or one SLURM job
+  (``--launcher slurm``) per run, one JSON per run; resumes.
+* ``status OUT`` — each run: pending / running / done / failed / skipped / missing, with job ids.
+* ``cancel OUT`` — cancel the grid's queued and running SLURM jobs.
+* ``table OUT`` — mean ± s.e. per metric, Δm% and MR per architecture (Markdown, CSV, LaTeX).
+* ``plot OUT`` — metric vs epoch per method; Δm% per architecture (PNG, PDF, SVG).
 * ``paper [TABLE ...]`` — the paper's tables: printed Δm% / MR / MER balance against ours.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from LibMTL_rgb.benchmark import grid
 from LibMTL_rgb.benchmark.paper_results import (
     check_delta_m, check_mean_rank, check_mer_balance, check_seed_average, paper_table, paper_tables,
 )
+from LibMTL_rgb.progress import PROGRESS_MODES, set_progress_mode
 
 class FORMATTER(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the unset ones (None, False)."""
@@ -60,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="runs at a time (each a subprocess; they share the machine, GPU included)")
     run.add_argument("--timeout", type=float, default=None, help="seconds after which a run is killed and recorded as failed")
     run.add_argument("--python", default=sys.executable, help="Python interpreter for the runs")
+    run.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                     help="progress bars: auto (only when stderr is a terminal), on, off; the runs themselves "
+                          "write none (their stderr is a log file)")
+    _add_slurm_args(run)
+
+    status = sub.add_parser("status", formatter_class=FORMATTER, help="where each run of a grid stands",
+                            description="Per run of the grid in OUT: pending / running (its SLURM job is queued or "
+                                        "running), done / failed / skipped (its result says so) or missing (no result "
+                                        "and no queued job: 'run' starts it again, from its last.pt if it has one).")
+    status.add_argument("out", help="the grid's output directory")
+    cancel = sub.add_parser("cancel", formatter_class=FORMATTER, help="cancel a grid's SLURM jobs",
+                            description="scancel the queued and running SLURM jobs of the grid in OUT (runs cut off "
+                                        "keep their last.pt: running the same 'run' command again resumes them).")
+    cancel.add_argument("out", help="the grid's output directory")
+    cancel.add_argument("--runs", nargs="+", default=None, help="only these run ids")
 
     table = sub.add_parser("table", formatter_class=FORMATTER, help="render result tables (Markdown + CSV)",
                            description="Per architecture: mean ± stderr over seeds of each metric (test metrics at the "
@@ -81,6 +100,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_slurm_args(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("SLURM (--launcher slurm; through submitit, one job per run, as a job array)")
+    group.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="local: subprocesses on this machine; slurm: one SLURM job per run")
+    group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    group.add_argument("--gpus_per_run", "--gpus-per-run", type=int, default=0,
+                       help="GPUs per run; with more than one the example is started under torchrun, one process per GPU")
+    group.add_argument("--cpus_per_run", "--cpus-per-run", type=int, default=1,
+                       help="CPUs per run (also the run's OMP_NUM_THREADS unless set)")
+    group.add_argument("--mem", default=None, help="memory per run, SLURM syntax (e.g. 32G)")
+    group.add_argument("--time", type=int, default=60,
+                       help="time limit per job in minutes; a run that reaches it is requeued and resumes from last.pt")
+    group.add_argument("--account", default=None, help="SLURM account")
+    group.add_argument("--qos", default=None, help="SLURM quality of service")
+    group.add_argument("--slurm_arg", "--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. --slurm_arg constraint=a100 (repeatable)")
+    group.add_argument("--max_timeouts", "--max-timeouts", type=int, default=3,
+                       help="requeues after a timeout before a run is given up (preemptions do not count)")
+    group.add_argument("--wait", action="store_true",
+                       help="stay until every submitted job has left the queue (else submit and return)")
+    group.add_argument("--poll", type=float, default=10.0, help="with --wait: seconds between squeue calls")
+
+
+def _slurm_options(args: argparse.Namespace):
+    from LibMTL_rgb.benchmark.slurm import SlurmOptions
+
+    extra = {}
+    for item in args.slurm_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm_arg {item!r}: expected KEY=VALUE (an sbatch option without its dashes)")
+        extra[key.lstrip("-")] = value
+    for name in ("gpus_per_run", "cpus_per_run", "time", "max_timeouts"):
+        if getattr(args, name) < (0 if name in ("gpus_per_run", "max_timeouts") else 1):
+            raise ValueError(f"--{name} must be >= {0 if name in ('gpus_per_run', 'max_timeouts') else 1}")
+    return SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                        mem=args.mem, time_min=args.time, account=args.account, qos=args.qos, extra=extra,
+                        max_timeouts=args.max_timeouts)
+
+
 def _add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="the grid's output directory (holding results/)")
     p.add_argument("--baseline", default="stl",
@@ -98,14 +157,18 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    from LibMTL_rgb.benchmark.status import record_plan
+
+    set_progress_mode(args.progress)
     example = grid.resolve_example(args.example)
     name = os.path.basename(os.path.dirname(example)) or "example"
     out = args.out or os.path.join("benchmark_runs", name)
     methods = [grid.MethodSpec.parse(m) for m in _expand_all(args.weightings, "weightings")]
     specs = grid.plan_runs(example, methods, _expand_all(args.archs, "archs"), args.seeds, extra)
-    options = dict(python=args.python, timeout=args.timeout, retry_failed=args.retry_failed, dry_run=args.dry_run,
-                   jobs=args.jobs)
-    records = grid.run_grid(specs, out, **options)
+    launch = _slurm_launch(args, out) if args.launcher == "slurm" else _local_launch(args, out)
+    if not args.dry_run:
+        record_plan(out, specs)
+    records = launch(specs)
     if not args.stl:
         return _exit_code(records)
     tasks = args.stl_tasks
@@ -113,11 +176,46 @@ def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         existing = grid.load_results(out) if os.path.isdir(os.path.join(out, grid.RESULTS_DIR)) else []
         tasks = grid.discover_tasks(existing)
     if tasks is None:
-        print("STL runs: the task names are not known yet (no successful multi-task run); give --stl-tasks", file=sys.stderr)
-        return 1 if not args.dry_run else 0
+        print("STL runs: the task names are not known yet (no successful multi-task run); give --stl-tasks"
+              + (", or run the same command again once a multi-task run is done" if args.launcher == "slurm" else ""),
+              file=sys.stderr)
+        return 1 if not args.dry_run and args.launcher == "local" else 0
     stl_specs = grid.plan_stl_runs(example, tasks, args.seeds, args.stl_arch, extra)
-    records += grid.run_grid(stl_specs, out, **options)
+    if not args.dry_run:
+        record_plan(out, stl_specs)
+    records += launch(stl_specs)
     return _exit_code(records)
+
+
+def _local_launch(args: argparse.Namespace, out: str):
+    """Runs specs here (subprocesses); returns their records."""
+    options = dict(python=args.python, timeout=args.timeout, retry_failed=args.retry_failed, dry_run=args.dry_run,
+                   jobs=args.jobs)
+    return lambda specs: grid.run_grid(specs, out, **options)
+
+
+def _slurm_launch(args: argparse.Namespace, out: str):
+    """Submits specs to SLURM; with --wait, returns the records of the submitted runs once their
+    jobs have left the queue (a run without a result then counts as failed), else none."""
+    from LibMTL_rgb.benchmark import slurm
+
+    options = _slurm_options(args)
+
+    def launch(specs: Sequence[grid.RunSpec]) -> list[dict]:
+        submitted = slurm.submit_grid(specs, out, options, python=args.python, timeout=args.timeout,
+                                      retry_failed=args.retry_failed, dry_run=args.dry_run)
+        if not args.wait or args.dry_run:
+            return []
+        slurm.wait_for_jobs(out, [s.run_id for s in specs], args.poll)
+        records = [grid.read_result(out, s) or {"run_id": s.run_id, "status": "failed"} for s in specs
+                   if s.run_id in submitted]
+        lost = [r["run_id"] for r in records if "config" not in r]
+        if lost:
+            print(f"{len(lost)} job(s) ended without a result (cancelled?): {', '.join(lost)}; "
+                  "run the same command again to resubmit them", file=sys.stderr)
+        return records
+
+    return launch
 
 
 def _expand_all(names: Sequence[str], kind: str) -> list[str]:
@@ -134,6 +232,24 @@ def _expand_all(names: Sequence[str], kind: str) -> list[str]:
 
 def _exit_code(records: Sequence[dict]) -> int:
     return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+# --------------------------------------------------------- status / cancel
+def _cmd_status(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark.status import format_status, grid_status
+
+    print(format_status(grid_status(args.out)))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark.slurm import SLURM_DIR, cancel_jobs
+
+    if not os.path.isdir(os.path.join(args.out, SLURM_DIR)):
+        raise SystemExit(f"no SLURM jobs recorded in {args.out} (a local grid stops with Ctrl-C)")
+    cancelled = cancel_jobs(args.out, args.runs)
+    print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else " (none queued)"))
+    return 0
 
 
 # ------------------------------------------------------------ table / plot
@@ -245,12 +361,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, extra)
+        if args.command == "status":
+            return _cmd_status(args)
+        if args.command == "cancel":
+            return _cmd_cancel(args)
         if args.command == "table":
             return _cmd_table(args)
         if args.command == "plot":
             return _cmd_plot(args)
         return _cmd_paper(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: files, squeue / scancel
         raise SystemExit(f"error: {err}") from None
 
 
