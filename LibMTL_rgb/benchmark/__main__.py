@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("out", help="the grid's output directory")
     cancel.add_argument("--runs", nargs="+", default=None, help="only these run ids")
 
-    table = sub.add_parser("table", formatter_class=FORMATTER, help="render result tables (Markdown + CSV)",
+    table = sub.add_parser("table", formatter_class=FORMATTER, help="render result tables (Markdown, CSV, LaTeX)",
                            description="Per architecture: mean ± stderr over seeds of each metric (test metrics at the "
                                        "Trainer's best epoch), Δm% (paper §3.1) against the STL baseline and MR over the "
                                        "table's rows (STL included).")
@@ -272,16 +272,18 @@ def _tables(args: argparse.Namespace):
     elif args.baseline != "none":
         raise SystemExit(f"--baseline must be 'stl', 'paper:NAME' or 'none', got {args.baseline!r}")
     tables = tb.build_tables(records, baseline, args.split, args.delta_m_average, args.mr_average)
+    source = baseline.source if baseline is not None else ""
     if baseline is not None:
-        notes.insert(0, f"Δm% baseline: {baseline.source}")
+        notes.insert(0, f"Δm% baseline: {source}")
     notes += [f"skipped, {label} on {arch}: {reason}" for arch, label, reason in tb.skipped_runs(records)]
-    return tables, notes
+    return tables, notes, source
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark import latex
     from LibMTL_rgb.benchmark import tables as tb
 
-    tables, notes = _tables(args)
+    tables, notes, source = _tables(args)
     if not tables:
         raise SystemExit(f"no multi-task results in {args.out}")
     markdown = "\n".join(tb.to_markdown(t, wide=args.wide) for t in tables)
@@ -299,15 +301,21 @@ def _cmd_table(args: argparse.Namespace) -> int:
         handle.write(markdown)
     with atomic_write(os.path.join(out_dir, "results.csv"), newline="") as handle:
         handle.write(tb.to_csv(tables))
+    tex = "\n".join(latex.to_latex(t, wide=args.wide, baseline=source) for t in tables)
+    if len(tables) > 1 and any(r.delta_m is not None for t in tables for r in t.rows):
+        tex += "\n" + latex.delta_m_by_arch_latex(tables, source)
+    with atomic_write(os.path.join(out_dir, "results.tex")) as handle:
+        handle.write(tex)
     print(markdown)
-    print(f"written: {os.path.join(out_dir, 'results.md')}, {os.path.join(out_dir, 'results.csv')}")
+    written = ", ".join(os.path.join(out_dir, f"results.{ext}") for ext in ("md", "csv", "tex"))
+    print(f"written: {written} (LaTeX: \\usepackage{{booktabs}})")
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from LibMTL_rgb.benchmark import plots
 
-    tables, notes = _tables(args)
+    tables, notes, _ = _tables(args)
     out_dir = args.output_dir or os.path.join(args.out, "plots")
     paths = plots.plot_metric_curves(grid.load_results(args.out), out_dir, args.split)
     try:

@@ -1,0 +1,106 @@
+"""``benchmark run --launcher slurm`` against a real one-node SLURM cluster (``.ci/slurm/start.sh``,
+which ``.ci/run`` starts before the tests): a 2 weightings × 2 architectures × 2 seeds grid of
+``fixtures/tiny_example.py``, one job preempted mid-run (``scancel --signal USR2``, what SLURM
+sends before a time limit or a preemption) and requeued, which resumes from its ``last.pt``; the
+tables equal those of the same grid run locally. Skips when no cluster answers, unless
+``LIBMTL_RGB_REQUIRE_SLURM=1`` (set by ``.ci/run``), where that is a failure."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from LibMTL_rgb.benchmark import grid
+from LibMTL_rgb.benchmark.__main__ import main
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TINY = os.path.join(FIXTURES, "tiny_example.py")
+GRID = ["--weightings", "EW", "RGB", "--archs", "HPS", "MMoE", "--seeds", "0", "1"]
+# --img_size: MMoE's gates read the 8 inputs; --batch_delay: room to preempt a run between epochs
+EXAMPLE_FLAGS = ["--", "--epochs", "3", "--batch_delay", "0.2", "--img_size", "8"]
+
+
+def _cluster_problem() -> str:
+    """Why no SLURM cluster can be used here ('' when one answers with an idle or mixed node)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "SLURM is not installed (apt-get install slurm-wlm munge; .ci/slurm/start.sh)"
+    try:
+        states = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True,
+                                timeout=20).stdout.split()
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sinfo failed: {err}"
+    if not any(s.startswith(("idle", "mix", "alloc")) for s in states):
+        return f"no SLURM node is up (sinfo: {states or 'no answer'}); start one with .ci/slurm/start.sh (as root)"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    problem = _cluster_problem()
+    if problem:
+        if os.environ.get("LIBMTL_RGB_REQUIRE_SLURM") == "1":
+            pytest.fail("LIBMTL_RGB_REQUIRE_SLURM=1 but " + problem)
+        pytest.skip(problem)
+
+
+def _job_of(out: str, run_id: str) -> str:
+    with open(os.path.join(out, "slurm", "jobs.json")) as handle:
+        return json.load(handle)[run_id]
+
+
+def _squeue_state(job: str) -> str:
+    listing = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T"], capture_output=True, text=True,
+                             check=True).stdout
+    return dict(line.split("|", 1) for line in listing.split()).get(job, "")
+
+
+def _wait(condition, what: str, limit_s: float = 90.0, poll_s: float = 0.1):
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
+
+
+def test_grid_on_slurm_resumes_a_preempted_job_and_tables_equal_local(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    local, remote = str(tmp_path / "local"), str(tmp_path / "slurm")
+    assert main(["run", TINY, *GRID, "--out", local, "--jobs", "2", *EXAMPLE_FLAGS]) == 0
+
+    assert main(["run", TINY, *GRID, "--out", remote, "--launcher", "slurm", *EXAMPLE_FLAGS]) == 0
+    assert "submitted 8 job(s)" in capsys.readouterr().out
+    victim = grid.plan_runs(TINY, [grid.MethodSpec("EW")], ["HPS"], [0])[0].run_id
+    job = _job_of(remote, victim)
+    last = os.path.join(remote, "runs", victim, "last.pt")
+    _wait(lambda: os.path.isfile(last) and _squeue_state(job) == "RUNNING", f"{victim} to finish an epoch")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # the time-limit / preemption signal
+    _wait(lambda: _squeue_state(job) == "PENDING", f"job {job} to be requeued", 30)
+    assert not os.path.isfile(grid.result_path(remote, grid.plan_runs(TINY, [grid.MethodSpec("EW")], ["HPS"], [0])[0]))
+    # SLURM holds a requeued job ~2 minutes (BeginTime); release it now (as the cluster's admin)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+
+    # re-running the command while jobs are queued submits nothing new
+    assert main(["run", TINY, *GRID, "--out", remote, "--launcher", "slurm", "--wait", "--poll", "1",
+                 *EXAMPLE_FLAGS]) == 0
+    assert "0 run(s) to submit" in capsys.readouterr().out
+    assert main(["status", remote]) == 0
+    status = capsys.readouterr().out
+    assert "8 done (8 cells)" in status and f"{victim}" in status and job in status
+
+    record = json.load(open(os.path.join(remote, "results", f"{victim}.json")))
+    assert record["status"] == "ok" and record["epochs_done"] == 3
+    assert record["command"][-2:] == ["--resume", last]  # the requeued job continued from last.pt
+    assert "Resuming after epoch" in open(os.path.join(remote, "runs", victim, "stdout.log")).read()
+    submitit_log = open(os.path.join(remote, "slurm", job.split("_")[0], f"{job}_log.out")).read()
+    assert "Requeued job" in submitit_log
+
+    for out in (local, remote):
+        assert main(["table", out, "--baseline", "none"]) == 0
+    tables = [open(os.path.join(out, "tables", name)).read() for out in (local, remote)
+              for name in ("results.csv", "results.tex")]
+    assert tables[0] == tables[2] and tables[1] == tables[3]
+    assert "EW" in tables[0] and "MMoE" in tables[0]
