@@ -50,10 +50,18 @@ def _job_of(out: str, run_id: str) -> str:
         return json.load(handle)[run_id]
 
 
-def _squeue_state(job: str) -> str:
-    listing = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T"], capture_output=True, text=True,
-                             check=True).stdout
+def _squeue(job: str, field: str = "%T") -> str:
+    """``field`` of ``job`` in squeue (``%T`` state, ``%r`` reason), '' when it left the queue."""
+    listing = subprocess.run(["squeue", "--noheader", "--array", f"--format=%i|{field}"], capture_output=True,
+                             text=True, check=True).stdout
     return dict(line.split("|", 1) for line in listing.split()).get(job, "")
+
+
+def _release(job: str) -> bool:
+    """SLURM holds a requeued job ~2 minutes (reason BeginTime); as the cluster's admin, make it
+    eligible now (repeated: an update right after the requeue may come before the hold)."""
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False, capture_output=True)
+    return _squeue(job, "%r") != "BeginTime"
 
 
 def _wait(condition, what: str, limit_s: float = 90.0, poll_s: float = 0.1):
@@ -76,12 +84,11 @@ def test_grid_on_slurm_resumes_a_preempted_job_and_tables_equal_local(slurm_clus
     victim = grid.plan_runs(TINY, [grid.MethodSpec("EW")], ["HPS"], [0])[0].run_id
     job = _job_of(remote, victim)
     last = os.path.join(remote, "runs", victim, "last.pt")
-    _wait(lambda: os.path.isfile(last) and _squeue_state(job) == "RUNNING", f"{victim} to finish an epoch")
+    _wait(lambda: os.path.isfile(last) and _squeue(job) == "RUNNING", f"{victim} to finish an epoch")
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # the time-limit / preemption signal
-    _wait(lambda: _squeue_state(job) == "PENDING", f"job {job} to be requeued", 30)
-    assert not os.path.isfile(grid.result_path(remote, grid.plan_runs(TINY, [grid.MethodSpec("EW")], ["HPS"], [0])[0]))
-    # SLURM holds a requeued job ~2 minutes (BeginTime); release it now (as the cluster's admin)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+    _wait(lambda: _squeue(job) == "PENDING", f"job {job} to be requeued", 120)
+    assert not os.path.isfile(os.path.join(remote, "results", f"{victim}.json"))
+    _wait(lambda: _release(job), f"job {job} to be released", 30, 1.0)
 
     # re-running the command while jobs are queued submits nothing new
     assert main(["run", TINY, *GRID, "--out", remote, "--launcher", "slurm", "--wait", "--poll", "1",
@@ -104,3 +111,61 @@ def test_grid_on_slurm_resumes_a_preempted_job_and_tables_equal_local(slurm_clus
               for name in ("results.csv", "results.tex")]
     assert tables[0] == tables[2] and tables[1] == tables[3]
     assert "EW" in tables[0] and "MMoE" in tables[0]
+
+
+# ------------------------------------------------------------- without a cluster
+FAKE = os.path.join(FIXTURES, "fake_example.py")
+
+
+def test_slurm_options_become_submitit_parameters():
+    from LibMTL_rgb.benchmark.__main__ import _parser, _slurm_options
+
+    args = _parser().parse_args(["run", "toy", "--launcher", "slurm", "--partition", "gpu", "--gpus_per_run", "2",
+                                 "--cpus-per-run", "8", "--mem", "32G", "--time", "240", "--account", "lab",
+                                 "--qos", "high", "--slurm_arg", "constraint=a100", "--slurm_arg", "--exclude=n1"])
+    options = _slurm_options(args)
+    assert options.nproc == 2
+    params = options.executor_parameters()
+    assert params["partition"] == "gpu" and params["gpus_per_node"] == 2 and params["cpus_per_task"] == 8
+    assert params["mem"] == "32G" and params["time"] == 240 and params["account"] == "lab" and params["qos"] == "high"
+    assert params["additional_parameters"] == {"requeue": True, "constraint": "a100", "exclude": "n1"}
+    assert params["signal_delay_s"] == 90  # USR2 90 s before the limit: submitit checkpoints and requeues
+    bare = _slurm_options(_parser().parse_args(["run", "toy", "--launcher", "slurm"])).executor_parameters()
+    assert "partition" not in bare and "gpus_per_node" not in bare and "mem" not in bare
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _slurm_options(_parser().parse_args(["run", "toy", "--slurm_arg", "constraint"]))
+
+
+def test_multi_gpu_runs_start_under_torchrun_and_cells_checkpoint_to_themselves(tmp_path, capsys):
+    import pickle
+
+    from LibMTL_rgb.benchmark.slurm import GridCell
+
+    spec = grid.plan_runs("ex.py", [grid.MethodSpec("RGB")], ["HPS"], [0])[0]
+    assert spec.command("/o", "py", nproc=4)[:6] == ["py", "-m", "torch.distributed.run", "--standalone",
+                                                      "--nproc_per_node", "4"]
+    assert spec.command("/o", "py", nproc=1)[:2] == ["py", "ex.py"]
+    cell = GridCell(spec, str(tmp_path), "py", None, 4, 8)
+    again = pickle.loads(pickle.dumps(cell.checkpoint()))  # what submitit dumps for the requeued job
+    assert again.function.spec == spec and again.function.nproc == 4 and again.args == ()
+    assert main(["run", FAKE, "--weightings", "RGB", "--seeds", "0", "--out", str(tmp_path), "--launcher", "slurm",
+                 "--gpus_per_run", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) to submit" in out and "torch.distributed.run --standalone --nproc_per_node 2" in out
+
+
+def test_status_of_a_local_grid(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["run", FAKE, "--weightings", "EW", "RGB", "--seeds", "0", "--out", out]) == 0
+    assert main(["run", FAKE, "--weightings", "UW", "--seeds", "0", "--out", out, "--", "--fail"]) == 1
+    os.remove(os.path.join(out, "results", "RGB__HPS__seed0.json"))
+    capsys.readouterr()
+    assert main(["status", out]) == 0
+    text = capsys.readouterr().out
+    states = {line.split()[0]: line.split()[1] for line in text.splitlines()[1:-1]}
+    assert states == {"EW__HPS__seed0": "done", "UW__HPS__seed0": "failed", "RGB__HPS__seed0": "missing"}
+    assert "1 done, 1 failed, 1 missing (3 cells)" in text
+    with pytest.raises(SystemExit, match="no SLURM jobs recorded"):
+        main(["cancel", out])
+    with pytest.raises(SystemExit, match="no grid"):
+        main(["status", str(tmp_path / "nothing")])

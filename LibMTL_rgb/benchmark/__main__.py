@@ -64,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="runs at a time (each a subprocess; they share the machine, GPU included)")
     run.add_argument("--timeout", type=float, default=None, help="seconds after which a run is killed and recorded as failed")
     run.add_argument("--python", default=sys.executable, help="Python interpreter for the runs")
-    run.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
-                     help="progress bars: auto (only when stderr is a terminal), on, off; the runs themselves "
-                          "write none (their stderr is a log file)")
+    run.add_argument("--progress", choices=PROGRESS_MODES, default=None,
+                     help="progress bars: auto (only when stderr is a terminal; the default, or $LIBMTL_RGB_PROGRESS), "
+                          "on, off; the runs themselves draw none (their stderr is a log file)")
     _add_slurm_args(run)
 
     status = sub.add_parser("status", formatter_class=FORMATTER, help="where each run of a grid stands",
@@ -87,10 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_table_args(table)
     table.add_argument("--wide", action="store_true", help="show every metric column in Markdown even when there are many")
 
-    plot = sub.add_parser("plot", formatter_class=FORMATTER, help="draw figures (PNG)",
-                          description="Metric vs epoch per method (one PNG per metric) and, with a baseline, Δm% per "
+    plot = sub.add_parser("plot", formatter_class=FORMATTER, help="draw figures (PNG, PDF, SVG)",
+                          description="Metric vs epoch per method and architecture (one figure per metric: mean over "
+                                      "seeds, ± s.e. band, the STL value as a dashed line) and, with a baseline, Δm% per "
                                       "architecture.")
     _add_table_args(plot)
+    plot.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=["png", "pdf", "svg"],
+                      help="file formats of each figure")
 
     paper = sub.add_parser("paper", formatter_class=FORMATTER, help="check the paper's tables",
                            description="Recompute the Δm% and MR columns of the paper's Tables 1-6 from their metric "
@@ -159,7 +162,8 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from LibMTL_rgb.benchmark.status import record_plan
 
-    set_progress_mode(args.progress)
+    if args.progress is not None:
+        set_progress_mode(args.progress)
     example = grid.resolve_example(args.example)
     name = os.path.basename(os.path.dirname(example)) or "example"
     out = args.out or os.path.join("benchmark_runs", name)
@@ -272,18 +276,18 @@ def _tables(args: argparse.Namespace):
     elif args.baseline != "none":
         raise SystemExit(f"--baseline must be 'stl', 'paper:NAME' or 'none', got {args.baseline!r}")
     tables = tb.build_tables(records, baseline, args.split, args.delta_m_average, args.mr_average)
-    source = baseline.source if baseline is not None else ""
     if baseline is not None:
-        notes.insert(0, f"Δm% baseline: {source}")
+        notes.insert(0, f"Δm% baseline: {baseline.source}")
     notes += [f"skipped, {label} on {arch}: {reason}" for arch, label, reason in tb.skipped_runs(records)]
-    return tables, notes, source
+    return tables, notes, baseline
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
     from LibMTL_rgb.benchmark import latex
     from LibMTL_rgb.benchmark import tables as tb
 
-    tables, notes, source = _tables(args)
+    tables, notes, baseline = _tables(args)
+    source = baseline.source if baseline is not None else ""
     if not tables:
         raise SystemExit(f"no multi-task results in {args.out}")
     markdown = "\n".join(tb.to_markdown(t, wide=args.wide) for t in tables)
@@ -315,11 +319,12 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from LibMTL_rgb.benchmark import plots
 
-    tables, notes, _ = _tables(args)
+    tables, notes, baseline = _tables(args)
     out_dir = args.output_dir or os.path.join(args.out, "plots")
-    paths = plots.plot_metric_curves(grid.load_results(args.out), out_dir, args.split)
+    formats = args.formats
+    paths = plots.plot_metric_curves(grid.load_results(args.out), out_dir, args.split, baseline, formats)
     try:
-        paths.append(plots.plot_delta_m_by_arch(tables, os.path.join(out_dir, "delta_m_by_arch.png")))
+        paths += plots.plot_delta_m_by_arch(tables, os.path.join(out_dir, "delta_m_by_arch"), formats)
     except ValueError as err:
         notes.append(str(err))
     for note in notes:
