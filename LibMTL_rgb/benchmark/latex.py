@@ -1,7 +1,7 @@
 """Result tables as LaTeX (``booktabs``) for a paper: per architecture, each metric as
 mean ± standard error over seeds, Δm% (paper §3.1) and MR, with the number of seeds per row and
 in the caption. Every cell of a column has the same number of decimals: enough for
-``SIGNIFICANT`` digits of the column's largest |mean| and one for its smallest standard error
+``SIGNIFICANT`` digits of the column's largest absolute mean and one for its smallest standard error
 (Δm% and MR: two, as in the paper).
 The best value of each column is bold. Needs ``\\usepackage{booktabs}`` only (no unicode).
 """
@@ -35,7 +35,7 @@ def latex_escape(text: str) -> str:
 
 def column_decimals(values: Sequence[Optional[float]], stderrs: Sequence[Optional[float]] = (),
                     significant: int = SIGNIFICANT) -> int:
-    """Decimals (0..6) that give the largest finite |value| ``significant`` significant digits,
+    """Decimals (0..6) that give the largest finite absolute value ``significant`` significant digits,
     and the smallest standard error at least one."""
     def finite(xs: Sequence[Optional[float]]) -> list[float]:
         return [abs(x) for x in xs if x is not None and math.isfinite(x) and x != 0]

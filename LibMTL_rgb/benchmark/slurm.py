@@ -169,7 +169,9 @@ def cancel_jobs(out_dir: str, run_ids: Optional[Sequence[str]] = None) -> list[s
     active = active_jobs(out_dir)
     chosen = [job for run_id, job in active.items() if run_ids is None or run_id in run_ids]
     if chosen:
-        subprocess.run(["scancel", *chosen], check=True, timeout=60)
+        done = subprocess.run(["scancel", *chosen], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:  # e.g. "Job can not be altered now" for a task in transition
+            print(f"scancel: {done.stderr.strip()} (see 'status')", file=sys.stderr)
     return chosen
 
 
