@@ -104,8 +104,9 @@ def test_grid_on_slurm_resumes_a_preempted_job_and_tables_equal_local(slurm_clus
     assert record["status"] == "ok" and record["epochs_done"] == 3
     assert record["command"][-2:] == ["--resume", last]  # the requeued job continued from last.pt
     assert "Resuming after epoch" in open(os.path.join(remote, "runs", victim, "stdout.log")).read()
-    submitit_log = open(os.path.join(remote, "slurm", job.split("_")[0], f"{job}_log.out")).read()
-    assert "Requeued job" in submitit_log
+    from LibMTL_rgb.benchmark.slurm import job_log_path
+
+    assert "Requeued job" in open(job_log_path(remote, job, "out")).read()
 
     for out in (local, remote):
         assert main(["table", out, "--baseline", "none"]) == 0

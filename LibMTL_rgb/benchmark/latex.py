@@ -105,7 +105,7 @@ def to_latex(table: ResultTable, wide: bool = False, max_metric_columns: int = 1
     if wide or len(metric_cols) <= max_metric_columns:
         for task, j, name, up in metric_cols:
             header.append(latex_escape(readable_metric(task, name, up)))
-            columns.append(_column(rows, lambda r, t=task, k=j: (_at(r.mean, t, k), _at(r.stderr, t, k)), up, methods))
+            columns.append(_column(rows, _metric_value(task, j), up, methods))
     has_delta = any(r.delta_m is not None for r in rows)
     if has_delta:
         header.append(latex_escape("Δm% ↓"))
@@ -136,6 +136,11 @@ def delta_m_by_arch_latex(tables: Sequence[ResultTable], baseline: str = "") -> 
     caption = (rf"$\Delta m\%$ ($\downarrow$) per architecture: mean $\pm$ standard error over $n = {counts}$ seeds"
                + (f", against {latex_escape(baseline)}" if baseline else "") + "; best per architecture in bold.")
     return _tabular(["Method"] + [latex_escape(t.arch) for t in tables], columns, caption, "tab:delta-m-by-arch")
+
+
+def _metric_value(task: str, j: int) -> Callable[[MethodRow], tuple[Optional[float], Optional[float]]]:
+    """(mean, s.e.) of metric ``j`` of ``task`` in a row."""
+    return lambda row: (_at(row.mean, task, j), _at(row.stderr, task, j))
 
 
 def _at(values: dict, task: str, j: int) -> Optional[float]:

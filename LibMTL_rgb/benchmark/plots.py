@@ -83,10 +83,10 @@ def _styles(series: Sequence[tuple[str, str]]) -> tuple[dict[str, Any], dict[str
     """A colour per method and a marker per architecture."""
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10"].colors
+    palette = matplotlib.colormaps["tab10"]
     methods = list(dict.fromkeys(m for m, _ in series))
     archs = list(dict.fromkeys(a for _, a in series))
-    return ({m: palette[i % len(palette)] for i, m in enumerate(methods)},
+    return ({m: palette(i % palette.N) for i, m in enumerate(methods)},
             {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(archs)})
 
 

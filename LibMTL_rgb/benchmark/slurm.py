@@ -29,7 +29,7 @@ from LibMTL_rgb.progress import progress_bar
 SLURM_DIR = "slurm"
 JOBS_FILE = "jobs.json"
 
-__all__ = ["SlurmOptions", "GridCell", "submit_grid", "job_ids", "queue_states", "cancel_jobs", "active_jobs", "wait_for_jobs", "SLURM_DIR"]
+__all__ = ["SlurmOptions", "GridCell", "submit_grid", "job_ids", "queue_states", "cancel_jobs", "active_jobs", "job_log_path", "job_log_tail", "wait_for_jobs", "SLURM_DIR"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,21 @@ def submit_grid(specs: Sequence[RunSpec], out_dir: str, options: SlurmOptions, *
     echo(f"submitted {len(jobs)} job(s) ({first}{' … ' + last if len(jobs) > 1 else ''}); "
          f"follow them with: python -m LibMTL_rgb.benchmark status {out_dir}")
     return submitted
+
+
+def job_log_path(out_dir: str, job: str, stream: str = "err") -> str:
+    """submitit's log of ``job`` (``stream`` ``out`` or ``err``): ``OUT/slurm/<job>/<job>_0_log.<stream>``."""
+    return os.path.join(out_dir, SLURM_DIR, job, f"{job}_0_log.{stream}")
+
+
+def job_log_tail(out_dir: str, job: str, lines: int = 1) -> str:
+    """The last ``lines`` non-empty lines of submitit's stderr log of ``job`` ('' if none)."""
+    path = job_log_path(out_dir, job)
+    if not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as handle:
+        kept = [line.strip() for line in handle if line.strip()]
+    return " | ".join(kept[-lines:])
 
 
 def cancel_jobs(out_dir: str, run_ids: Optional[Sequence[str]] = None) -> list[str]:

@@ -70,13 +70,13 @@ def grid_status(out_dir: str) -> list[CellState]:
     cells = []
     for run_id in run_ids:
         job = jobs.get(run_id)
-        if job in queued:
+        if job is not None and job in queued:
             state = "running" if queued[job] in _RUNNING_SLURM_STATES else "pending"
             cells.append(CellState(run_id, state, job, queued[job]))
             continue
         record = results.get(run_id)
         if record is not None:
-            state = _RESULT_STATE.get(record.get("status"), "failed")
+            state = _RESULT_STATE.get(str(record.get("status")), "failed")
             if state == "failed":
                 detail = ((record.get("error") or "").strip().splitlines() or [""])[-1]
             elif state == "skipped":
@@ -88,7 +88,12 @@ def grid_status(out_dir: str) -> list[CellState]:
         has_last = os.path.isfile(os.path.join(out_dir, RUNS_DIR, run_id, LAST_CHECKPOINT))
         detail = "no result yet" + (", resumes from last.pt" if has_last else "")
         if job is not None:
-            detail += f"; job {job} is no longer queued"
+            detail += f"; job {job} left the queue without one"
+            from LibMTL_rgb.benchmark.slurm import job_log_tail
+
+            tail = job_log_tail(out_dir, job)
+            if tail:
+                detail += f" (its log ends: {tail})"
         cells.append(CellState(run_id, "missing", job, detail))
     return cells
 
