@@ -125,7 +125,7 @@ def test_slurm_options_become_submitit_parameters():
 
     args = _parser().parse_args(["run", "toy", "--launcher", "slurm", "--partition", "gpu", "--gpus_per_run", "2",
                                  "--cpus-per-run", "8", "--mem", "32G", "--time", "240", "--account", "lab",
-                                 "--qos", "high", "--slurm_arg", "constraint=a100", "--slurm_arg", "--exclude=n1"])
+                                 "--qos", "high", "--slurm_arg", "constraint=a100", "--slurm_arg=--exclude=n1"])
     options = _slurm_options(args)
     assert options.nproc == 2
     params = options.executor_parameters()
