@@ -23,7 +23,7 @@ setup(
     ],
     extras_require={
         "qm9": ["torch-geometric>=2.4"],
-        "benchmark": ["tensorboard>=2.12", "scikit-learn>=1.3"],
+        "benchmark": ["tensorboard>=2.12", "scikit-learn>=1.3", "submitit>=1.5"],
         "test": ["pytest>=7"],
     },
     license="MIT",

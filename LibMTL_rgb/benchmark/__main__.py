@@ -3,9 +3,12 @@
 Sub-commands (each has ``--help``):
 
 * ``run EXAMPLE [options] [-- example flags]`` — weightings × architectures × seeds (and, with
-  ``--stl``, single-task baselines), one subprocess per run, one JSON per run; resumes.
-* ``table OUT`` — mean ± stderr per metric, Δm% and MR per architecture (Markdown + CSV).
-* ``plot OUT`` — metric vs epoch per method; Δm% per architecture (PNG).
+  ``--stl``, single-task baselines), one subprocess (``--launcher local``) or one SLURM job
+  (``--launcher slurm``) per run, one JSON per run; resumes.
+* ``status OUT`` — each run: pending / running / done / failed / skipped / missing, with job ids.
+* ``cancel OUT`` — cancel the grid's queued and running SLURM jobs.
+* ``table OUT`` — mean ± s.e. per metric, Δm% and MR per architecture (Markdown, CSV, LaTeX).
+* ``plot OUT`` — metric vs epoch per method; Δm% per architecture (PNG, PDF, SVG).
 * ``paper [TABLE ...]`` — the paper's tables: printed Δm% / MR / MER balance against ours.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from LibMTL_rgb.benchmark import grid
 from LibMTL_rgb.benchmark.paper_results import (
     check_delta_m, check_mean_rank, check_mer_balance, check_seed_average, paper_table, paper_tables,
 )
+from LibMTL_rgb.progress import PROGRESS_MODES, set_progress_mode
 
 class FORMATTER(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except the unset ones (None, False)."""
@@ -60,18 +64,36 @@ def _parser() -> argparse.ArgumentParser:
                      help="runs at a time (each a subprocess; they share the machine, GPU included)")
     run.add_argument("--timeout", type=float, default=None, help="seconds after which a run is killed and recorded as failed")
     run.add_argument("--python", default=sys.executable, help="Python interpreter for the runs")
+    run.add_argument("--progress", choices=PROGRESS_MODES, default=None,
+                     help="progress bars: auto (only when stderr is a terminal; the default, or $LIBMTL_RGB_PROGRESS), "
+                          "on, off; the runs themselves draw none (their stderr is a log file)")
+    _add_slurm_args(run)
 
-    table = sub.add_parser("table", formatter_class=FORMATTER, help="render result tables (Markdown + CSV)",
+    status = sub.add_parser("status", formatter_class=FORMATTER, help="where each run of a grid stands",
+                            description="Per run of the grid in OUT: pending / running (its SLURM job is queued or "
+                                        "running), done / failed / skipped (its result says so) or missing (no result "
+                                        "and no queued job: 'run' starts it again, from its last.pt if it has one).")
+    status.add_argument("out", help="the grid's output directory")
+    cancel = sub.add_parser("cancel", formatter_class=FORMATTER, help="cancel a grid's SLURM jobs",
+                            description="scancel the queued and running SLURM jobs of the grid in OUT (runs cut off "
+                                        "keep their last.pt: running the same 'run' command again resumes them).")
+    cancel.add_argument("out", help="the grid's output directory")
+    cancel.add_argument("--runs", nargs="+", default=None, help="only these run ids")
+
+    table = sub.add_parser("table", formatter_class=FORMATTER, help="render result tables (Markdown, CSV, LaTeX)",
                            description="Per architecture: mean ± stderr over seeds of each metric (test metrics at the "
                                        "Trainer's best epoch), Δm% (paper §3.1) against the STL baseline and MR over the "
                                        "table's rows (STL included).")
     _add_table_args(table)
     table.add_argument("--wide", action="store_true", help="show every metric column in Markdown even when there are many")
 
-    plot = sub.add_parser("plot", formatter_class=FORMATTER, help="draw figures (PNG)",
-                          description="Metric vs epoch per method (one PNG per metric) and, with a baseline, Δm% per "
+    plot = sub.add_parser("plot", formatter_class=FORMATTER, help="draw figures (PNG, PDF, SVG)",
+                          description="Metric vs epoch per method and architecture (one figure per metric: mean over "
+                                      "seeds, ± s.e. band, the STL value as a dashed line) and, with a baseline, Δm% per "
                                       "architecture.")
     _add_table_args(plot)
+    plot.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=["png", "pdf", "svg"],
+                      help="file formats of each figure")
 
     paper = sub.add_parser("paper", formatter_class=FORMATTER, help="check the paper's tables",
                            description="Recompute the Δm% and MR columns of the paper's Tables 1-6 from their metric "
@@ -79,6 +101,46 @@ def _parser() -> argparse.ArgumentParser:
                                        "them against the printed numbers ('ok' = equal up to the printed rounding).")
     paper.add_argument("tables", nargs="*", default=None, help=f"tables to check (default: all): {', '.join(paper_tables())}")
     return parser
+
+
+def _add_slurm_args(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("SLURM (--launcher slurm; through submitit, one job per run, as a job array)")
+    group.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="local: subprocesses on this machine; slurm: one SLURM job per run")
+    group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    group.add_argument("--gpus_per_run", "--gpus-per-run", type=int, default=0,
+                       help="GPUs per run; with more than one the example is started under torchrun, one process per GPU")
+    group.add_argument("--cpus_per_run", "--cpus-per-run", type=int, default=1,
+                       help="CPUs per run (also the run's OMP_NUM_THREADS unless set)")
+    group.add_argument("--mem", default=None, help="memory per run, SLURM syntax (e.g. 32G)")
+    group.add_argument("--time", type=int, default=60,
+                       help="time limit per job in minutes; a run that reaches it is requeued and resumes from last.pt")
+    group.add_argument("--account", default=None, help="SLURM account")
+    group.add_argument("--qos", default=None, help="SLURM quality of service")
+    group.add_argument("--slurm_arg", "--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. --slurm_arg constraint=a100 (repeatable)")
+    group.add_argument("--max_timeouts", "--max-timeouts", type=int, default=3,
+                       help="requeues after a timeout before a run is given up (preemptions do not count)")
+    group.add_argument("--wait", action="store_true",
+                       help="stay until every submitted job has left the queue (else submit and return)")
+    group.add_argument("--poll", type=float, default=10.0, help="with --wait: seconds between squeue calls")
+
+
+def _slurm_options(args: argparse.Namespace):
+    from LibMTL_rgb.benchmark.slurm import SlurmOptions
+
+    extra = {}
+    for item in args.slurm_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm_arg {item!r}: expected KEY=VALUE (an sbatch option without its dashes)")
+        extra[key.lstrip("-")] = value
+    for name in ("gpus_per_run", "cpus_per_run", "time", "max_timeouts"):
+        if getattr(args, name) < (0 if name in ("gpus_per_run", "max_timeouts") else 1):
+            raise ValueError(f"--{name} must be >= {0 if name in ('gpus_per_run', 'max_timeouts') else 1}")
+    return SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                        mem=args.mem, time_min=args.time, account=args.account, qos=args.qos, extra=extra,
+                        max_timeouts=args.max_timeouts)
 
 
 def _add_table_args(p: argparse.ArgumentParser) -> None:
@@ -98,14 +160,19 @@ def _add_table_args(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
+    from LibMTL_rgb.benchmark.status import record_plan
+
+    if args.progress is not None:
+        set_progress_mode(args.progress)
     example = grid.resolve_example(args.example)
     name = os.path.basename(os.path.dirname(example)) or "example"
     out = args.out or os.path.join("benchmark_runs", name)
     methods = [grid.MethodSpec.parse(m) for m in _expand_all(args.weightings, "weightings")]
     specs = grid.plan_runs(example, methods, _expand_all(args.archs, "archs"), args.seeds, extra)
-    options = dict(python=args.python, timeout=args.timeout, retry_failed=args.retry_failed, dry_run=args.dry_run,
-                   jobs=args.jobs)
-    records = grid.run_grid(specs, out, **options)
+    launch = _slurm_launch(args, out) if args.launcher == "slurm" else _local_launch(args, out)
+    if not args.dry_run:
+        record_plan(out, specs)
+    records = launch(specs)
     if not args.stl:
         return _exit_code(records)
     tasks = args.stl_tasks
@@ -113,11 +180,46 @@ def _cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         existing = grid.load_results(out) if os.path.isdir(os.path.join(out, grid.RESULTS_DIR)) else []
         tasks = grid.discover_tasks(existing)
     if tasks is None:
-        print("STL runs: the task names are not known yet (no successful multi-task run); give --stl-tasks", file=sys.stderr)
-        return 1 if not args.dry_run else 0
+        print("STL runs: the task names are not known yet (no successful multi-task run); give --stl-tasks"
+              + (", or run the same command again once a multi-task run is done" if args.launcher == "slurm" else ""),
+              file=sys.stderr)
+        return 1 if not args.dry_run and args.launcher == "local" else 0
     stl_specs = grid.plan_stl_runs(example, tasks, args.seeds, args.stl_arch, extra)
-    records += grid.run_grid(stl_specs, out, **options)
+    if not args.dry_run:
+        record_plan(out, stl_specs)
+    records += launch(stl_specs)
     return _exit_code(records)
+
+
+def _local_launch(args: argparse.Namespace, out: str):
+    """Runs specs here (subprocesses); returns their records."""
+    options = dict(python=args.python, timeout=args.timeout, retry_failed=args.retry_failed, dry_run=args.dry_run,
+                   jobs=args.jobs)
+    return lambda specs: grid.run_grid(specs, out, **options)
+
+
+def _slurm_launch(args: argparse.Namespace, out: str):
+    """Submits specs to SLURM; with --wait, returns the records of the submitted runs once their
+    jobs have left the queue (a run without a result then counts as failed), else none."""
+    from LibMTL_rgb.benchmark import slurm
+
+    options = _slurm_options(args)
+
+    def launch(specs: Sequence[grid.RunSpec]) -> list[dict]:
+        submitted = slurm.submit_grid(specs, out, options, python=args.python, timeout=args.timeout,
+                                      retry_failed=args.retry_failed, dry_run=args.dry_run)
+        if not args.wait or args.dry_run:
+            return []
+        slurm.wait_for_jobs(out, [s.run_id for s in specs], args.poll)
+        records = [grid.read_result(out, s) or {"run_id": s.run_id, "status": "failed"} for s in specs
+                   if s.run_id in submitted]
+        lost = [r["run_id"] for r in records if "config" not in r]
+        if lost:
+            print(f"{len(lost)} job(s) ended without a result (cancelled?): {', '.join(lost)}; "
+                  "run the same command again to resubmit them", file=sys.stderr)
+        return records
+
+    return launch
 
 
 def _expand_all(names: Sequence[str], kind: str) -> list[str]:
@@ -134,6 +236,24 @@ def _expand_all(names: Sequence[str], kind: str) -> list[str]:
 
 def _exit_code(records: Sequence[dict]) -> int:
     return 1 if any(r["status"] == "failed" for r in records) else 0
+
+
+# --------------------------------------------------------- status / cancel
+def _cmd_status(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark.status import format_status, grid_status
+
+    print(format_status(grid_status(args.out)))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark.slurm import SLURM_DIR, cancel_jobs
+
+    if not os.path.isdir(os.path.join(args.out, SLURM_DIR)):
+        raise SystemExit(f"no SLURM jobs recorded in {args.out} (a local grid stops with Ctrl-C)")
+    cancelled = cancel_jobs(args.out, args.runs)
+    print(f"cancelled {len(cancelled)} job(s)" + (": " + " ".join(cancelled) if cancelled else " (none queued)"))
+    return 0
 
 
 # ------------------------------------------------------------ table / plot
@@ -159,13 +279,15 @@ def _tables(args: argparse.Namespace):
     if baseline is not None:
         notes.insert(0, f"Δm% baseline: {baseline.source}")
     notes += [f"skipped, {label} on {arch}: {reason}" for arch, label, reason in tb.skipped_runs(records)]
-    return tables, notes
+    return tables, notes, baseline
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
+    from LibMTL_rgb.benchmark import latex
     from LibMTL_rgb.benchmark import tables as tb
 
-    tables, notes = _tables(args)
+    tables, notes, baseline = _tables(args)
+    source = baseline.source if baseline is not None else ""
     if not tables:
         raise SystemExit(f"no multi-task results in {args.out}")
     markdown = "\n".join(tb.to_markdown(t, wide=args.wide) for t in tables)
@@ -183,19 +305,26 @@ def _cmd_table(args: argparse.Namespace) -> int:
         handle.write(markdown)
     with atomic_write(os.path.join(out_dir, "results.csv"), newline="") as handle:
         handle.write(tb.to_csv(tables))
+    tex = "\n".join(latex.to_latex(t, wide=args.wide, baseline=source) for t in tables)
+    if len(tables) > 1 and any(r.delta_m is not None for t in tables for r in t.rows):
+        tex += "\n" + latex.delta_m_by_arch_latex(tables, source)
+    with atomic_write(os.path.join(out_dir, "results.tex")) as handle:
+        handle.write(tex)
     print(markdown)
-    print(f"written: {os.path.join(out_dir, 'results.md')}, {os.path.join(out_dir, 'results.csv')}")
+    written = ", ".join(os.path.join(out_dir, f"results.{ext}") for ext in ("md", "csv", "tex"))
+    print(f"written: {written} (LaTeX: \\usepackage{{booktabs}})")
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from LibMTL_rgb.benchmark import plots
 
-    tables, notes = _tables(args)
+    tables, notes, baseline = _tables(args)
     out_dir = args.output_dir or os.path.join(args.out, "plots")
-    paths = plots.plot_metric_curves(grid.load_results(args.out), out_dir, args.split)
+    formats = args.formats
+    paths = plots.plot_metric_curves(grid.load_results(args.out), out_dir, args.split, baseline, formats)
     try:
-        paths.append(plots.plot_delta_m_by_arch(tables, os.path.join(out_dir, "delta_m_by_arch.png")))
+        paths += plots.plot_delta_m_by_arch(tables, os.path.join(out_dir, "delta_m_by_arch"), formats)
     except ValueError as err:
         notes.append(str(err))
     for note in notes:
@@ -245,12 +374,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, extra)
+        if args.command == "status":
+            return _cmd_status(args)
+        if args.command == "cancel":
+            return _cmd_cancel(args)
         if args.command == "table":
             return _cmd_table(args)
         if args.command == "plot":
             return _cmd_plot(args)
         return _cmd_paper(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # OSError: files, squeue / scancel
         raise SystemExit(f"error: {err}") from None
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from LibMTL_rgb.atomic_io import atomic_write_json
 from LibMTL_rgb.checkpoint import LAST_CHECKPOINT
+from LibMTL_rgb.progress import PROGRESS_ENV, progress_bar
 
 RESULTS_DIR = "results"
 RUNS_DIR = "runs"
@@ -45,7 +46,7 @@ KNOWN_EXAMPLES = ("toy", "nyu", "cityscapes", "qm9", "celeba")
 
 __all__ = [
     "MethodSpec", "RunSpec", "resolve_example", "plan_runs", "plan_stl_runs", "run_one", "run_grid",
-    "load_results", "discover_tasks", "result_path", "run_dir",
+    "load_results", "discover_tasks", "result_path", "run_dir", "pending_specs", "read_result",
 ]
 
 
@@ -103,8 +104,12 @@ class RunSpec:
         head = f"{STL_LABEL}-{self.stl_task}" if self.stl_task is not None else self.method.label
         return re.sub(r"[^A-Za-z0-9._=,+\-\[\]]", "_", f"{head}__{self.arch}__seed{self.seed}")
 
-    def command(self, save_path: str, python: str = sys.executable) -> list[str]:
-        cmd = [python, self.example, *self.method.args(), "--arch", self.arch, "--seed", str(self.seed),
+    def command(self, save_path: str, python: str = sys.executable, nproc: int = 1) -> list[str]:
+        """The example's command line; ``nproc > 1`` starts it under ``torchrun --standalone``
+        with that many processes (one per GPU of the allocation)."""
+        launcher = [python] if nproc <= 1 else [python, "-m", "torch.distributed.run", "--standalone",
+                                                 "--nproc_per_node", str(nproc)]
+        cmd = [*launcher, self.example, *self.method.args(), "--arch", self.arch, "--seed", str(self.seed),
                "--save_path", save_path]
         if self.stl_task is not None:
             cmd += ["--stl_task", self.stl_task]
@@ -198,6 +203,11 @@ def _spawn(cmd: list[str], stdout_path: str, stderr_path: str, env: dict, timeou
     return proc.returncode, peak, timed_out.is_set()
 
 
+def read_result(out_dir: str, spec: RunSpec) -> Optional[dict[str, Any]]:
+    """The result record of ``spec`` in ``out_dir``, or None when the run has not ended."""
+    return _read_json(result_path(out_dir, spec))
+
+
 def _read_json(path: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
@@ -245,7 +255,7 @@ def _arch_refusal(code: int, stderr_path: str) -> Optional[str]:
 
 
 def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: Optional[float] = None,
-            env: Optional[dict] = None) -> dict[str, Any]:
+            env: Optional[dict] = None, nproc: int = 1) -> dict[str, Any]:
     """Run ``spec`` in a subprocess and write its JSON result; returns the record.
 
     The record holds ``config``, ``command``, ``status`` (``ok``/``failed``, or ``skipped``
@@ -258,14 +268,15 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
     """
     save_path = run_dir(out_dir, spec)
     os.makedirs(save_path, exist_ok=True)
-    cmd = spec.command(save_path, python)
+    cmd = spec.command(save_path, python, nproc)
     resume_from = os.path.join(save_path, LAST_CHECKPOINT)
     resuming = os.path.isfile(resume_from)
     if resuming:  # an interrupted run continues after its last finished epoch
         cmd += ["--resume", resume_from]
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    child_env.setdefault("TQDM_DISABLE", "1")  # keep the stderr tail readable
+    child_env.setdefault(PROGRESS_ENV, "off")  # keep the stderr tail readable (LibMTL_rgb.progress)
+    child_env.setdefault("TQDM_DISABLE", "1")  # the same for tqdm bars that do not set ``disable``
     stderr_path = os.path.join(save_path, "stderr.log")
     started = time.time()
     t0 = time.perf_counter()
@@ -302,6 +313,17 @@ def run_one(spec: RunSpec, out_dir: str, python: str = sys.executable, timeout: 
     return record
 
 
+def pending_specs(specs: Sequence[RunSpec], out_dir: str, retry_failed: bool = False) -> list[RunSpec]:
+    """The specs still to run: no result JSON yet, or (with ``retry_failed``) a failed one."""
+    todo = []
+    for spec in specs:
+        existing = _read_json(result_path(out_dir, spec))
+        if existing is not None and not (retry_failed and existing.get("status") == "failed"):
+            continue
+        todo.append(spec)
+    return todo
+
+
 def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.executable, timeout: Optional[float] = None,
              retry_failed: bool = False, dry_run: bool = False, env: Optional[dict] = None, jobs: int = 1,
              echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -310,12 +332,7 @@ def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.execut
     prints the commands."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    todo = []
-    for spec in specs:
-        existing = _read_json(result_path(out_dir, spec))
-        if existing is not None and not (retry_failed and existing.get("status") == "failed"):
-            continue
-        todo.append(spec)
+    todo = pending_specs(specs, out_dir, retry_failed)
     skipped = len(specs) - len(todo)
     if dry_run:
         echo(f"{len(todo)} run(s) to start, {skipped} already done:")
@@ -325,7 +342,7 @@ def run_grid(specs: Sequence[RunSpec], out_dir: str, *, python: str = sys.execut
     if skipped:
         echo(f"skipping {skipped} run(s) with results in {os.path.join(out_dir, RESULTS_DIR)}")
     records: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(todo), desc="grid", unit="run", dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc="grid", unit="run")
 
     def finished(record: dict[str, Any]) -> None:
         records[record["run_id"]] = record
