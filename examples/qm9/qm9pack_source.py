@@ -74,10 +74,14 @@ def read_qm9pack(folder: str, keep: Optional[Collection[int]] = None) -> Iterato
     """The molecules of qm9pack's CSV files in gdb9 order (checked increasing); only the rows
     at the 0-based positions ``keep`` when given."""
     last = 0
+    wanted = None if keep is None else set(keep)
+    final = max(wanted, default=-1) if wanted is not None else None
     for position, row in enumerate(_rows(folder)):
         index = int(row["Index"])
         if index <= last or index > NUM_GDB9:
             raise ValueError(f"qm9pack: index {index} after {last} (expected increasing 1..{NUM_GDB9})")
         last = index
-        if keep is None or position in keep:
+        if wanted is None or position in wanted:
             yield _molecule(row)
+            if position == final:
+                return  # the rest is not wanted
