@@ -15,10 +15,9 @@ if find_spec("qm9pack") is None or find_spec("rdkit") is None:
     pytest.skip("the QM9 extra (pip install -r requirements-qm9.txt, or -e .[qm9]) is not installed",
                 allow_module_level=True)
 
-from rdkit import Chem  # noqa: E402
-from torch_geometric.datasets.qm9 import atomrefs, conversion  # noqa: E402  (PyG's constants)
-
-from example_loading import load_example  # noqa: E402
+from example_loading import load_example
+from rdkit import Chem
+from torch_geometric.datasets.qm9 import atomrefs, conversion
 
 _main, _data, _convert, _source, _bonds, _raw = load_example(
     "qm9", "qm9_data", "from_qm9pack", "qm9pack_source", "xyz_bonds", "pyg_raw_files")

@@ -11,14 +11,20 @@ import random
 import statistics
 import sys
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from anywhere
 
-from LibMTL_rgb.atomic_io import atomic_write  # noqa: E402
-from qm9pack_source import NUM_GDB9, count_molecules, read_qm9pack, require_converter_packages  # noqa: E402
+from qm9pack_source import (
+    NUM_GDB9,
+    count_molecules,
+    read_qm9pack,
+    require_converter_packages,
+)
+
+from LibMTL_rgb.atomic_io import atomic_write
 
 HARTREE_TO_EV = 27.211386246  # PyG's HAR2EV
 #: Reference statistics over all 133,885 gdb9 molecules (the DeepChem/MoleculeNet qm9.csv;
@@ -36,7 +42,7 @@ RAW_FILES = ("gdb9.sdf", "gdb9.sdf.csv", "uncharacterized.txt")
 REPAIRS_FILE = "qm9pack_repairs.csv"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="dataset root: the files go to OUT/raw/ (then --dataset_path OUT)")
     parser.add_argument("--sample", type=int, default=None,
@@ -64,10 +70,16 @@ def _stats_table(columns: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-def convert(out: str, sample: Optional[int] = None, seed: int = 0, force: bool = False) -> dict:
+def convert(out: str, sample: int | None = None, seed: int = 0, force: bool = False) -> dict:
     """Write the raw files under ``out/raw`` and return the counts printed (see module doc)."""
     folder = require_converter_packages()
-    from pyg_raw_files import csv_row, mol_block, placeholder_row, write_csv, write_uncharacterized
+    from pyg_raw_files import (
+        csv_row,
+        mol_block,
+        placeholder_row,
+        write_csv,
+        write_uncharacterized,
+    )
     from xyz_bonds import bonded_molecule
 
     raw = os.path.join(out, "raw")
@@ -142,7 +154,7 @@ def convert(out: str, sample: Optional[int] = None, seed: int = 0, force: bool =
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     return convert(args.out, args.sample, args.seed, args.force)
 

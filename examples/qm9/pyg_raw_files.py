@@ -4,11 +4,11 @@
 from) and ``uncharacterized.txt`` (the molecules PyG skips, from its 10th line on)."""
 from __future__ import annotations
 
-from typing import IO, Iterable, Optional, Sequence
-
-from rdkit import Chem
+from collections.abc import Iterable, Sequence
+from typing import IO
 
 from qm9pack_source import QM9PackMolecule
+from rdkit import Chem
 
 #: 1 Hartree in kcal/mol (CODATA 2018): the atomization energies' unit in gdb9.sdf.csv.
 HARTREE_TO_KCAL_PER_MOL = 627.5094740631
@@ -52,7 +52,7 @@ def placeholder_row(index: int) -> list[str]:
     return [f"gdb_{index}", *(["nan"] * (len(CSV_HEADER) - 1))]
 
 
-def mol_block(mol: Optional[Chem.Mol], index: int) -> str:
+def mol_block(mol: Chem.Mol | None, index: int) -> str:
     """One SDF record named ``gdb_<index>``; ``mol`` None writes an empty placeholder record."""
     mol = Chem.Mol() if mol is None else Chem.Mol(mol)
     if any(bond.GetIsAromatic() for bond in mol.GetBonds()):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from importlib import util
-from typing import Collection, Iterator, Optional
 
 #: The optional packages the converter needs, and how to get them.
 INSTALL_HINT = "pip install -e .[qm9]   (or: pip install qm9pack rdkit)"
@@ -70,7 +70,7 @@ def count_molecules(folder: str) -> int:
     return sum(1 for _ in _rows(folder))
 
 
-def read_qm9pack(folder: str, keep: Optional[Collection[int]] = None) -> Iterator[QM9PackMolecule]:
+def read_qm9pack(folder: str, keep: Collection[int] | None = None) -> Iterator[QM9PackMolecule]:
     """The molecules of qm9pack's CSV files in gdb9 order (checked increasing); only the rows
     at the 0-based positions ``keep`` when given."""
     last = 0

@@ -14,20 +14,21 @@ import json
 import os
 import statistics
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from LibMTL_rgb.benchmark.delta_m import delta_m  # noqa: E402
-from LibMTL_rgb.benchmark.paper_results import paper_table  # noqa: E402
-from LibMTL_rgb.benchmark.ranking import mean_rank  # noqa: E402
-from qm9_targets import DEFAULT_TARGETS, QM9_COLUMNS  # noqa: E402
+from qm9_targets import DEFAULT_TARGETS, QM9_COLUMNS
+
+from LibMTL_rgb.benchmark.delta_m import delta_m
+from LibMTL_rgb.benchmark.paper_results import paper_table
+from LibMTL_rgb.benchmark.ranking import mean_rank
 
 #: Our run name -> the paper's Table 2 row (LS is EW: the unweighted sum of the losses).
 PAPER_ROW = {"EW": "LS", "RGB": "RGB", "MGDA": "MGDA", "PCGrad": "PCGrad", "FAMO": "FAMO", "STL": "STL"}
 
 
-def _summary(out: str, name: str) -> Optional[dict]:
+def _summary(out: str, name: str) -> dict | None:
     path = os.path.join(out, name, "summary.json")
     if not os.path.isfile(path):
         return None
@@ -35,7 +36,7 @@ def _summary(out: str, name: str) -> Optional[dict]:
         return json.load(handle)
 
 
-def train_seconds_per_epoch(out: str, name: str) -> Optional[float]:
+def train_seconds_per_epoch(out: str, name: str) -> float | None:
     """The mean ``time`` of the ``train`` rows of the run's history.csv."""
     path = os.path.join(out, name, "history.csv")
     if not os.path.isfile(path):
@@ -79,7 +80,7 @@ def results_table(out: str, methods: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="the folder of runs (results_budget.sh's OUT)")
     parser.add_argument("--methods", nargs="+", default=["EW", "RGB", "MGDA", "PCGrad", "FAMO"])

@@ -9,8 +9,8 @@ the DFT relaxation so that no cutoff fits its SMILES keeps the bonds of its coor
 counted apart)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdDetermineBonds
@@ -30,7 +30,7 @@ class BondedMolecule:
     relaxation: a SMILES bond spans more than the widest cutoff); its bonds are the XYZ's."""
 
     mol: Chem.Mol
-    repair: Optional[str]
+    repair: str | None
     matches_smiles: bool = True
 
 
@@ -127,7 +127,7 @@ def bonded_molecule(elements: Sequence[str], xyz: Sequence[Sequence[float]], smi
         if graph_key(perceived) == expected:
             return BondedMolecule(perceived, None)
         reason = "DetermineBonds perceived another graph"
-    except Exception as err:  # RDKit raises RuntimeError / ValueError / Boost errors on strained cages
+    except Exception as err:  # noqa: BLE001 - RDKit raises RuntimeError, ValueError, Boost errors on cages
         reason = f"DetermineBonds failed ({type(err).__name__})"
     try:
         mol, factor = map_smiles_bonds(geometry, template)
