@@ -74,7 +74,7 @@ def main() -> None:
         if "torch.device('cuda:0')" in handle.read() and not torch.cuda.is_available():
             raise SystemExit(f"{trainer_py} hard-codes torch.device('cuda:0') and this machine has no GPU: make it "
                              "torch.device('cuda:0' if torch.cuda.is_available() else 'cpu') in that checkout")
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # each TRAIN line as printed, so the run stops there
     ours = [sys.executable, os.path.join(REPO, "examples", "qm9", "main.py"), "--dataset_path", args.root,
             "--weighting", "EW", "--arch", "HPS", "--bs", "120", "--epochs", "1", "--seed", str(args.seed),
             "--train_size", str(args.train_size), "--val_size", str(args.val_size), "--test_size", str(args.test_size),

@@ -17,6 +17,15 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from anywhere
 
+from pyg_raw_files import (
+    CSV_HEADER,
+    HARTREE_TO_KCAL_PER_MOL,
+    csv_row,
+    mol_block,
+    placeholder_row,
+    write_csv,
+    write_uncharacterized,
+)
 from qm9pack_source import (
     NUM_GDB9,
     count_molecules,
@@ -38,6 +47,13 @@ REFERENCE_STATS = {
 }
 #: PyG's QM9 documentation: 130,831 graphs, ~18.0 atoms and ~37.3 directed bond edges each.
 REFERENCE_COUNTS = {"molecules": 130_831, "atoms per molecule": 18.0, "bond edges per molecule": 37.3}
+#: The target statistics printed: (name in PyG's units, gdb9.sdf.csv column, CSV unit -> PyG unit).
+STATISTICS = (
+    ("mu (D)", "mu", 1.0), ("alpha (a0^3)", "alpha", 1.0), ("homo (eV)", "homo", HARTREE_TO_EV),
+    ("lumo (eV)", "lumo", HARTREE_TO_EV), ("gap (eV)", "gap", HARTREE_TO_EV), ("r2 (a0^2)", "r2", 1.0),
+    ("zpve (eV)", "zpve", HARTREE_TO_EV), ("U0_atom (eV)", "u0_atom", HARTREE_TO_EV / HARTREE_TO_KCAL_PER_MOL),
+    ("cv (cal/mol K)", "cv", 1.0),
+)
 RAW_FILES = ("gdb9.sdf", "gdb9.sdf.csv", "uncharacterized.txt")
 REPAIRS_FILE = "qm9pack_repairs.csv"
 
@@ -73,14 +89,7 @@ def _stats_table(columns: dict[str, list[float]]) -> list[str]:
 def convert(out: str, sample: int | None = None, seed: int = 0, force: bool = False) -> dict:
     """Write the raw files under ``out/raw`` and return the counts printed (see module doc)."""
     folder = require_converter_packages()
-    from pyg_raw_files import (
-        csv_row,
-        mol_block,
-        placeholder_row,
-        write_csv,
-        write_uncharacterized,
-    )
-    from xyz_bonds import bonded_molecule
+    from xyz_bonds import bonded_molecule  # rdkit
 
     raw = os.path.join(out, "raw")
     existing = [f for f in RAW_FILES if os.path.exists(os.path.join(raw, f))]
@@ -95,8 +104,9 @@ def convert(out: str, sample: int | None = None, seed: int = 0, force: bool = Fa
         keep = sample_positions(total, sample, seed)
     count = total if keep is None else len(keep)
 
-    rows, repairs, stats = [], [], {k: [] for k in ("mu (D)", "alpha (a0^3)", "homo (eV)", "lumo (eV)", "gap (eV)",
-                                                     "r2 (a0^2)", "zpve (eV)", "U0_atom (eV)", "cv (cal/mol K)")}
+    rows: list[list[str]] = []
+    repairs: list[tuple[int, str, str]] = []
+    stats: dict[str, list[float]] = {name: [] for name, _, _ in STATISTICS}
     uncharacterized: list[int] = []
     atoms = bonds = unmatched = 0
     next_index = 1
@@ -118,11 +128,9 @@ def convert(out: str, sample: int | None = None, seed: int = 0, force: bool = Fa
             rows.append(row)
             atoms += bonded.mol.GetNumAtoms()
             bonds += 2 * bonded.mol.GetNumBonds()
-            values = [float(v) for v in row[1:]]
-            for key, value in zip(stats, (values[3], values[4], values[5] * HARTREE_TO_EV, values[6] * HARTREE_TO_EV,
-                                          values[7] * HARTREE_TO_EV, values[8], values[9] * HARTREE_TO_EV,
-                                          values[15] * HARTREE_TO_EV / 627.5094740631, values[14])):
-                stats[key].append(value)
+            values = dict(zip(CSV_HEADER, row))
+            for name, column, factor in STATISTICS:
+                stats[name].append(float(values[column]) * factor)
         if keep is None:
             for gap in range(next_index, NUM_GDB9 + 1):
                 sdf.write(mol_block(None, gap))

@@ -5,10 +5,12 @@ from) and ``uncharacterized.txt`` (the molecules PyG skips, from its 10th line o
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from qm9pack_source import QM9PackMolecule
-from rdkit import Chem
+
+if TYPE_CHECKING:  # rdkit loads only when a record is written (the converter's --help needs none)
+    from rdkit import Chem
 
 #: 1 Hartree in kcal/mol (CODATA 2018): the atomization energies' unit in gdb9.sdf.csv.
 HARTREE_TO_KCAL_PER_MOL = 627.5094740631
@@ -54,6 +56,8 @@ def placeholder_row(index: int) -> list[str]:
 
 def mol_block(mol: Chem.Mol | None, index: int) -> str:
     """One SDF record named ``gdb_<index>``; ``mol`` None writes an empty placeholder record."""
+    from rdkit import Chem
+
     mol = Chem.Mol() if mol is None else Chem.Mol(mol)
     if any(bond.GetIsAromatic() for bond in mol.GetBonds()):
         Chem.Kekulize(mol, clearAromaticFlags=True)  # single/double/triple only, as gdb9.sdf

@@ -2,7 +2,7 @@
 each method's test MAEs at its best validation epoch (``summary.json``), Δm% against the
 single-task runs of the same budget and MR over them and STL (paper §3.1, with
 ``LibMTL_rgb.benchmark``), the paper's Table 2 Δm% and MR beside, and the mean training time
-per epoch (``history.csv``).
+per epoch (``history.csv``); then the paper's Table 2 rows of the same methods.
 
     python examples/qm9/results_table.py OUT [--methods EW RGB MGDA PCGrad FAMO]
 """
@@ -80,12 +80,26 @@ def results_table(out: str, methods: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paper_rows(methods: Sequence[str]) -> str:
+    """Paper Table 2's rows of STL and ``methods`` (MAE in the same units, MR, Δm%)."""
+    paper = paper_table("qm9")
+    symbols = [QM9_COLUMNS[t].name for t in DEFAULT_TARGETS]
+    lines = ["| Table 2 row | " + " | ".join(symbols) + " | MR ↓ | Δm% ↓ |", "|---" * (len(symbols) + 3) + "|"]
+    for method in ["STL", *methods]:
+        row = paper.row(PAPER_ROW.get(method, method))
+        label = row.method if row.method == method else f"{row.method} (= {method})"
+        lines.append(f"| {label} | " + " | ".join(f"{row.values[k][0]:g}" for k in symbols)
+                     + f" | {row.mr} | {row.delta_m} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="the folder of runs (results_budget.sh's OUT)")
     parser.add_argument("--methods", nargs="+", default=["EW", "RGB", "MGDA", "PCGrad", "FAMO"])
     args = parser.parse_args(argv)
-    print(results_table(args.out, args.methods), end="")
+    print(results_table(args.out, args.methods))
+    print(paper_rows(args.methods), end="")
 
 
 if __name__ == "__main__":
