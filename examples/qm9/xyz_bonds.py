@@ -1,7 +1,7 @@
 """Bonds for a QM9 geometry that equal its SMILES graph. RDKit's ``DetermineBonds`` perceives
 bonds from the XYZ coordinates; where it fails (about 5 % of QM9: strained cages whose bond
-orders it cannot assign) or perceives another graph than the SMILES (charge-separated forms,
-long bonds), the SMILES bonds are mapped onto the XYZ atoms: the SMILES graph (hydrogens
+orders it cannot assign) or perceives another graph than the SMILES (e.g. a neutral form of a
+zwitterionic SMILES), the SMILES bonds are mapped onto the XYZ atoms: the SMILES graph (hydrogens
 explicit) is matched, element to element, into the graph of atom pairs closer than a
 covalent-radius cutoff, widened step by step until it fits, and the SMILES's Kekulé bond
 orders and formal charges are copied onto the matched atoms. A geometry that rearranged during
