@@ -27,23 +27,27 @@ import tempfile
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_TIME = re.compile(r"TRAIN:.*\| Time: ([0-9.]+)")
+TRAIN_TIME = re.compile(r"TRAIN:[^\n]*?\| Time: ([0-9.]+)s?[ |\n]")
 LIBMTL_TEST, LIBMTL_VAL = 10_000, 10_000  # LibMTL's examples/qm9 slices of random_split.t
 
 
 def _train_seconds(cmd: list[str], cwd: str, env: dict) -> float:
-    """Run ``cmd`` until it prints its first TRAIN line; its ``Time``."""
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    """Run ``cmd`` until it prints its first TRAIN time; that time. The output is read as it
+    comes, not by lines: LibMTL ends its epoch line only after the validation and test runs."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            match = TRAIN_TIME.search(line)
+        seen = ""
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+            match = TRAIN_TIME.search(seen)
             if match:
                 proc.terminate()
                 return float(match.group(1))
         proc.wait()
-    raise RuntimeError(f"{' '.join(cmd)} printed no TRAIN time (exit {proc.returncode}):\n{''.join(lines[-20:])}")
+    raise RuntimeError(f"{' '.join(cmd)} printed no TRAIN time (exit {proc.returncode}):\n{seen[-3000:]}")
 
 
 def libmtl_split(root: str, seed: int, val_size: int, test_size: int, train_size: int) -> torch.Tensor:
@@ -89,11 +93,12 @@ def main() -> None:
         for round_ in range(args.rounds):
             ours_run = ours + ["--save_path", os.path.join(workdir, f"ours{round_}")]
             times["LibMTL_rgb"].append(_train_seconds(ours_run, REPO, env))
+            print(f"round {round_}: LibMTL_rgb {times['LibMTL_rgb'][-1]:.1f} s", flush=True)
             if round_ == 0:  # the example's split exists now
                 torch.save(libmtl_split(args.root, args.seed, args.val_size, args.test_size, args.train_size),
                            os.path.join(workdir, "random_split.t"))
             times["LibMTL main"].append(_train_seconds(theirs, workdir, libmtl_env))
-            print(f"round {round_}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()), flush=True)
+            print(f"round {round_}: LibMTL main {times['LibMTL main'][-1]:.1f} s", flush=True)
     ours_s, theirs_s = (statistics.median(times[k]) for k in ("LibMTL_rgb", "LibMTL main"))
     print(f"train epoch, {args.train_size} molecules, EW, batch 120, median of {args.rounds}: LibMTL_rgb {ours_s:.1f} s, "
           f"LibMTL main {theirs_s:.1f} s: LibMTL main / LibMTL_rgb = {theirs_s / ours_s:.2f}")
