@@ -22,7 +22,8 @@ setup(
         "torchjd[full]>=0.18,<0.19",
     ],
     extras_require={
-        "qm9": ["torch-geometric>=2.4"],
+        # QM9 offline from PyPI: examples/qm9/from_qm9pack.py (qm9pack's CSV, rdkit's bonds)
+        "qm9": ["torch-geometric>=2.4", "qm9pack>=1.0.3", "rdkit>=2023.9"],
         "benchmark": ["tensorboard>=2.12", "scikit-learn>=1.3", "submitit>=1.5"],
         "test": ["pytest>=7"],
     },

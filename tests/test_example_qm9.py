@@ -1,6 +1,7 @@
 """examples/qm9 on a tiny QM9 root in PyG's real raw format (``raw/qm9_v3.pt``, what PyG's
 QM9 reads without rdkit): reader, split, transforms, MPNN, metric, and ``main`` end to end."""
 import csv
+import importlib
 import os
 from pathlib import Path
 
@@ -243,3 +244,39 @@ def test_missing_small_and_malformed_datasets_exit_with_instructions(tmp_path):
     (bad / "raw" / "qm9_v3.pt").write_bytes(b"not a torch file")
     with pytest.raises(SystemExit, match="could not read QM9"):
         main(["--dataset_path", str(bad), *TINY])
+
+
+def test_every_pyg_layout_is_read_whether_or_not_rdkit_is_installed(qm9_root, tmp_path, monkeypatch):
+    data = importlib.import_module("qm9_data")  # the module main() imports (other tests reload it)
+    for has_rdkit in (True, False):  # qm9_v3.pt: PyG's branch without rdkit, also when rdkit is there
+        monkeypatch.setattr(data, "_has_rdkit", lambda: has_rdkit)
+        root = make_qm9_root(tmp_path / f"rdkit_{has_rdkit}", count=12)
+        assert len(data.read_qm9(str(root))) == 12
+        assert data.raw_layout(str(root)) == data.PREPROCESSED_RAW
+    gdb9 = tmp_path / "gdb9"
+    (gdb9 / "raw").mkdir(parents=True)
+    for name in data.RDKIT_RAW:
+        (gdb9 / "raw" / name).write_text("")
+    assert data.raw_layout(str(gdb9)) == data.RDKIT_RAW
+    monkeypatch.setattr(data, "_has_rdkit", lambda: False)  # the gdb9 files need rdkit: say so
+    with pytest.raises(SystemExit, match=r"with rdkit: pip install -e \.\[qm9\]"):
+        main(["--dataset_path", str(gdb9), *TINY])
+    with pytest.raises(SystemExit, match="from_qm9pack.py"):  # nothing there: the offline way is named
+        main(["--dataset_path", str(tmp_path / "empty"), *TINY])
+
+
+def test_train_size_keeps_the_first_training_molecules(qm9_root):
+    full = load_qm9(str(qm9_root), val_size=5, test_size=5, split_seed=0)
+    subset = load_qm9(str(qm9_root), val_size=5, test_size=5, split_seed=0, train_size=7)
+    assert len(subset.train) == 7 and len(full.train) == NUM_MOLECULES - 10
+    assert all(torch.equal(subset.train[k].pos, full.train[k].pos) for k in range(7))
+    assert len(subset.test) == len(full.test) == 5
+    with pytest.raises(ValueError, match="--train_size 21"):
+        load_qm9(str(qm9_root), val_size=5, test_size=5, split_seed=0, train_size=21)
+
+
+def test_converter_without_qm9pack_or_rdkit_says_what_to_install(monkeypatch):
+    source = importlib.import_module("qm9pack_source")
+    monkeypatch.setattr(source.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"qm9pack and rdkit not installed.*\n.*pip install -e \.\[qm9\]"):
+        source.require_converter_packages()

@@ -61,6 +61,8 @@ def add_qm9_args(parser: argparse.ArgumentParser) -> None:
                        help="a saved permutation of the molecules to split, e.g. LibMTL's examples/qm9/random_split.t "
                             "(test = the first --test_size, val = the next --val_size, train = the rest); "
                             "default: a permutation drawn from --split_seed")
+    group.add_argument("--train_size", type=int, default=None,
+                       help="train on only the first N molecules of the training split (default: all of it)")
     group.add_argument("--val_size", type=int, default=10000, help="molecules in the validation split")
     group.add_argument("--test_size", type=int, default=10000, help="molecules in the test split")
     group.add_argument("--split_seed", type=int, default=None,
@@ -123,7 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
     if params.split_file is None and os.path.isfile(LIBMTL_SPLIT_FILE):
         print(f"QM9: ./{LIBMTL_SPLIT_FILE} (LibMTL's split) is not used; pass --split_file {LIBMTL_SPLIT_FILE} to use it")
     try:
-        splits = load_qm9(root, params.val_size, params.test_size, split_seed, targets, params.split_file)
+        splits = load_qm9(root, params.val_size, params.test_size, split_seed, targets, params.split_file,
+                           params.train_size)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"QM9: {err}") from None
     train, val, test = qm9_loaders(splits, params.bs, params.eval_bs or params.bs, params.num_workers,

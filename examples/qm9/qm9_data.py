@@ -4,6 +4,7 @@ targets standardised with the training split's statistics, and a seeded train/va
 saved next to the data, or LibMTL's split file ``random_split.t``."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -12,6 +13,8 @@ import torch
 import torch_geometric.transforms as T
 from torch import Tensor
 from torch.utils.data import Dataset
+from torch_geometric.data import Data
+from torch_geometric.io import fs
 from torch_geometric.datasets import QM9
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform
@@ -29,27 +32,65 @@ NUM_BOND_TYPES = 4
 #: Bond one-hot + the interatomic distance appended by ``Distance``.
 NUM_EDGE_FEATURES = NUM_BOND_TYPES + 1
 
-RAW_FILE = os.path.join("raw", "qm9_v3.pt")
+#: PyG's layouts of ``ROOT/raw/``: its pre-processed molecules (read without rdkit) and the
+#: original gdb9 files (processed with rdkit; what ``from_qm9pack.py`` writes).
+PREPROCESSED_RAW = ("qm9_v3.pt",)
+RDKIT_RAW = ("gdb9.sdf", "gdb9.sdf.csv", "uncharacterized.txt")
+RAW_FILE = os.path.join("raw", PREPROCESSED_RAW[0])
 PROCESSED_FILE = os.path.join("processed", "data_v3.pt")
 HOW_TO_GET = (
-    "QM9 is read in PyTorch Geometric's layout: ROOT/raw/qm9_v3.pt (PyG's pre-processed molecules; "
-    "ROOT/processed/data_v3.pt is written from it on first use). With internet access run\n"
+    "QM9 is read in any of PyTorch Geometric's layouts: ROOT/raw/gdb9.sdf + gdb9.sdf.csv + uncharacterized.txt "
+    "(processed with rdkit), ROOT/raw/qm9_v3.pt (PyG's pre-processed molecules), or an existing "
+    "ROOT/processed/data_v3.pt. Offline, from the PyPI packages qm9pack and rdkit (pip install -e .[qm9]):\n"
+    "  python examples/qm9/from_qm9pack.py --out ROOT\n"
+    "With internet access:\n"
     "  python -c \"from torch_geometric.datasets import QM9; QM9('ROOT')\"\n"
-    "or download https://data.pyg.org/datasets/qm9_v3.zip and unzip it into ROOT/raw/, "
+    "or download https://data.pyg.org/datasets/qm9_v3.zip and unzip it into ROOT/raw/; "
     "then pass --dataset_path ROOT."
 )
 
 
+def _has_rdkit() -> bool:
+    return importlib.util.find_spec("rdkit") is not None
+
+
+def raw_layout(root: str) -> Optional[tuple[str, ...]]:
+    """The raw files of ``root/raw`` PyG can process here: the gdb9 files when complete (with
+    rdkit installed; without it they are returned too, for :class:`LocalQM9` to explain), else
+    ``qm9_v3.pt``; None when neither is complete."""
+    complete = [files for files in (RDKIT_RAW, PREPROCESSED_RAW)
+                if all(os.path.isfile(os.path.join(root, "raw", f)) for f in files)]
+    if RDKIT_RAW in complete and (_has_rdkit() or PREPROCESSED_RAW not in complete):
+        return RDKIT_RAW
+    return complete[0] if complete else None
+
+
 class LocalQM9(QM9):
-    """PyG's ``QM9`` that never downloads: it reads ``raw/`` (or an existing ``processed/``)."""
+    """PyG's ``QM9`` that never downloads and reads whichever layout ``root`` has (rdkit's raw
+    gdb9 files, ``raw/qm9_v3.pt`` whether or not rdkit is installed, or ``processed/``)."""
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        layout = raw_layout(self.root)
+        if layout is None:  # PyG's own choice, for the message of download()
+            return list(RDKIT_RAW if _has_rdkit() else PREPROCESSED_RAW)
+        return list(layout)
 
     def download(self) -> None:
         if os.path.exists(self.processed_paths[0]):
             return  # the processed file is all PyG needs
-        raise FileNotFoundError(
-            f"{self.raw_dir} lacks {', '.join(self.raw_file_names)} (what PyG's QM9 reads in this "
-            f"environment).\n{HOW_TO_GET}"
-        )
+        raise FileNotFoundError(f"{self.raw_dir} lacks {', '.join(self.raw_file_names)}.\n{HOW_TO_GET}")
+
+    def process(self) -> None:
+        if self.raw_file_names == list(PREPROCESSED_RAW):
+            # PyG's branch without rdkit, taken here also when rdkit is installed
+            data_list = [Data(**molecule) for molecule in fs.torch_load(self.raw_paths[0])]
+            self.save(data_list, self.processed_paths[0])
+            return
+        if not _has_rdkit():
+            raise ValueError(f"{self.raw_dir} holds the gdb9 files ({', '.join(RDKIT_RAW)}), which PyG processes "
+                             "with rdkit: pip install -e .[qm9] (or pip install rdkit)")
+        super().process()
 
 
 class CompleteGraph(BaseTransform):
@@ -93,9 +134,10 @@ class QM9Splits:
 
 
 def require_qm9(root: str) -> None:
-    """Exit with what to download and where it goes when ``root`` has neither PyG file."""
-    if not (os.path.isfile(os.path.join(root, RAW_FILE)) or os.path.isfile(os.path.join(root, PROCESSED_FILE))):
-        raise SystemExit(f"QM9: {root} has neither {RAW_FILE} nor {PROCESSED_FILE}.\n{HOW_TO_GET}")
+    """Exit with what to get and where it goes when ``root`` has none of PyG's layouts."""
+    if raw_layout(root) is None and not os.path.isfile(os.path.join(root, PROCESSED_FILE)):
+        raise SystemExit(f"QM9: {root} has no raw/ files of PyG's ({' + '.join(RDKIT_RAW)}, or {PREPROCESSED_RAW[0]}) "
+                         f"and no {PROCESSED_FILE}.\n{HOW_TO_GET}")
 
 
 def read_qm9(root: str) -> QM9:
@@ -109,8 +151,8 @@ def read_qm9(root: str) -> QM9:
         if os.path.exists(cache):
             raise ValueError(f"could not read PyG's processed cache {cache} ({type(err).__name__}: {err}); it is "
                              f"probably corrupt or from another PyG version: delete {os.path.dirname(cache)} and run "
-                             f"again (it is rebuilt from {RAW_FILE})") from None
-        raise ValueError(f"could not read QM9 at {root} ({type(err).__name__}: {err}); is it PyG's qm9_v3.pt?") from err
+                             f"again (it is rebuilt from raw/)") from None
+        raise ValueError(f"could not read QM9 at {root} ({type(err).__name__}: {err}); are raw/'s files PyG's QM9?") from err
     for key, columns, what in (("y", NUM_PYG_TARGETS, "molecules"), ("x", NUM_NODE_FEATURES, "atoms")):
         value = getattr(dataset, key, None)
         if value is None or value.dim() != 2 or value.shape[1] != columns:
@@ -173,13 +215,18 @@ def _saved_permutation(root: str, num_molecules: int, seed: int) -> Tensor:
 
 
 def load_qm9(root: str, val_size: int, test_size: int, split_seed: int, targets: Sequence[int] = DEFAULT_TARGETS,
-             split_file: Optional[str] = None) -> QM9Splits:
-    """Read QM9 at ``root``, split it (:func:`split_indices`), and standardise the ``targets``
-    columns with the training split's mean and std; every graph is made complete with
-    distances as edge features."""
+             split_file: Optional[str] = None, train_size: Optional[int] = None) -> QM9Splits:
+    """Read QM9 at ``root``, split it (:func:`split_indices`; ``train_size``: keep only the
+    first that many training molecules), and standardise the ``targets`` columns with the
+    training split's mean and std; every graph is made complete with distances as edge features."""
     columns = list(check_targets(targets))
     dataset = read_qm9(root)
     train_idx, val_idx, test_idx = split_indices(root, len(dataset), val_size, test_size, split_seed, split_file)
+    if train_size is not None:
+        if not 2 <= train_size <= len(train_idx):
+            raise ValueError(f"--train_size {train_size}: the training split has {len(train_idx)} molecules "
+                             f"(2 or more are needed)")
+        train_idx = train_idx[:train_size]
     train_y = dataset.y[train_idx][:, columns]
     mean, std = train_y.mean(dim=0), train_y.std(dim=0)
     constant = [columns[k] for k in torch.nonzero(std == 0).flatten().tolist()]
