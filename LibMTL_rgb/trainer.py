@@ -14,7 +14,6 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from LibMTL_rgb.batch_format import check_labels
 from LibMTL_rgb.callbacks import Callback
@@ -25,6 +24,7 @@ from LibMTL_rgb.checkpoint import (
 from LibMTL_rgb.distributed import DistributedRun
 from LibMTL_rgb.libmtl_compat import check_method_class, move_created_state
 from LibMTL_rgb.meter import PerformanceMeter
+from LibMTL_rgb.progress import progress_bar
 from LibMTL_rgb.nonfinite import NonFiniteGuard
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS
 from LibMTL_rgb.run_directory import HISTORY_CSV, RunDirectory
@@ -347,8 +347,8 @@ class Trainer(nn.Module):
                 self._call("on_train_epoch_start", epoch)
                 self.meter.record_time("begin")
                 weights = []
-                for batch in tqdm(range(train_batch), desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-                                  disable=not self.is_main_process):
+                for batch in progress_bar(range(train_batch), desc=f"epoch {epoch}", leave=False,
+                                          disable=not self.is_main_process):
                     self._call("on_train_batch_start", epoch, batch)
                     if bilevel is not None:  # the bilevel method runs the whole step (inner/outer updates)
                         w = self.nonfinite.guarded_step(lambda: bilevel.step(train_loader), self.model,

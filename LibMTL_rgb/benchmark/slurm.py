@@ -29,7 +29,10 @@ from LibMTL_rgb.progress import progress_bar
 SLURM_DIR = "slurm"
 JOBS_FILE = "jobs.json"
 
-__all__ = ["SlurmOptions", "GridCell", "submit_grid", "job_ids", "queue_states", "cancel_jobs", "active_jobs", "job_log_path", "job_log_tail", "wait_for_jobs", "SLURM_DIR"]
+__all__ = [
+    "SlurmOptions", "GridCell", "submit_grid", "job_ids", "queue_states", "cancel_jobs",
+    "active_jobs", "job_log_path", "job_log_tail", "wait_for_jobs", "SLURM_DIR"
+]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from LibMTL_rgb.progress import progress_bar
+
 from LibMTL_rgb.nonfinite import NonFiniteError, NonFiniteGuard
 from LibMTL_rgb.trainer import OPTIMIZERS, build_mtl_model
 from LibMTL_rgb.utils import set_random_seed
@@ -143,8 +145,8 @@ def optimize_from_starts(
     ``done``: runs of the first starts already finished (a resumed run; each start is seeded
     afresh, so the rest ends as an uninterrupted run); ``on_run(runs)`` is called after each."""
     runs = list(done)
-    with tqdm(total=steps * len(starts), initial=steps * len(runs), desc=f"{weighting} toy",
-              disable=not show_progress, dynamic_ncols=True, leave=False) as bar:
+    with progress_bar(total=steps * len(starts), initial=steps * len(runs), desc=f"{weighting} toy",
+                      disable=not show_progress, leave=False) as bar:
         for start in starts[len(runs):]:
             runs.append(optimize_toy(weighting, start, steps, front=front, progress=bar, **options))
             if on_run is not None:
