@@ -37,6 +37,7 @@ from example_loading import EXAMPLES, load_example
 from LibMTL_rgb.distributed.seeds import SeededSampler
 from test_example_celeba import make_celeba_root
 from test_example_cityscapes import write_mtan
+from test_resume_after_kill import assert_same_state
 from test_example_nyu import SIZE as NYU_SIZE, TINY_MODEL as NYU_MODEL, write_nyu
 from test_example_qm9 import make_qm9_root
 
@@ -173,23 +174,6 @@ def kill_during_second_epoch(example: Example, argv: list, run_dir: Path) -> int
     return int(last_state(run_dir)["epoch"])
 
 
-def assert_same(a, b, where: str = "") -> None:
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert a == b or (a != a and b != b), where
-
-
 @pytest.mark.parametrize("example", EXAMPLES_MATRIX, ids=IDS)
 def test_kill_and_resume_at_default_workers_is_bit_identical(example, roots, tmp_path):
     epochs = 2
@@ -202,7 +186,7 @@ def test_kill_and_resume_at_default_workers_is_bit_identical(example, roots, tmp
 
     a, b = last_state(straight), last_state(killed)
     for key in ("epoch", "model", "optimizer", "best_result", "train_loss_buffer"):
-        assert_same(a[key], b[key], key)
+        assert_same_state(a[key], b[key], key)
     assert history(straight) == history(killed)
 
 

@@ -5,6 +5,8 @@ import argparse
 
 import pytest
 
+from test_cli_validation import refusal as command_line_refusal
+
 from example_loading import load_example
 from LibMTL_rgb.config import make_parser
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, hyperparameters_of
@@ -18,15 +20,8 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 
 
 def refusal(parser: argparse.ArgumentParser, argv, capsys) -> str:
-    """The one error line of a refused command line (exit code 2, no traceback)."""
-    with pytest.raises(SystemExit) as info:
-        parser.parse_args(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1, err
-    return errors[0]
+    """The one error line of ``parser`` refusing ``argv`` (exit code 2, no traceback)."""
+    return command_line_refusal(parser.parse_args, argv, capsys)
 
 
 def float_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
