@@ -36,7 +36,7 @@ def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradien
     optim = parser.add_argument_group("optimizer")
     optim.add_argument("--optim", type=str, default="adam", choices=["adam", "adamw", "sgd", "adagrad", "rmsprop"], help="optimizer")
     optim.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    optim.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd only)")
+    optim.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd only; LibMTL's default)")
     optim.add_argument("--weight_decay", type=float, default=1e-5, help="weight decay")
 
     sched = parser.add_argument_group("scheduler")
