@@ -22,6 +22,10 @@ class PerformanceMeter:
     The best epoch is the one with the highest improvement (``count_improvement``) over the
     base result (``base_result`` if given, else the first evaluated epoch), measured on the
     validation set when there is one and on the test set otherwise (LibMTL's rule).
+    ``best_result`` has LibMTL's keys: ``epoch``, ``improvement`` and ``result``, the TEST
+    results of the best epoch (with a validation set: the test results at the best validation
+    epoch); ``test`` repeats ``result`` and, with a validation set, ``val`` holds the
+    validation results that chose the epoch.
     """
 
     def __init__(self, task_dict: Mapping[str, Mapping[str, Any]], multi_input: bool, base_result=None) -> None:
@@ -90,11 +94,13 @@ class PerformanceMeter:
             self.improvement = count_improvement(self.base_result, self.results, self.weight)
         if mode == selecting:
             if self.improvement > self.best_result["improvement"]:
-                self.best_result.update(improvement=self.improvement, epoch=epoch, result=self.results)
-                if not self.has_val:
-                    self.best_result["test"] = self.results
+                self.best_result.update(improvement=self.improvement, epoch=epoch)
+                if self.has_val:
+                    self.best_result["val"] = self.results
+                else:
+                    self.best_result.update(result=self.results, test=self.results)
         elif mode == "test" and self.has_val and epoch == self.best_result["epoch"]:
-            self.best_result["test"] = self.results
+            self.best_result.update(result=self.results, test=self.results)
 
     def display(self, mode: str, epoch: Optional[int]) -> None:
         """Record this mode's row for ``epoch`` and print it."""
@@ -135,7 +141,7 @@ class PerformanceMeter:
         print("=" * 40)
         print(f"Best Result: Epoch {best['epoch']}, improvement {100 * best['improvement']:+.2f}%")
         for task in self.task_name:
-            shown = best.get("test", best["result"])[task]
+            shown = best["result"][task]
             metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(self.task_dict[task]["metrics"], shown))
             print(f"  {task}: {metrics}")
         print("=" * 40)
