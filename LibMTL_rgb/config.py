@@ -149,3 +149,7 @@ def _display(params, kwargs, optim_param, scheduler_param) -> None:
     print(f"Optimizer: {optim_param}")
     print(f"Scheduler: {scheduler_param}")
     print("=" * 40)
+
+
+#: LibMTL's name of the same parser object (``LibMTL.config._parser``), imported by some research code.
+_parser = LibMTL_args
