@@ -38,6 +38,7 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        _honour_umask(fd)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -48,6 +49,15 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _honour_umask(fd: int) -> None:
+    """Give the temporary file (created 0600 by ``mkstemp``) the mode ``open()`` would: 0666 less the umask."""
+    if not hasattr(os, "fchmod"):  # Windows: no POSIX modes
+        return
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
 
 
 def atomic_save(obj: Any, path: str) -> None:
