@@ -42,6 +42,7 @@ EXAMPLE_RANGES = (
     Hyperparameter("eval_bs", 8, "", minimum=1),
     Hyperparameter("num_workers", 0, "", minimum=0),
     Hyperparameter("diagnostics_every", 1, "", minimum=1),
+    Hyperparameter("save_every", 1, "", minimum=1),
 )
 
 __all__ = [

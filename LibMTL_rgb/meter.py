@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from LibMTL_rgb.atomic_io import atomic_write
+from LibMTL_rgb.libmtl_log_lines import libmtl_best_result, libmtl_header, libmtl_row
 from LibMTL_rgb.utils import count_improvement
 
 #: Above this many tasks, the per-epoch line is a summary when the full table goes to a CSV
@@ -48,6 +49,8 @@ class PerformanceMeter:
         self._header_printed = False
         #: Whether the Trainer writes the history to a CSV (``save_path``): then many tasks get a summary line.
         self.csv_written = False
+        #: 'rgb' (our lines) or 'libmtl' (LibMTL's exact lines, ``libmtl_log_lines.py``).
+        self.log_format = "rgb"
 
     # ----------------------------------------------------------- collection
     def record_time(self, mode: str) -> None:
@@ -113,6 +116,12 @@ class PerformanceMeter:
         if self.improvement is not None and mode in ("val", "test"):
             row["improvement"] = self.improvement
         self.history.append(row)
+        if self.log_format == "libmtl":
+            if not self._header_printed:
+                print(libmtl_header(self.task_dict))
+                self._header_printed = True
+            print(libmtl_row(mode, epoch, self.loss_item, self.results, self._elapsed), end="", flush=True)
+            return
         print(self._format_row(mode, epoch), flush=True)
 
     def _format_row(self, mode: str, epoch: Optional[int]) -> str:
@@ -136,6 +145,9 @@ class PerformanceMeter:
 
     def display_best_result(self) -> None:
         best = self.best_result
+        if self.log_format == "libmtl":
+            print(libmtl_best_result(best["epoch"], best["result"]))
+            return
         if best["result"] is None:
             return
         print("=" * 40)
