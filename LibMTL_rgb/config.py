@@ -19,17 +19,19 @@ from LibMTL_rgb.cli_checks import (
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
 
 
-#: The flags of LibMTL main's ``LibMTL_args`` (2025-05). ``--help`` lists them first; every
-#: other flag of ours yields to a flag of the same name that user code adds (:class:`DropInParser`).
-LIBMTL_FLAGS = frozenset((
-    "seed gpu_id weighting arch rep_grad multi_input optim lr momentum weight_decay scheduler step_size gamma "
-    "T mgda_gn GradVac_beta GradVac_group_type alpha leak calpha rescale update_weights_every optim_niter max_norm "
-    "MoCo_beta MoCo_beta_sigma MoCo_gamma MoCo_gamma_sigma MoCo_rho DB_beta DB_beta_sigma STCH_mu STCH_warmup_epoch "
-    "robust_step_size FairGrad_alpha FAMO_w_lr FAMO_w_gamma MoDo_gamma MoDo_rho SDMGrad_lamda SDMGrad_niter "
-    "UPGrad_norm_eps UPGrad_reg_eps outer_lr inner_lr inner_step FORUM_phi img_size num_experts num_nonzeros kgamma"
-).split())
-#: LibMTL main's flags that LibMTL 1.1.5 lacks: research code written for 1.1.5 adds its own.
-LIBMTL_MAIN_ONLY_FLAGS = frozenset({"mode", "save_path", "load_path"})
+#: The flags of LibMTL main's ``LibMTL_args`` (2025-05) less ``--mode``, ``--save_path`` and
+#: ``--load_path``, which LibMTL 1.1.5 lacks (research code written for it adds its own).
+#: ``--help`` lists LibMTL's flags first; every other flag of ours yields to a flag of the same
+#: name that user code adds (:class:`DropInParser`).
+LIBMTL_FLAGS = frozenset({
+    "seed", "gpu_id", "weighting", "arch", "rep_grad", "multi_input", "optim", "lr", "momentum",
+    "weight_decay", "scheduler", "step_size", "gamma", "T", "mgda_gn", "GradVac_beta", "GradVac_group_type",
+    "alpha", "leak", "calpha", "rescale", "update_weights_every", "optim_niter", "max_norm", "MoCo_beta",
+    "MoCo_beta_sigma", "MoCo_gamma", "MoCo_gamma_sigma", "MoCo_rho", "DB_beta", "DB_beta_sigma", "STCH_mu",
+    "STCH_warmup_epoch", "robust_step_size", "FairGrad_alpha", "FAMO_w_lr", "FAMO_w_gamma", "MoDo_gamma",
+    "MoDo_rho", "SDMGrad_lamda", "SDMGrad_niter", "UPGrad_norm_eps", "UPGrad_reg_eps", "outer_lr",
+    "inner_lr", "inner_step", "FORUM_phi", "img_size", "num_experts", "num_nonzeros", "kgamma",
+})
 
 
 class DropInParser(CheckedArgumentParser):
@@ -54,8 +56,7 @@ class DropInParser(CheckedArgumentParser):
 
 def _mark_yielding(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
-        if action.option_strings and action.dest != "help" and (
-                action.dest not in LIBMTL_FLAGS or action.dest in LIBMTL_MAIN_ONLY_FLAGS):
+        if action.option_strings and action.dest != "help" and action.dest not in LIBMTL_FLAGS:
             action.yields_to_user = True  # type: ignore[attr-defined]
 
 

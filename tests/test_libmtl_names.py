@@ -43,7 +43,7 @@ def test_config_parser_is_libmtl_args():
 
 def test_resnet_dilated_module_and_function_in_either_import_order():
     for first in ("module", "package"):
-        done = subprocess.run([sys.executable, "-c", SCRIPT_BOTH_ORDERS, first], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", SCRIPT_BOTH_ORDERS, first], check=False, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
