@@ -41,6 +41,7 @@ class DropInParser(CheckedArgumentParser):
     ``argparse.ArgumentError``, as in LibMTL."""
 
     def yields(self, action: argparse.Action) -> bool:
+        """Whether ``action`` is one of our flags that a user's flag of the same name replaces."""
         return getattr(action, "yields_to_user", False)
 
     def _handle_conflict_error(self, action, conflicting_actions):
@@ -49,6 +50,7 @@ class DropInParser(CheckedArgumentParser):
         return super()._handle_conflict_error(action, conflicting_actions)
 
     def add_argument_group(self, *args: Any, **kwargs: Any):
+        """``argparse``'s, with the same yielding rule for flags added to the group."""
         group = super().add_argument_group(*args, **kwargs)
         group._handle_conflict_error = self._handle_conflict_error  # the user's own groups yield alike
         return group

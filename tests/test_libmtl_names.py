@@ -2,6 +2,7 @@
 ``config._parser`` and the module path ``model.resnet_dilated``."""
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -57,3 +58,4 @@ def test_resnet_dilated_module_builds_the_same_network_as_the_function():
     b = resnet_dilated("resnet18", pretrained=False)
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), name
+    assert inspect.signature(module) == inspect.signature(resnet_dilated)

@@ -24,4 +24,5 @@ class _CallableModule(types.ModuleType):
         return resnet_dilated(*args, **kwargs)
 
 
+__wrapped__ = resnet_dilated  # inspect.signature(module) gives the function's
 sys.modules[__name__].__class__ = _CallableModule
