@@ -164,8 +164,9 @@ class Trainer(nn.Module):
         self.model = model
         if load_path is not None:
             self.load_weights(load_path)
-        total, trainable = count_parameters(self.model, verbose=False)
-        print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
+        total, trainable = count_parameters(self.model, verbose=options.log_format == "libmtl")  # LibMTL's lines
+        if options.log_format != "libmtl":
+            print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(self.optim_param, self.scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, base_result)
         self.meter.csv_written = save_path is not None

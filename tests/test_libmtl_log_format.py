@@ -69,6 +69,9 @@ def test_save_every_writes_last_pt_every_n_epochs_and_at_the_end(tmp_path, monke
     out = capsys.readouterr().out
     best = trainer.meter.best_result["epoch"]
     assert f"Save Model {best} to {tmp_path / 'best.pt'}" in out and "Best Result: Epoch" in out
+    assert out.startswith("=" * 40 + "\nTotal Params: ")  # LibMTL's count_parameters lines
+    lines = out.splitlines()
+    assert lines[lines.index(f"Save Model {best} to {tmp_path / 'best.pt'}") - 1].startswith(f"Epoch: {best:04d} | TRAIN: ")
 
 
 def test_options_are_checked():
