@@ -1,7 +1,9 @@
-"""LibMTL's printed training log, character for character (``--log_format libmtl``), for
-scripts that parse LibMTL's logs: the ``LOG FORMAT`` header, one line per epoch
-(``Epoch: 0003 | TRAIN: ... | Time: 1.2345 | VAL: ... | Time: ... | TEST: ... | Time: ...``)
-and the best result printed as LibMTL's dict."""
+"""LibMTL's printed training log, character for character, for ``--log_format libmtl``.
+
+For scripts that parse LibMTL's logs: the ``LOG FORMAT`` header, one line per epoch
+(``Epoch: 0003 | TRAIN: <losses and metrics> | Time: 1.2345 | VAL: ... | TEST: ...``) and the
+best result printed as LibMTL's dict.
+"""
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
