@@ -72,6 +72,7 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
             raise OutputWriteError(path, err) from err
         raise
     try:
+        _honour_umask(fd)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -84,6 +85,15 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]
             raise OutputWriteError(path, err) from err
         raise
     _fsync_directory(directory)
+
+
+def _honour_umask(fd: int) -> None:
+    """Give the temporary file (created 0600 by ``mkstemp``) the mode ``open()`` would: 0666 less the umask."""
+    if not hasattr(os, "fchmod"):  # Windows: no POSIX modes
+        return
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
 
 
 def atomic_save(obj: Any, path: str) -> None:

@@ -42,6 +42,7 @@ EXAMPLE_RANGES = (
     Hyperparameter("eval_bs", 8, "", minimum=1),
     Hyperparameter("num_workers", 0, "", minimum=0),
     Hyperparameter("diagnostics_every", 1, "", minimum=1),
+    Hyperparameter("save_every", 1, "", minimum=1),
 )
 #: Ranges of the dense examples' model flags (``LibMTL_rgb.model.aspp.add_deeplab_args``) and
 #: label size.

@@ -19,9 +19,54 @@ from LibMTL_rgb.cli_checks import (
 from LibMTL_rgb.registry import ARCHITECTURES, WEIGHTINGS, Hyperparameter, Registry, hyperparameters_of
 
 
+#: The flags of LibMTL main's ``LibMTL_args`` (2025-05) less ``--mode``, ``--save_path`` and
+#: ``--load_path``, which LibMTL 1.1.5 lacks (research code written for it adds its own).
+#: ``--help`` lists LibMTL's flags first; every other flag of ours yields to a flag of the same
+#: name that user code adds (:class:`DropInParser`).
+LIBMTL_FLAGS = frozenset({
+    "seed", "gpu_id", "weighting", "arch", "rep_grad", "multi_input", "optim", "lr", "momentum",
+    "weight_decay", "scheduler", "step_size", "gamma", "T", "mgda_gn", "GradVac_beta", "GradVac_group_type",
+    "alpha", "leak", "calpha", "rescale", "update_weights_every", "optim_niter", "max_norm", "MoCo_beta",
+    "MoCo_beta_sigma", "MoCo_gamma", "MoCo_gamma_sigma", "MoCo_rho", "DB_beta", "DB_beta_sigma", "STCH_mu",
+    "STCH_warmup_epoch", "robust_step_size", "FairGrad_alpha", "FAMO_w_lr", "FAMO_w_gamma", "MoDo_gamma",
+    "MoDo_rho", "SDMGrad_lamda", "SDMGrad_niter", "UPGrad_norm_eps", "UPGrad_reg_eps", "outer_lr",
+    "inner_lr", "inner_step", "FORUM_phi", "img_size", "num_experts", "num_nonzeros", "kgamma",
+})
+
+
+class DropInParser(CheckedArgumentParser):
+    """``LibMTL_args``' class: a flag that user code adds (``LibMTL_args.add_argument('--patience',
+    ...)``, directly or in its own group) replaces our flag of that name when ours is not one of
+    LibMTL 1.1.5's (LibMTL itself would not have it); a clash with LibMTL's own flags stays an
+    ``argparse.ArgumentError``, as in LibMTL."""
+
+    def yields(self, action: argparse.Action) -> bool:
+        """Whether ``action`` is one of our flags that a user's flag of the same name replaces."""
+        return getattr(action, "yields_to_user", False)
+
+    def _handle_conflict_error(self, action, conflicting_actions):
+        if all(self.yields(other) for _, other in conflicting_actions):
+            return self._handle_conflict_resolve(action, conflicting_actions)
+        return super()._handle_conflict_error(action, conflicting_actions)
+
+    def add_argument_group(self, *args: Any, **kwargs: Any):
+        """``argparse``'s, with the same yielding rule for flags added to the group."""
+        group = super().add_argument_group(*args, **kwargs)
+        group._handle_conflict_error = self._handle_conflict_error  # the user's own groups yield alike
+        return group
+
+
+def _mark_yielding(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help" and action.dest not in LIBMTL_FLAGS:
+            action.yields_to_user = True  # type: ignore[attr-defined]
+
+
 def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradient balancing (RGB and baselines)") -> argparse.ArgumentParser:
-    """A fresh parser with LibMTL's flags plus every registered method's options."""
-    parser = CheckedArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A fresh parser with LibMTL's flags plus every registered method's options: LibMTL's
+    flags first in ``--help``, then ours (``LibMTL_rgb: ...`` groups), which yield to flags
+    of the same names that user code adds."""
+    parser = DropInParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     general = parser.add_argument_group("general")
     general.add_argument("--mode", type=str, default="train", choices=["train", "test"], help="train, or evaluate a saved model (with --load_path)")
     general.add_argument("--seed", type=int, default=0, help="random seed")
@@ -36,32 +81,38 @@ def make_parser(description: str = "LibMTL_rgb: multi-task learning with gradien
     optim = parser.add_argument_group("optimizer")
     optim.add_argument("--optim", type=str, default="adam", choices=["adam", "adamw", "sgd", "adagrad", "rmsprop"], help="optimizer")
     optim.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    optim.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd only)")
+    optim.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd only; LibMTL's default)")
     optim.add_argument("--weight_decay", type=float, default=1e-5, help="weight decay")
 
     sched = parser.add_argument_group("scheduler")
     sched.add_argument("--scheduler", type=str, default=None, choices=["none", "step", "multistep", "cos", "exp", "reduce"],
                        help="learning-rate scheduler (none by default; 'none' switches off an example's default)")
-    sched.add_argument("--milestones", type=int, nargs="+", default=[100], help="MultiStepLR epochs at which the learning rate is multiplied by --gamma")
     sched.add_argument("--step_size", type=int, default=100, help="StepLR step size (epochs)")
     sched.add_argument("--gamma", type=float, default=0.5, help="decay factor of step/multistep/exp/reduce")
-    sched.add_argument("--T_max", type=int, default=100, help="CosineAnnealingLR period (epochs)")
-    sched.add_argument("--eta_min", type=float, default=0.0, help="CosineAnnealingLR minimum learning rate")
-    sched.add_argument("--patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs), on validation improvement")
-    sched.add_argument("--min_lr", type=float, default=0.0, help="ReduceLROnPlateau minimum learning rate")
+    _add_method_flags(parser, WEIGHTINGS, "weighting", libmtl=True)
+    _add_method_flags(parser, ARCHITECTURES, "architecture", libmtl=True)
 
-    _add_method_flags(parser, WEIGHTINGS, "weighting")
-    _add_method_flags(parser, ARCHITECTURES, "architecture")
+    extra_sched = parser.add_argument_group("LibMTL_rgb: scheduler")
+    extra_sched.add_argument("--milestones", type=int, nargs="+", default=[100], help="MultiStepLR epochs at which the learning rate is multiplied by --gamma")
+    extra_sched.add_argument("--T_max", type=int, default=100, help="CosineAnnealingLR period (epochs)")
+    extra_sched.add_argument("--eta_min", type=float, default=0.0, help="CosineAnnealingLR minimum learning rate")
+    extra_sched.add_argument("--patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs), on validation improvement")
+    extra_sched.add_argument("--min_lr", type=float, default=0.0, help="ReduceLROnPlateau minimum learning rate")
+
+    _add_method_flags(parser, WEIGHTINGS, "weighting", libmtl=False)
+    _add_method_flags(parser, ARCHITECTURES, "architecture", libmtl=False)
     declare_ranges(parser, GENERAL_RANGES)  # and, after parsing, the checks of cli_checks.py
     parser.add_check(check_general_flags)
     parser.add_check(check_load_path)
+    _mark_yielding(parser)
     return parser
 
 
-def _add_method_flags(parser: argparse.ArgumentParser, registry: Registry, kind: str) -> None:
+def _add_method_flags(parser: argparse.ArgumentParser, registry: Registry, kind: str, libmtl: bool) -> None:
+    """The registered methods' flags: LibMTL's (``libmtl=True``) or only ours, one group per method."""
     declared: dict[str, tuple[Hyperparameter, str]] = {}
     for name, cls in registry.items():
-        own = [hp for hp in hyperparameters_of(cls) if hp.name not in declared]
+        own = [hp for hp in hyperparameters_of(cls) if hp.name not in declared and (hp.name in LIBMTL_FLAGS) == libmtl]
         for hp in hyperparameters_of(cls):
             if hp.name in declared:
                 other, owner = declared[hp.name]
@@ -69,7 +120,7 @@ def _add_method_flags(parser: argparse.ArgumentParser, registry: Registry, kind:
                     raise ValueError(f"--{hp.name}: {owner} and {name} declare different defaults")
         if not own:
             continue
-        group = parser.add_argument_group(f"{kind} {name}")
+        group = parser.add_argument_group(f"{kind} {name}" if libmtl else f"LibMTL_rgb: {kind} {name}")
         for hp in own:
             declared[hp.name] = (hp, name)
             add_flag(group, hp)
@@ -149,3 +200,7 @@ def _display(params, kwargs, optim_param, scheduler_param) -> None:
     print(f"Optimizer: {optim_param}")
     print(f"Scheduler: {scheduler_param}")
     print("=" * 40)
+
+
+#: LibMTL's name of the same parser object (``LibMTL.config._parser``), imported by some research code.
+_parser = LibMTL_args

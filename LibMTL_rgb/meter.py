@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from LibMTL_rgb.atomic_io import atomic_write
+from LibMTL_rgb.libmtl_log_lines import libmtl_best_result, libmtl_header, libmtl_row
 from LibMTL_rgb.utils import count_improvement
 
 #: Above this many tasks, the per-epoch line is a summary when the full table goes to a CSV
@@ -22,6 +23,10 @@ class PerformanceMeter:
     The best epoch is the one with the highest improvement (``count_improvement``) over the
     base result (``base_result`` if given, else the first evaluated epoch), measured on the
     validation set when there is one and on the test set otherwise (LibMTL's rule).
+    ``best_result`` has LibMTL's keys: ``epoch``, ``improvement`` and ``result``, the TEST
+    results of the best epoch (with a validation set: the test results at the best validation
+    epoch); ``test`` repeats ``result`` and, with a validation set, ``val`` holds the
+    validation results that chose the epoch.
     """
 
     def __init__(self, task_dict: Mapping[str, Mapping[str, Any]], multi_input: bool, base_result=None) -> None:
@@ -44,6 +49,8 @@ class PerformanceMeter:
         self._header_printed = False
         #: Whether the Trainer writes the history to a CSV (``save_path``): then many tasks get a summary line.
         self.csv_written = False
+        #: 'rgb' (our lines) or 'libmtl' (LibMTL's exact lines, ``libmtl_log_lines.py``).
+        self.log_format = "rgb"
 
     # ----------------------------------------------------------- collection
     def record_time(self, mode: str) -> None:
@@ -90,11 +97,13 @@ class PerformanceMeter:
             self.improvement = count_improvement(self.base_result, self.results, self.weight)
         if mode == selecting:
             if self.improvement > self.best_result["improvement"]:
-                self.best_result.update(improvement=self.improvement, epoch=epoch, result=self.results)
-                if not self.has_val:
-                    self.best_result["test"] = self.results
+                self.best_result.update(improvement=self.improvement, epoch=epoch)
+                if self.has_val:
+                    self.best_result["val"] = self.results
+                else:
+                    self.best_result.update(result=self.results, test=self.results)
         elif mode == "test" and self.has_val and epoch == self.best_result["epoch"]:
-            self.best_result["test"] = self.results
+            self.best_result.update(result=self.results, test=self.results)
 
     def display(self, mode: str, epoch: Optional[int]) -> None:
         """Record this mode's row for ``epoch`` and print it."""
@@ -107,6 +116,12 @@ class PerformanceMeter:
         if self.improvement is not None and mode in ("val", "test"):
             row["improvement"] = self.improvement
         self.history.append(row)
+        if self.log_format == "libmtl":
+            if not self._header_printed:
+                print(libmtl_header(self.task_dict))
+                self._header_printed = True
+            print(libmtl_row(mode, epoch, self.loss_item, self.results, self._elapsed), end="", flush=True)
+            return
         print(self._format_row(mode, epoch), flush=True)
 
     def _format_row(self, mode: str, epoch: Optional[int]) -> str:
@@ -130,12 +145,15 @@ class PerformanceMeter:
 
     def display_best_result(self) -> None:
         best = self.best_result
+        if self.log_format == "libmtl":
+            print(libmtl_best_result(best["epoch"], best["result"]))
+            return
         if best["result"] is None:
             return
         print("=" * 40)
         print(f"Best Result: Epoch {best['epoch']}, improvement {100 * best['improvement']:+.2f}%")
         for task in self.task_name:
-            shown = best.get("test", best["result"])[task]
+            shown = best["result"][task]
             metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(self.task_dict[task]["metrics"], shown))
             print(f"  {task}: {metrics}")
         print("=" * 40)

@@ -134,12 +134,14 @@ def check_run_directory(save_path: str, resuming: bool, overwrite: bool = False)
 class RunDirectory(Callback):
     """Writes ``best.pt``, ``last.pt``, ``history.csv`` and ``summary.json`` into the Trainer's
     ``save_path`` as it is when ``train`` starts (nothing without one; one process: the main
-    one of a distributed run)."""
+    one of a distributed run). ``last.pt`` is written every ``save_every`` epochs and after
+    the last one (a resume then restarts after the last written epoch)."""
 
     state_key = "run_directory"
 
-    def __init__(self, overwrite: bool = False) -> None:
+    def __init__(self, overwrite: bool = False, save_every: int = 1) -> None:
         self.overwrite = overwrite
+        self.save_every = save_every
         self.save_path: Optional[str] = None
         self.lock: Optional[RunLock] = None
         self._resumed_summary: Optional[dict[str, Any]] = None
@@ -180,7 +182,10 @@ class RunDirectory(Callback):
         state = trainer.training_state(epoch)
         if trainer.meter.best_result.get("epoch") == epoch:
             atomic_save(with_metadata(trainer.model.state_dict(), trainer.metadata), self.path(BEST_CHECKPOINT))
-        atomic_save(state, self.path(LAST_CHECKPOINT))
+            if getattr(trainer.meter, "log_format", "rgb") == "libmtl":
+                print(f"Save Model {epoch} to {self.path(BEST_CHECKPOINT)}")  # LibMTL's line
+        if (epoch + 1) % self.save_every == 0 or epoch + 1 >= trainer.epochs:
+            atomic_save(state, self.path(LAST_CHECKPOINT))
         self.write_derived_files(trainer, state[self.state_key]["summary"])
 
     def on_fit_end(self, trainer: Any) -> None:

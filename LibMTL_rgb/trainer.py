@@ -164,17 +164,19 @@ class Trainer(nn.Module):
         self.model = model
         if load_path is not None:
             self.load_weights(load_path)
-        total, trainable = count_parameters(self.model, verbose=False)
-        print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
+        total, trainable = count_parameters(self.model, verbose=options.log_format == "libmtl")  # LibMTL's lines
+        if options.log_format != "libmtl":
+            print(f"Total params: {total}  Trainable params: {trainable}  Device: {self.device}")
         self._prepare_optimizer(self.optim_param, self.scheduler_param)
         self.meter = PerformanceMeter(task_dict, multi_input, base_result)
         self.meter.csv_written = save_path is not None
+        self.meter.log_format = options.log_format
 
         logging = LoggingOptions(options.diagnostics, options.diagnostics_every, options.tensorboard, options.log_dir)
         # None unless diagnostics/tensorboard/log_dir is asked for (main process only)
         self.run_logger = (RunLogger.from_options(logging, self.model, save_path, options.weight_args)
                            if self.is_main_process else None)
-        run_directory = RunDirectory(options.overwrite) if self.is_main_process else None  # writes into ``save_path``
+        run_directory = RunDirectory(options.overwrite, options.save_every) if self.is_main_process else None  # writes into ``save_path``
         #: The components whose hooks the loop calls, in this order.
         self.callbacks: list[Callback] = [c for c in (self.distributed, self.nonfinite, self.run_logger, run_directory)
                                           if c is not None] + users

@@ -29,6 +29,7 @@ __all__ = ["TrainerOptions", "check_method_args", "suggestion"]
 
 NONFINITE_MODES = ("raise", "skip")
 GRAD_METHODS = ("auto", "batched", "loop")
+LOG_FORMATS = ("rgb", "libmtl")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class TrainerOptions:
     callbacks: list[Any] = field(default_factory=list)
     #: Replace the run in a ``save_path`` that holds one (else a fresh run there is refused).
     overwrite: bool = False
+    #: The printed per-epoch lines: 'rgb' (ours) or 'libmtl' (LibMTL's exact lines, for log parsers).
+    log_format: str = "rgb"
+    #: Write ``last.pt`` every this many epochs (and always after the last epoch).
+    save_every: int = 1
     #: The training configuration recorded in ``last.pt`` (e.g. an example's parsed flags,
     #: ``{'--lr': 0.001, ...}``); ``resume`` refuses a run whose configuration differs.
     run_config: Optional[dict[str, Any]] = None
@@ -76,6 +81,10 @@ class TrainerOptions:
             raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {self.nonfinite!r}")
         if self.grad_method is not None and self.grad_method not in GRAD_METHODS:
             raise ValueError(f"grad_method must be one of {GRAD_METHODS} or None, got {self.grad_method!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
+        if isinstance(self.save_every, bool) or not isinstance(self.save_every, int) or self.save_every < 1:
+            raise ValueError(f"save_every must be an integer >= 1, got {self.save_every!r}")
         if isinstance(self.diagnostics_every, bool) or not isinstance(self.diagnostics_every, int) or self.diagnostics_every < 1:
             raise ValueError(f"diagnostics_every must be an integer >= 1, got {self.diagnostics_every!r}")
         for name in ("weight_args", "arch_args"):

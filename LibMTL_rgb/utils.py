@@ -3,16 +3,48 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Mapping, Sequence
+import sys
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 
+#: Environment variable that sets :func:`get_root_dir` explicitly.
+ROOT_DIR_VARIABLE = "LIBMTL_ROOT_DIR"
+
+
 def get_root_dir() -> str:
-    """LibMTL's ``get_root_dir``: the directory that holds the package (``LibMTL_rgb``'s parent)."""
+    """LibMTL's ``get_root_dir``: the project folder whose ``examples/`` hold the running example.
+
+    LibMTL returns its checkout's root, and its examples read files relative to it
+    (``os.path.join(get_root_dir(), 'examples/office', 'data_txt/...')``). Here that root is,
+    in order: ``$LIBMTL_ROOT_DIR``; the parent of the ``examples`` folder that holds the
+    running script (``python examples/office/main.py`` from a LibMTL checkout gives that
+    checkout); the parent of an ``examples`` folder holding the working directory; else the
+    folder that holds the ``LibMTL_rgb`` package (this repository's root in a checkout).
+    """
+    explicit = os.environ.get(ROOT_DIR_VARIABLE)
+    if explicit:
+        return os.path.abspath(explicit)
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    for start in ([os.path.dirname(os.path.abspath(script))] if script else []) + [os.getcwd()]:
+        root = _examples_parent(start)
+        if root is not None:
+            return root
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _examples_parent(folder: str) -> Optional[str]:
+    """The parent of the nearest folder named ``examples`` at or above ``folder``, if any."""
+    while True:
+        parent = os.path.dirname(folder)
+        if os.path.basename(folder) == "examples":
+            return parent
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def set_random_seed(seed: int) -> None:

@@ -60,6 +60,11 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--nonfinite", type=str, default="raise", choices=list(NONFINITE_MODES),
                        help="a non-finite loss or gradient: stop with an error naming the task, epoch and batch "
                             "('raise'), or skip that batch and report how many were skipped ('skip')")
+    group.add_argument("--log_format", type=str, default="rgb", choices=["rgb", "libmtl"],
+                       help="printed epoch lines: ours ('rgb') or LibMTL's exact lines ('libmtl', for scripts that parse LibMTL logs)")
+    group.add_argument("--save_every", type=int, default=1,
+                       help="write last.pt (the resume checkpoint) every N epochs and after the last one; "
+                            "best.pt is written whenever the best epoch changes")
     add_logging_args(parser)
     distributed.add_distributed_args(parser)
     if add_own_args is not None:
@@ -96,6 +101,8 @@ def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> t
         except CheckpointError as err:
             raise SystemExit(f"error: {err}") from None
     kwargs.update(logging_kwargs(params))
+    kwargs.update({key: getattr(params, key) for key, default in (("log_format", "rgb"), ("save_every", 1))
+                   if getattr(params, key, default) != default})
     kwargs.update(distributed.distributed_kwargs(params))
     if getattr(params, "stl_task", None) is not None:
         kwargs["stl_task"] = params.stl_task
@@ -108,7 +115,7 @@ def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> t
 NOT_TRAINING_FLAGS = frozenset({
     "epochs", "resume", "save_path", "load_path", "mode", "dataset_path", "device", "gpu_id", "num_workers",
     "eval_bs", "diagnostics", "diagnostics_every", "tensorboard", "log_dir", "overwrite", "nonfinite",
-    "distributed_check",
+    "distributed_check", "log_format", "save_every",
 })
 
 

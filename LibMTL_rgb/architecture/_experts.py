@@ -12,6 +12,7 @@ shared parameters (``get_share_params``); task-specific experts and gates are ta
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -166,15 +167,19 @@ def shared_and_task_counts(
     arch: str, num_experts: Optional[Sequence[int]], task_name: Sequence[str]
 ) -> tuple[int, dict[str, int]]:
     """CGC / PLE: ``num_experts`` is the shared count followed by one count per task (default:
-    ``DEFAULT_CGC_EXPERTS``, one shared expert and one per task)."""
+    ``DEFAULT_CGC_EXPERTS``, one shared expert and one per task). Extra values are ignored
+    with a warning, as LibMTL ignores them; too few are an error."""
     if num_experts is None:
         shared, per_task = DEFAULT_CGC_EXPERTS
         num_experts = [shared] + [per_task] * len(task_name)
-    if len(num_experts) != 1 + len(task_name):
+    if len(num_experts) < 1 + len(task_name):
         raise ValueError(
             f"{arch} takes 1 + {len(task_name)} --num_experts values: the shared experts, then one count per "
             f"task in the order {list(task_name)}; got {num_experts}"
         )
-    counts = [int(n) for n in num_experts]
+    if len(num_experts) > 1 + len(task_name):
+        warnings.warn(f"{arch}: --num_experts {list(num_experts)} has more than 1 + {len(task_name)} values; "
+                      f"the extra {list(num_experts[1 + len(task_name):])} are ignored (as LibMTL does)", stacklevel=2)
+    counts = [int(n) for n in num_experts[:1 + len(task_name)]]
     _check_counts(arch, counts, counts[0])
     return counts[0], dict(zip(task_name, counts[1:]))

@@ -78,7 +78,7 @@ def run_metrics(record: Mapping[str, Any], split: str = "test") -> Optional[Resu
     best = record.get("best") or {}
     if record.get("status") != "ok" or best.get("result") is None:
         return None
-    chosen = best.get("test") if split == "test" and best.get("test") is not None else best["result"]
+    chosen = best.get("test") if split == "test" and best.get("test") is not None else best.get("val") or best["result"]
     return {task: [float(v) for v in values] for task, values in chosen.items()}
 
 

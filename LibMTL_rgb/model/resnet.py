@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -47,7 +48,10 @@ class HeadlessResNet(ResNet):
 
     def __init__(self, block: type[nn.Module], layers: list[int], width: int = STANDARD_WIDTH, **kwargs: Any) -> None:
         self._width = width
+        rng_before = torch.get_rng_state()
         super().__init__(block, layers, **kwargs)
+        if width == STANDARD_WIDTH:
+            _replay_libmtl_initialisation(self, rng_before, kwargs.get("zero_init_residual", False))
         if width != STANDARD_WIDTH:
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
             self.bn1 = self._norm_layer(width)
@@ -63,6 +67,40 @@ class HeadlessResNet(ResNet):
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _convolutions_in_construction_order(model: ResNet) -> list[nn.Conv2d]:
+    """The convolutions in the order ResNet's constructor builds them: the stem, then per
+    block its ``downsample`` (built before the block) and the block's own."""
+    convs = [model.conv1]
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            if block.downsample is not None:
+                convs += [m for m in block.downsample.modules() if isinstance(m, nn.Conv2d)]
+            convs += [m for name, m in block.named_children() if isinstance(m, nn.Conv2d)]
+    return convs
+
+
+def _replay_libmtl_initialisation(model: ResNet, rng_before: Tensor, zero_init_residual: bool) -> None:
+    """Same seed, same weights and same random stream afterwards as LibMTL's factories.
+
+    torchvision's constructor also builds the classifier ``fc`` (random draws between the
+    convolutions' construction and their initialisation), which LibMTL's ResNet does not. So
+    the CPU generator is rewound to ``rng_before`` and LibMTL's draws are made again: each
+    convolution's construction (``reset_parameters``), then the Kaiming-normal initialisation
+    in module order; batch norms are constants (``zero_init_residual`` re-applied)."""
+    torch.set_rng_state(rng_before)
+    with torch.no_grad():
+        for conv in _convolutions_in_construction_order(model):
+            conv.reset_parameters()
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for module in model.modules() if zero_init_residual else ():
+            if isinstance(module, Bottleneck):
+                nn.init.constant_(module.bn3.weight, 0)
+            elif isinstance(module, BasicBlock):
+                nn.init.constant_(module.bn2.weight, 0)
 
 
 def nostride_dilate(module: nn.Module, rate: int) -> None:
