@@ -52,7 +52,7 @@ class DropInParser(CheckedArgumentParser):
     def add_argument_group(self, *args: Any, **kwargs: Any):
         """``argparse``'s, with the same yielding rule for flags added to the group."""
         group = super().add_argument_group(*args, **kwargs)
-        group._handle_conflict_error = self._handle_conflict_error  # the user's own groups yield alike
+        group._handle_conflict_error = self._handle_conflict_error  # type: ignore[method-assign]  # the user's own groups yield alike
         return group
 
 

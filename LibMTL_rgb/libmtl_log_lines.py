@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
+
 SEPARATOR = "=" * 40
 MODE_NAMES = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
 
@@ -18,7 +20,7 @@ def libmtl_header(task_dict: Mapping[str, Mapping[str, Any]]) -> str:
     return f"{SEPARATOR}\nLOG FORMAT | {columns}TIME"
 
 
-def libmtl_row(mode: str, epoch: Optional[int], losses: Sequence[float], results: Mapping[str, Sequence[float]],
+def libmtl_row(mode: str, epoch: Optional[int], losses: "Sequence[float] | np.ndarray", results: Mapping[str, Sequence[float]],
                seconds: float) -> str:
     """One mode's part of LibMTL's epoch line: ``Epoch: NNNN | `` before TRAIN, ``' | '`` after
     TRAIN and VAL, a newline after TEST (so the three parts make one line)."""
