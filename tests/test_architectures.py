@@ -280,3 +280,46 @@ def test_architectures_deep_copy_with_their_stage_views():
                 p.add_(1.0)
         x = torch.randn(2, *IMG)
         assert not torch.allclose(model(x)["seg"], clone(x)["seg"])
+
+
+class WrapperEncoder(nn.Module):
+    """LibMTL's wrapper-encoder pattern (its Office-31 example): ``resnet_network`` then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.resnet_network = tiny_resnet()
+        self.head = nn.Linear(FEATURES, FEATURES)
+
+    def forward(self, x):
+        return self.head(self.resnet_network(x).mean((2, 3)))
+
+
+def test_mtan_runs_a_wrapper_encoder_s_head_per_task_and_other_stagewise_archs_refuse_it():
+    """Single input too (LibMTL's MTAN needs multi_input there): each task's output is the
+    wrapper's head on that task's attended feature; the head is shared."""
+    torch.manual_seed(0)
+    model = ARCHITECTURES.get("MTAN")(TASKS, WrapperEncoder, nn.ModuleDict({t: nn.Identity() for t in TASKS}),
+                                      False, False, "cpu").eval()
+    x = torch.randn(2, *IMG)
+    out = model(x)
+    attended = {}
+    hooks = [model.attention[t][-1].register_forward_hook(lambda m, i, o, t=t: attended.__setitem__(t, o))
+             for t in TASKS]
+    with torch.no_grad():
+        last = model.encoder.resnet_network.network(x)
+    model(x)
+    for h in hooks:
+        h.remove()
+    for task in TASKS:
+        assert out[task].shape == (2, FEATURES)
+        expected = model.encoder.head((attended[task] * last).mean((2, 3)))
+        torch.testing.assert_close(out[task], expected)
+    assert not torch.allclose(out["seg"], out["depth"])
+    shared = {id(p) for p in model.get_share_params()}
+    assert {id(p) for p in model.encoder.head.parameters()} <= shared
+    assert not shared & {id(p) for p in model.attention.parameters()}
+    with pytest.raises(RuntimeError, match="call the architecture"):
+        model.encoder(x)
+    for arch in ("PLE", "Cross_stitch"):
+        with pytest.raises(TypeError, match="LibMTL wrapper encoder.*only MTAN accepts it"):
+            build(arch, encoder=WrapperEncoder)

@@ -127,3 +127,43 @@ def test_ple_is_libmtl_s_ple(libmtl_architecture):
         ours.gate_specific[task][level].linear.load_state_dict(theirs.encoder.gate_specific[task][level][0].state_dict())
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     assert_same_outputs(ours, theirs, torch.randn(2, *img, dtype=torch.float64))
+
+
+class OfficeWrapperEncoder(nn.Module):
+    """LibMTL's Office-31 encoder pattern, tiny: ``resnet_network`` then a pooled linear head."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.resnet_network = network
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.hidden_layer = nn.Sequential(nn.Linear(512, 8), nn.ReLU())
+
+    def forward(self, inputs):
+        return self.hidden_layer(torch.flatten(self.avgpool(self.resnet_network(inputs)), 1))
+
+
+def test_mtan_on_libmtl_s_wrapper_encoder_is_libmtl_s_mtan(libmtl_architecture):
+    """LibMTL's Office-31 pattern (a wrapper holding ``resnet_network``, ``multi_input``): same
+    parameter count, same outputs per task; the wrapper's head is shared as in LibMTL."""
+    torch.manual_seed(0)
+    wrapper = OfficeWrapperEncoder(resnet18()).double()
+    identity = nn.ModuleDict({t: nn.Identity() for t in TASKS})
+    ours = ARCHITECTURES.get("MTAN")(TASKS, encoders_from([copy.deepcopy(wrapper)]), identity, False, True,
+                                     "cpu").double()
+    theirs = libmtl_architecture.MTAN(TASKS, encoders_from([wrapper]), identity, False, True, "cpu").double()
+    for stage in range(4):
+        for t, task in enumerate(TASKS):
+            ours.attention[task][stage].load_state_dict(
+                theirs.encoder.resnet_network.encoder_att[str(stage)][t].state_dict())
+        if stage < 3:
+            ours.transitions[stage].load_state_dict(theirs.encoder.resnet_network.encoder_block_att[stage].state_dict())
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    head = {id(p) for p in ours.encoder.hidden_layer.parameters()}
+    assert head <= {id(p) for p in ours.get_share_params()}
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for mode in ("eval", "train"):
+        ours.train(mode == "train"), theirs.train(mode == "train")
+        for task in TASKS:
+            out, expected = ours(x, task)[task], theirs(x, task)[task]
+            assert out.shape == (2, 8)
+            torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

@@ -1,10 +1,45 @@
 """Stage-by-stage access to ResNet-like encoders (MTAN, Cross_stitch, PLE, LTB)."""
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch.nn as nn
 
 #: The attributes of a torchvision-style ResNet that :func:`resnet_stages` reads.
 RESNET_ATTRIBUTES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+#: The attribute of LibMTL's *wrapper encoder* (its Office-31 pattern) that holds the ResNet: the
+#: wrapper's forward runs ``self.resnet_network(inputs)`` and then a head of its own.
+WRAPPED_NETWORK = "resnet_network"
+
+
+def wrapped_network(encoder: nn.Module) -> Optional[nn.Module]:
+    """The ResNet inside a LibMTL wrapper encoder (``encoder.resnet_network``), or ``None`` when
+    ``encoder`` runs stage by stage itself (it has ``stages`` or the ResNet attributes)."""
+    if getattr(encoder, "stages", None) is not None or all(hasattr(encoder, n) for n in RESNET_ATTRIBUTES):
+        return None
+    network = getattr(encoder, WRAPPED_NETWORK, None)
+    return network if isinstance(network, nn.Module) else None
+
+
+class ComputedFeature(nn.Module):
+    """Stands in for a wrapper encoder's ``resnet_network`` once an architecture runs that
+    network's stages itself: its forward ignores the input and returns ``feature``, the network's
+    output that the architecture computed (e.g. one task's attended feature in MTAN), so the
+    wrapper's own head runs on it. The network stays a submodule (``network``): its parameters
+    stay in the model."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.feature: Optional[Any] = None
+
+    def forward(self, inputs: Any) -> Any:
+        if self.feature is None:
+            raise RuntimeError("the architecture runs this network stage by stage; call the architecture, "
+                               "not its encoder")
+        return self.feature
 
 
 def encoder_stages(encoder: nn.Module, arch: str, stem_apart: bool = False) -> list[nn.Module]:
@@ -28,6 +63,8 @@ def encoder_stages(encoder: nn.Module, arch: str, stem_apart: bool = False) -> l
                 f"return a module with a `stages` attribute (e.g. LibMTL_rgb.model.resnet_encoder) or the "
                 f"torchvision ResNet attributes {', '.join(RESNET_ATTRIBUTES)}; {type(encoder).__name__} has no "
                 f"`stages` and lacks {', '.join(missing)}"
+                + (f" (a LibMTL wrapper encoder holding `{WRAPPED_NETWORK}`: as in LibMTL, only MTAN accepts it)"
+                   if hasattr(encoder, WRAPPED_NETWORK) else "")
             )
         from LibMTL_rgb.model.resnet import resnet_stages  # torchvision: only for such encoders
 

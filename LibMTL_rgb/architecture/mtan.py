@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from LibMTL_rgb.architecture._common import IMG_SIZE, probe_input, probing, selected_tasks
-from LibMTL_rgb.architecture._stages import encoder_stages, split_last
+from LibMTL_rgb.architecture._stages import WRAPPED_NETWORK, ComputedFeature, encoder_stages, split_last, wrapped_network
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
 
@@ -91,7 +91,11 @@ class MTAN(AbsArchitecture):
 
     Requires an encoder with ``stages`` (e.g. ``LibMTL_rgb.model.resnet_encoder``) or
     torchvision ResNet attributes ``conv1`` ... ``layer4``, with no parameters outside its
-    stages (checked at construction). Channel counts are traced at construction on a zero image
+    stages (checked at construction); or, as LibMTL, a *wrapper encoder* (LibMTL's Office-31
+    pattern) whose ``resnet_network`` is such an encoder and whose forward runs
+    ``self.resnet_network(inputs)`` then a head: the attention runs on ``resnet_network``'s
+    stages and the wrapper's head (shared, like the wrapper's other parameters) on each task's
+    attended feature, with or without ``multi_input`` (LibMTL only with it). Channel counts are traced at construction on a zero image
     of size ``img_size`` (optional; default: 64x64 with the first convolution's input channels).
     Works with ``rep_grad`` and ``multi_input`` (only the requested task's masks run).
     """
@@ -101,9 +105,14 @@ class MTAN(AbsArchitecture):
     def __init__(self, task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs):
         super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs)
         self.encoder = self.encoder_class()
+        network = wrapped_network(self.encoder)
+        trunk = self.encoder if network is None else network
         # (body, last) views of the encoder's own modules, kept out of the module tree.
-        self._stage_parts = [split_last(stage) for stage in encoder_stages(self.encoder, "MTAN")]
-        body_channels, out_channels = self._probe_channels(kwargs.get("img_size"))
+        self._stage_parts = [split_last(stage) for stage in encoder_stages(trunk, "MTAN")]
+        body_channels, out_channels = self._probe_channels(trunk, kwargs.get("img_size"))
+        self._wrapped = network is not None
+        if self._wrapped:  # the wrapper's head then runs on what the stages below compute
+            setattr(self.encoder, WRAPPED_NETWORK, ComputedFeature(trunk))
         mask_inputs = [body_channels[0]] + [b + o for b, o in zip(body_channels[1:], out_channels[1:])]
         lasts = [last for _, last in self._stage_parts]
         hidden = [max(1, o // block_expansion(last)) for o, last in zip(out_channels, lasts)]
@@ -115,10 +124,10 @@ class MTAN(AbsArchitecture):
             [feature_transition(out_channels[s], out_channels[s + 1], lasts[s]) for s in range(len(out_channels) - 1)]
         )
 
-    def _probe_channels(self, img_size: Optional[Sequence[int]]) -> tuple[list[int], list[int]]:
-        x = probe_input(self.encoder, img_size, "MTAN")
+    def _probe_channels(self, trunk: nn.Module, img_size: Optional[Sequence[int]]) -> tuple[list[int], list[int]]:
+        x = probe_input(trunk, img_size, "MTAN")
         body_channels, out_channels = [], []
-        with probing(self.encoder):
+        with probing(trunk):
             for body, last in self._stage_parts:
                 u = body(x)
                 x = last(u)
@@ -141,10 +150,22 @@ class MTAN(AbsArchitecture):
                 attended[task] = self.transitions[stage](feature) if stage < len(self.transitions) else feature
         out = {}
         for task in tasks:
-            rep = self._prepare_rep(attended[task], task, same_rep=False)
+            rep = self._prepare_rep(self._encoder_head(attended[task], inputs), task, same_rep=False)
             out[task] = self.decoders[task](rep)
         return out
 
+    def _encoder_head(self, feature: Tensor, inputs: Tensor) -> Tensor:
+        """``feature`` through a wrapper encoder's head (its forward, with ``resnet_network``
+        giving ``feature``); ``feature`` itself for any other encoder."""
+        if not self._wrapped:
+            return feature
+        computed = getattr(self.encoder, WRAPPED_NETWORK)
+        computed.feature = feature
+        try:
+            return self.encoder(inputs)
+        finally:
+            computed.feature = None
+
     def get_share_params(self):
-        """The encoder's and the shared transitions' parameters."""
+        """The encoder's (a wrapper's head included) and the shared transitions' parameters."""
         return itertools.chain(self.encoder.parameters(), self.transitions.parameters())
