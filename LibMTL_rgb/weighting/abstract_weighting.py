@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
 from LibMTL_rgb import distributed
 from LibMTL_rgb.registry import Hyperparameter
@@ -390,13 +391,30 @@ def _flatten_into(out: Tensor, grads: Sequence[Optional[Tensor]], params: Sequen
     torch.cat(parts, out=out)
 
 
+def task_loss_outputs(losses: Tensor) -> list[tuple[Any, Optional[Tensor]]]:
+    """Each task's own loss as ``(output, cotangent)`` for ``torch.autograd.grad``.
+
+    For ``losses = torch.stack(per_task)`` (the Trainer's and LibMTL's ``_compute_loss``) the
+    output is the graph edge into ``per_task[t]`` itself, so task ``t``'s backward pass never
+    enters the other tasks' branches (row ``t`` of the stacked vector would send zeros through
+    every branch that reaches the shared parameters: MTAN's attention, PLE's experts). The
+    gradients are the same: ``∂L_t/∂θ`` either way. Any other ``[T]`` tensor: row ``t``."""
+    node = losses.grad_fn
+    edges = getattr(node, "next_functions", ())
+    if type(node).__name__ != "StackBackward0" or losses.dim() != 1 or len(edges) != len(losses):
+        return [(loss, None) for loss in losses]
+    one = torch.ones((), device=losses.device, dtype=losses.dtype)
+    return [(loss, None) if edge is None else (GradientEdge(edge, index), one)
+            for loss, (edge, index) in zip(losses, edges)]
+
+
 def _looped_task_grads(losses: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, list[bool]]:
     """T ``torch.autograd.grad`` passes (LibMTL's way): ``([T, D] matrix, reached)``."""
     dim = sum(p.numel() for p in params)
     grads = torch.empty(len(losses), dim, device=losses.device, dtype=_grad_dtype(params))
     reached = [False] * len(params)
-    for task, loss in enumerate(losses):
-        task_grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    for task, (output, cotangent) in enumerate(task_loss_outputs(losses)):
+        task_grads = torch.autograd.grad(output, params, cotangent, retain_graph=True, allow_unused=True)
         reached = [r or g is not None for r, g in zip(reached, task_grads)]
         _flatten_into(grads[task], task_grads, params)
     return grads, reached
