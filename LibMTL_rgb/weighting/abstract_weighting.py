@@ -12,6 +12,9 @@ What differs from LibMTL is inside, not on the surface:
   instead of T passes, when every operation of the model's backward has a batching rule;
   otherwise from T passes (detected once per model, with one ``BatchedGradFallbackWarning``).
   ``grad_method`` pins either path (``docs/performance.md`` has the measurements);
+* each of the T passes (and each ``rep_grad`` pass) differentiates the task's own loss, the
+  input of the Trainer's ``torch.stack``, not a row of the stacked vector, so it never runs
+  through the other tasks' branches (``task_loss_outputs``);
 * the gradient matrix is created on the model's device, flattening and writing back are
   single O(D) passes with precomputed offsets (LibMTL re-sums the sizes for every parameter,
   O(P^2)), and nothing is copied to the host.
@@ -232,15 +235,17 @@ class AbsWeighting(nn.Module):
         if not hasattr(self, "rep_tasks"):
             raise ValueError("rep_grad=True needs an architecture that stores rep/rep_tasks")
         task_num = len(losses)
+        outputs = task_loss_outputs(losses) if isinstance(losses, Tensor) else [(loss, None) for loss in losses]
         per_grads = []
         for tn, task in enumerate(self.task_name):
             rep_task = self.rep_tasks[task]
+            output, cotangent = [outputs[tn][0]], None if outputs[tn][1] is None else [outputs[tn][1]]
             if mode == "backward" and not self._defers_heads():
-                losses[tn].backward(retain_graph=tn + 1 < task_num)
+                torch.autograd.backward(output, cotangent, retain_graph=tn + 1 < task_num)
                 grad = rep_task.grad
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad.detach().clone())
             else:
-                (grad,) = torch.autograd.grad(losses[tn], rep_task, retain_graph=True, allow_unused=True)
+                (grad,) = torch.autograd.grad(output, rep_task, cotangent, retain_graph=True, allow_unused=True)
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad)
         if mode == "backward" and self._defers_heads():
             self._backward_task_specific(_as_loss_vector(losses), self._share_param_list())
@@ -414,7 +419,8 @@ def _looped_task_grads(losses: Tensor, params: list[nn.Parameter]) -> tuple[Tens
     grads = torch.empty(len(losses), dim, device=losses.device, dtype=_grad_dtype(params))
     reached = [False] * len(params)
     for task, (output, cotangent) in enumerate(task_loss_outputs(losses)):
-        task_grads = torch.autograd.grad(output, params, cotangent, retain_graph=True, allow_unused=True)
+        task_grads = torch.autograd.grad([output], params, None if cotangent is None else [cotangent],
+                                         retain_graph=True, allow_unused=True)
         reached = [r or g is not None for r, g in zip(reached, task_grads)]
         _flatten_into(grads[task], task_grads, params)
     return grads, reached
