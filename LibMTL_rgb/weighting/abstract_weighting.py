@@ -93,12 +93,20 @@ class AbsWeighting(nn.Module):
             )
 
     def _raise_if_nonfinite(self, losses: Tensor, grads: Optional[Tensor] = None) -> None:
-        """Raise ``FloatingPointError`` naming the first task with a non-finite loss/gradient."""
+        """Raise ``FloatingPointError`` naming the first task with a non-finite loss/gradient.
+
+        ``grads`` ([T, D]) is checked by its row sums (NaN and inf propagate through a sum: one
+        read of the matrix, no [T, D] mask, one host sync with the losses); element by element
+        only when a sum is not finite, which finite values can also cause (an overflow)."""
         finite_losses = torch.isfinite(losses.detach())
-        finite_grads = torch.isfinite(grads).all(dim=-1) if grads is not None else finite_losses
-        ok = finite_losses & finite_grads
-        if bool(ok.all()):  # one host sync
+        grads = grads.detach() if grads is not None else None
+        finite_grads = torch.isfinite(grads.sum(dim=-1)) if grads is not None else finite_losses
+        if bool((finite_losses & finite_grads).all()):  # one host sync
             return
+        if grads is not None:
+            finite_grads = torch.isfinite(grads).all(dim=-1)
+            if bool((finite_losses & finite_grads).all()):  # finite rows whose sums overflowed
+                return
         names = list(getattr(self, "task_name", range(len(losses))))
         for index in range(len(losses)):
             if not bool(finite_losses[index]):
