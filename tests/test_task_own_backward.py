@@ -103,3 +103,14 @@ def test_other_loss_vectors_fall_back_to_their_rows():
     constant = torch.stack([x.sum(), torch.zeros(())])  # a task whose loss does not depend on θ
     grads, _ = _looped_task_grads(constant, [x])
     assert torch.equal(grads, torch.stack([torch.ones(3), torch.zeros(3)]))
+
+
+def test_a_cast_stack_is_looked_through():
+    x = torch.randn(3, requires_grad=True)
+    per_task = [x[0] * 2, x[1].pow(2), x.sum()]
+    losses = torch.stack([loss.to(torch.bfloat16) for loss in per_task]).to(torch.float32)  # as under amp
+    outputs = task_loss_outputs(losses)
+    assert all(cotangent is not None for _, cotangent in outputs)  # the stack's input edges
+    grads, _ = _looped_task_grads(losses, [x])
+    expected = torch.stack([torch.autograd.grad(loss, x, retain_graph=True)[0] for loss in per_task])
+    assert torch.equal(grads, expected)

@@ -411,8 +411,11 @@ def task_loss_outputs(losses: Tensor) -> list[tuple[Any, Optional[Tensor]]]:
     output is the graph edge into ``per_task[t]`` itself, so task ``t``'s backward pass never
     enters the other tasks' branches (row ``t`` of the stacked vector would send zeros through
     every branch that reaches the shared parameters: MTAN's attention, PLE's experts). The
-    gradients are the same: ``∂L_t/∂θ`` either way. Any other ``[T]`` tensor: row ``t``."""
+    gradients are the same: ``∂L_t/∂θ`` either way. A dtype cast of the stack (the Trainer's
+    bfloat16 → float32 under ``amp``) is looked through. Any other ``[T]`` tensor: row ``t``."""
     node = losses.grad_fn
+    while type(node).__name__ == "ToCopyBackward0" and node.next_functions[0][0] is not None:
+        node = node.next_functions[0][0]
     edges = getattr(node, "next_functions", ())
     if type(node).__name__ != "StackBackward0" or losses.dim() != 1 or len(edges) != len(losses):
         return [(loss, None) for loss in losses]
