@@ -6,6 +6,7 @@ per-task gradients alone: one batched backward pass against T backward passes.
     python benchmarks/train_step.py --model mlp --tasks 11   # an MLP whose backward batches
     python benchmarks/train_step.py --profile                # where one RGB step spends its time
     python benchmarks/train_step.py --device cuda --molecules 120
+    python benchmarks/train_step.py --model mlp --width 700 --methods  # every method vs LibMTL
 
 The molecules are random (no download): complete graphs of 10–24 atoms whose edges carry a
 bond-type one-hot (bonded pairs only) and the interatomic distance, as the QM9 example feeds
@@ -83,6 +84,8 @@ class Workload:
     inputs: Any
     targets: Tensor  # [B, T]
     notes: list[str] = field(default_factory=list)
+    encoder_class: Any = None  # what ``build`` composes, for LibMTL's own model (method_steps.py)
+    make_decoders: Optional[Callable[[], nn.ModuleDict]] = None
 
 
 def qm9_workload(molecules: int, device: torch.device, seed: int) -> Workload:
@@ -94,7 +97,8 @@ def qm9_workload(molecules: int, device: torch.device, seed: int) -> Workload:
         return build_mtl_model(weighting, "HPS", TASK_NAMES, MPNNEncoder, target_heads(TASK_NAMES, 64), False, False, device)
 
     note = f"QM9 MPNN (examples/qm9/mpnn.py), {molecules} molecules, {batch.num_nodes} atoms, {batch.edge_index.shape[1]} edges"
-    return Workload("qm9", list(TASK_NAMES), build, batch, targets, [note])
+    return Workload("qm9", list(TASK_NAMES), build, batch, targets, [note], MPNNEncoder,
+                    lambda: target_heads(TASK_NAMES, 64))
 
 
 def mlp_workload(tasks: int, width: int, batch: int, device: torch.device, seed: int) -> Workload:
@@ -106,12 +110,15 @@ def mlp_workload(tasks: int, width: int, batch: int, device: torch.device, seed:
     def encoder() -> nn.Module:
         return nn.Sequential(nn.Linear(32, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
 
+    def heads() -> nn.ModuleDict:
+        return nn.ModuleDict({t: nn.Linear(width, 1) for t in task_name})
+
     def build(weighting) -> nn.Module:
         torch.manual_seed(seed)
-        heads = nn.ModuleDict({t: nn.Linear(width, 1) for t in task_name})
-        return build_mtl_model(weighting, "HPS", task_name, encoder, heads, False, False, device)
+        return build_mtl_model(weighting, "HPS", task_name, encoder, heads(), False, False, device)
 
-    return Workload("mlp", task_name, build, inputs, targets, [f"MLP 32→{width}→{width}→{width}, batch {batch}, {tasks} tasks"])
+    return Workload("mlp", task_name, build, inputs, targets, [f"MLP 32→{width}→{width}→{width}, batch {batch}, {tasks} tasks"],
+                    encoder, heads)
 
 
 def task_losses(model: nn.Module, work: Workload) -> Tensor:
@@ -295,6 +302,66 @@ def profile_step(step: Callable[[], None], device: torch.device, steps: int, row
                                                               max_shapes_column_width=60)
 
 
+# ------------------------------------------------------------------ every gradient method
+def methods_table(work: Workload, device: torch.device, repeats: int, warmup: int, seed: int) -> str:
+    """Issue 23's table: a training step of each gradient method, ours (guard included) next to
+    LibMTL's when a LibMTL on the path has the method, and ours over RGB's and over the floor."""
+    from method_steps import FLOOR, METHODS, PerTaskGradientFloor, libmtl_step, libmtl_version, libmtl_weighting, our_step
+
+    def losses_of(model: nn.Module) -> Tensor:
+        return task_losses(model, work)
+
+    steps: dict[str, Callable[[], None]] = {FLOOR: our_step(work.build(PerTaskGradientFloor), work.task_name, losses_of)}
+    theirs: dict[str, str] = {}
+    for name in METHODS:
+        if name not in WEIGHTINGS:
+            continue
+        steps[name] = our_step(work.build(name), work.task_name, losses_of)
+        libmtl_class = libmtl_weighting(name) if work.encoder_class is not None else None
+        if libmtl_class is None:
+            continue
+        step = libmtl_step(libmtl_class, work.encoder_class, work.make_decoders(), work.task_name, losses_of, seed)
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - another LibMTL version's options: report, go on
+            print(f"LibMTL's {name} step fails here ({type(err).__name__}: {str(err).splitlines()[0]}): not compared")
+            continue
+        steps[theirs.setdefault(name, f"LibMTL {name}")] = step
+    timings = time_interleaved(steps, device, repeats, warmup, desc="methods")
+    med = {name: t.median for name, t in timings.items()}
+    rgb = med.get("RGB")
+    rows = []
+    for name in [FLOOR, *[m for m in METHODS if m in steps]]:
+        other = med.get(theirs.get(name, ""))
+        rows.append([name, milliseconds(other) if other else "—", milliseconds(med[name]), f"±{timings[name].spread * 100:.0f}%",
+                     f"{med[name] / other:.2f}" if other else "—", f"{med[name] / rgb:.2f}" if rgb else "—",
+                     f"{med[name] / med[FLOOR]:.2f}"])
+    source = f"LibMTL {libmtl_version()}" if theirs else "no LibMTL on the path"
+    header = ["method", f"LibMTL ms ({source})", "ours ms", "spread", "ours/LibMTL", "ours/RGB", "ours/floor"]
+    return markdown_table(header, rows) + "\n" + guard_costs(work, device, repeats)
+
+
+def guard_costs(work: Workload, device: torch.device, repeats: int) -> str:
+    """What the non-finite checks cost on this model: the Trainer's guard (losses + every
+    gradient, the same for every method) and the per-task check on G, row sums against the
+    element-wise ``isfinite``."""
+    from LibMTL_rgb.nonfinite import NonFiniteGuard
+    from method_steps import PerTaskGradientFloor
+
+    model = work.build(PerTaskGradientFloor)
+    losses = task_losses(model, work)
+    grads = model._get_grads(losses, mode="backward")
+    guard = NonFiniteGuard()
+    cases = {
+        "Trainer guard (losses + all gradients)": lambda: (guard.losses_problem(losses, work.task_name),
+                                                           guard.gradients_problem(model, work.task_name)),
+        "G check: row sums": lambda: model._raise_if_nonfinite(losses, grads),
+        "G check: element-wise isfinite": lambda: bool(torch.isfinite(grads).all(dim=-1).all()),
+    }
+    timings = time_interleaved(cases, device, repeats, 1, desc="guard")
+    return "\n".join(f"{name}: {milliseconds(t.median)} ms" for name, t in timings.items())
+
+
 # ----------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -310,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="timing noise allowed when checking 'RGB takes no longer than PCGrad / MGDA'")
     parser.add_argument("--profile", action="store_true", help="also print RGB's step by phase and a torch.profiler table of --repeats RGB steps")
+    parser.add_argument("--methods", action="store_true",
+                        help="print only the table of every gradient method's step, ours next to LibMTL's (method_steps.py)")
     parser.add_argument("--profile_rows", type=int, default=20, help="rows of the profile table")
     add_common_flags(parser, repeats=5)
     return parser
@@ -326,6 +395,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Check]:
         work = mlp_workload(args.tasks, args.width, args.batch, device, args.seed)
     print(machine_line(device))
     print("; ".join(work.notes) + f"; device {device}; median of {args.repeats} interleaved rounds\n")
+
+    if args.methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BatchedGradFallbackWarning)
+            print(methods_table(work, device, args.repeats, args.warmup, args.seed))
+        return []
 
     probe = work.build("EW")
     probe._compute_grad_dim()

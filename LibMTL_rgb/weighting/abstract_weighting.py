@@ -12,6 +12,9 @@ What differs from LibMTL is inside, not on the surface:
   instead of T passes, when every operation of the model's backward has a batching rule;
   otherwise from T passes (detected once per model, with one ``BatchedGradFallbackWarning``).
   ``grad_method`` pins either path (``docs/performance.md`` has the measurements);
+* each of the T passes (and each ``rep_grad`` pass) differentiates the task's own loss, the
+  input of the Trainer's ``torch.stack``, not a row of the stacked vector, so it never runs
+  through the other tasks' branches (``task_loss_outputs``);
 * the gradient matrix is created on the model's device, flattening and writing back are
   single O(D) passes with precomputed offsets (LibMTL re-sums the sizes for every parameter,
   O(P^2)), and nothing is copied to the host.
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
 from LibMTL_rgb import distributed
 from LibMTL_rgb.registry import Hyperparameter
@@ -89,12 +93,20 @@ class AbsWeighting(nn.Module):
             )
 
     def _raise_if_nonfinite(self, losses: Tensor, grads: Optional[Tensor] = None) -> None:
-        """Raise ``FloatingPointError`` naming the first task with a non-finite loss/gradient."""
+        """Raise ``FloatingPointError`` naming the first task with a non-finite loss/gradient.
+
+        ``grads`` ([T, D]) is checked by its row sums (NaN and inf propagate through a sum: one
+        read of the matrix, no [T, D] mask, one host sync with the losses); element by element
+        only when a sum is not finite, which finite values can also cause (an overflow)."""
         finite_losses = torch.isfinite(losses.detach())
-        finite_grads = torch.isfinite(grads).all(dim=-1) if grads is not None else finite_losses
-        ok = finite_losses & finite_grads
-        if bool(ok.all()):  # one host sync
+        grads = grads.detach() if grads is not None else None
+        finite_grads = torch.isfinite(grads.sum(dim=-1)) if grads is not None else finite_losses
+        if bool((finite_losses & finite_grads).all()):  # one host sync
             return
+        if grads is not None:
+            finite_grads = torch.isfinite(grads).all(dim=-1)
+            if bool((finite_losses & finite_grads).all()):  # finite rows whose sums overflowed
+                return
         names = list(getattr(self, "task_name", range(len(losses))))
         for index in range(len(losses)):
             if not bool(finite_losses[index]):
@@ -231,15 +243,17 @@ class AbsWeighting(nn.Module):
         if not hasattr(self, "rep_tasks"):
             raise ValueError("rep_grad=True needs an architecture that stores rep/rep_tasks")
         task_num = len(losses)
+        outputs = task_loss_outputs(losses) if isinstance(losses, Tensor) else [(loss, None) for loss in losses]
         per_grads = []
         for tn, task in enumerate(self.task_name):
             rep_task = self.rep_tasks[task]
+            output, cotangent = [outputs[tn][0]], None if outputs[tn][1] is None else [outputs[tn][1]]
             if mode == "backward" and not self._defers_heads():
-                losses[tn].backward(retain_graph=tn + 1 < task_num)
+                torch.autograd.backward(output, cotangent, retain_graph=tn + 1 < task_num)
                 grad = rep_task.grad
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad.detach().clone())
             else:
-                (grad,) = torch.autograd.grad(losses[tn], rep_task, retain_graph=True, allow_unused=True)
+                (grad,) = torch.autograd.grad(output, rep_task, cotangent, retain_graph=True, allow_unused=True)
                 per_grads.append(torch.zeros_like(rep_task) if grad is None else grad)
         if mode == "backward" and self._defers_heads():
             self._backward_task_specific(_as_loss_vector(losses), self._share_param_list())
@@ -390,13 +404,34 @@ def _flatten_into(out: Tensor, grads: Sequence[Optional[Tensor]], params: Sequen
     torch.cat(parts, out=out)
 
 
+def task_loss_outputs(losses: Tensor) -> list[tuple[Any, Optional[Tensor]]]:
+    """Each task's own loss as ``(output, cotangent)`` for ``torch.autograd.grad``.
+
+    For ``losses = torch.stack(per_task)`` (the Trainer's and LibMTL's ``_compute_loss``) the
+    output is the graph edge into ``per_task[t]`` itself, so task ``t``'s backward pass never
+    enters the other tasks' branches (row ``t`` of the stacked vector would send zeros through
+    every branch that reaches the shared parameters: MTAN's attention, PLE's experts). The
+    gradients are the same: ``∂L_t/∂θ`` either way. A dtype cast of the stack (the Trainer's
+    bfloat16 → float32 under ``amp``) is looked through. Any other ``[T]`` tensor: row ``t``."""
+    node = losses.grad_fn
+    while type(node).__name__ == "ToCopyBackward0" and node.next_functions[0][0] is not None:
+        node = node.next_functions[0][0]
+    edges = getattr(node, "next_functions", ())
+    if type(node).__name__ != "StackBackward0" or losses.dim() != 1 or len(edges) != len(losses):
+        return [(loss, None) for loss in losses]
+    one = torch.ones((), device=losses.device, dtype=losses.dtype)
+    return [(loss, None) if edge is None else (GradientEdge(edge, index), one)
+            for loss, (edge, index) in zip(losses, edges)]
+
+
 def _looped_task_grads(losses: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, list[bool]]:
     """T ``torch.autograd.grad`` passes (LibMTL's way): ``([T, D] matrix, reached)``."""
     dim = sum(p.numel() for p in params)
     grads = torch.empty(len(losses), dim, device=losses.device, dtype=_grad_dtype(params))
     reached = [False] * len(params)
-    for task, loss in enumerate(losses):
-        task_grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    for task, (output, cotangent) in enumerate(task_loss_outputs(losses)):
+        task_grads = torch.autograd.grad([output], params, None if cotangent is None else [cotangent],
+                                         retain_graph=True, allow_unused=True)
         reached = [r or g is not None for r, g in zip(reached, task_grads)]
         _flatten_into(grads[task], task_grads, params)
     return grads, reached

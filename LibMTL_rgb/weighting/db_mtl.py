@@ -59,8 +59,11 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
                 self.db_ema_grads = torch.zeros_like(grads)
             self.db_step += 1
             beta = DB_beta / int(self.db_step) ** DB_beta_sigma
-            ema = grads + beta * (self.db_ema_grads.to(grads.dtype) - grads)
-            self.db_ema_grads.copy_(ema)
+            if self.db_ema_grads.dtype == grads.dtype:  # g + β(ĝ − g) in the buffer, no [T, D] temporaries
+                ema = self.db_ema_grads.sub_(grads).mul_(beta).add_(grads)
+            else:
+                ema = grads + beta * (self.db_ema_grads.to(grads.dtype) - grads)
+                self.db_ema_grads.copy_(ema)
             scales = db_mtl_scales(ema)
         self._reset_grad(scales @ ema)
         return scales.cpu().numpy()

@@ -1,6 +1,8 @@
 """ExcessMTL: task weights from estimated excess risks (He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -13,12 +15,16 @@ from LibMTL_rgb.weighting.state_buffers import ResizableBuffers
 ADAGRAD_EPS = 1e-7
 
 
-def excess_risk_estimates(grads: Tensor, squared_grad_sum: Tensor) -> Tensor:
+def excess_risk_estimates(grads: Tensor, squared_grad_sum: Tensor, squared: Optional[Tensor] = None) -> Tensor:
     r"""``e_i = g_iᵀ H_i^{-1} g_i`` with the diagonal AdaGrad-style curvature
     ``H_i = diag(sqrt(Σ_{s≤t} g_{i,s}² + ε))`` (the paper's second-order Taylor estimate of
     the excess risk, up to the factor ½ that the normalisation by the first estimate removes);
-    ``squared_grad_sum`` already includes the current ``g²``."""
-    return (grads.pow(2) / torch.sqrt(squared_grad_sum + ADAGRAD_EPS)).sum(dim=1)
+    ``squared_grad_sum`` already includes the current ``g²``. ``squared``: ``g²`` already
+    computed, which is overwritten (the same numbers, two [T, D] temporaries fewer)."""
+    if squared is None:
+        squared = grads.pow(2)
+    curvature = torch.add(squared_grad_sum, ADAGRAD_EPS).sqrt_()
+    return squared.div_(curvature).sum(dim=1)
 
 
 def excess_mtl_weights(weights: Tensor, excess: Tensor, baseline: Tensor, step_size: float) -> Tensor:
@@ -29,7 +35,8 @@ def excess_mtl_weights(weights: Tensor, excess: Tensor, baseline: Tensor, step_s
 
 @WEIGHTINGS.register
 class ExcessMTL(ResizableBuffers, LossWeighting):
-    r"""Minimise ``Σ_i w_i L_i`` (all parameters, as the paper's weighted objective); every
+    r"""Minimise ``Σ_i w_i L_i`` (all parameters, as the paper's weighted objective: the shared
+    ones by ``wᵀG`` from the per-task gradients, the others by the head rule); every
     step the per-task gradients of the shared parameters (or of the representation with
     ``rep_grad``) update the excess-risk estimates (:func:`excess_risk_estimates`), and from
     the second step on ``w`` takes an exponentiated-gradient step (:func:`excess_mtl_weights`)
@@ -54,15 +61,16 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
 
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         robust_step_size = self.method_options(kwargs)["robust_step_size"]
-        grads = self._get_grads(losses, mode="autograd")
+        grads = self._get_grads(losses, mode="backward")
         matrix = grads[1] if self.rep_grad else grads
         self._raise_if_nonfinite(losses, matrix)
         with torch.no_grad():
             matrix = matrix.detach()
             if self.excess_squared_grad_sum.shape != matrix.shape:
                 self.excess_squared_grad_sum = torch.zeros_like(matrix)
-            self.excess_squared_grad_sum += matrix.pow(2)
-            excess = excess_risk_estimates(matrix, self.excess_squared_grad_sum).to(self.excess_weights.dtype)
+            squared = matrix.pow(2)
+            self.excess_squared_grad_sum += squared
+            excess = excess_risk_estimates(matrix, self.excess_squared_grad_sum, squared).to(self.excess_weights.dtype)
             if int(self.excess_step) == 0:
                 self.excess_baseline.copy_(excess)
             else:
@@ -73,6 +81,10 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
                         f"estimate is 0 ({self.excess_baseline.tolist()}) or robust_step_size is too large")
                 self.excess_weights.copy_(weights)
             self.excess_step += 1
-        weights = self.excess_weights.to(losses.dtype)
-        self._backward_objective((weights * losses).sum())
+        # ∇_shared Σ_i w_i L_i = wᵀG from the gradients at hand (no second backward pass); the
+        # head rule gives the task-specific parameters ∇ Σ_i w_i L_i
+        if self.rep_grad:
+            self._backward_new_grads(self.excess_weights, per_grads=grads[0])
+        else:
+            self._backward_new_grads(self.excess_weights, grads=matrix)
         return self.excess_weights.detach().cpu().numpy().copy()  # not a view of the buffer

@@ -23,7 +23,7 @@ NORM_EPS = 1e-8
 
 def moco_update(
     tracker: Tensor, lambd: Tensor, grads: Tensor, step: int, beta: float, beta_sigma: float,
-    gamma: float, gamma_sigma: float, rho: float, lambda_update: str = "projection",
+    gamma: float, gamma_sigma: float, rho: float, lambda_update: str = "projection", in_place: bool = False,
 ) -> tuple[Tensor, Tensor]:
     r"""One step of MoCo's Algorithm 1 on ``[T, D]`` gradients ``H`` (step ``t ≥ 1``):
 
@@ -32,8 +32,14 @@ def moco_update(
     * weights: ``λ ← Π_Δ(λ − γ_t (Y Yᵀ + ρ I) λ)`` with ``γ_t = γ / t^{σ_γ}``; ``Π_Δ`` is the
       Euclidean projection onto the simplex, or ``softmax`` with ``lambda_update='softmax'``.
 
-    Returns the new ``(Y, λ)``; the update direction is ``Yᵀ λ``."""
-    tracker = tracker - (beta / step**beta_sigma) * (tracker - grads)
+    Returns the new ``(Y, λ)``; the update direction is ``Yᵀ λ``. ``in_place``: ``Y`` is
+    updated in ``tracker`` itself and ``grads`` is overwritten (the same numbers, no [T, D]
+    temporaries)."""
+    rate = beta / step**beta_sigma
+    if in_place:
+        tracker = tracker.sub_(torch.sub(tracker, grads, out=grads).mul_(rate))
+    else:
+        tracker = tracker - rate * (tracker - grads)
     regularised = tracker @ tracker.T + rho * torch.eye(len(lambd), dtype=tracker.dtype, device=tracker.device)
     moved = lambd - (gamma / step**gamma_sigma) * (regularised @ lambd)
     if lambda_update == "projection":
@@ -96,11 +102,13 @@ class MoCo(ResizableBuffers, AbsWeighting):
             if self.moco_tracker.shape != grads.shape:
                 self.moco_tracker = torch.zeros_like(grads)
             self.moco_step += 1
+            # Y in place (the buffer itself when dtypes agree); G, ours alone, is the scratch space
             tracker, lambd = moco_update(
                 self.moco_tracker.to(grads.dtype), self.moco_lambda.to(grads.dtype), grads, int(self.moco_step),
-                MoCo_beta, MoCo_beta_sigma, MoCo_gamma, MoCo_gamma_sigma, MoCo_rho, MoCo_lambda_update,
+                MoCo_beta, MoCo_beta_sigma, MoCo_gamma, MoCo_gamma_sigma, MoCo_rho, MoCo_lambda_update, in_place=True,
             )
-            self.moco_tracker.copy_(tracker)
+            if tracker is not self.moco_tracker:
+                self.moco_tracker.copy_(tracker)
             self.moco_lambda.copy_(lambd)
         self._reset_grad(tracker.T @ lambd)
         return lambd.cpu().numpy()
