@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any, Optional
 
 import torch
@@ -71,13 +72,20 @@ def add_distributed_args(parser: argparse.ArgumentParser) -> None:
                             "state) and train_loss_buffer across processes and stop at the first difference")
 
 
+#: Seconds a rank other than 0 waits before leaving on a usage error: torchrun ends every rank
+#: (SIGTERM) as soon as one exits, which could otherwise stop rank 0 before it prints the error.
+USAGE_ERROR_GRACE_S = 5.0
+
+
 def print_usage_once(parser: argparse.ArgumentParser) -> None:
     """Make ``parser.error`` silent on the ranks other than 0 of a ``torchrun`` launch (the
-    process group does not exist yet when flags are parsed: the rank is ``torchrun``'s ``RANK``)."""
+    process group does not exist yet when flags are parsed: the rank is ``torchrun``'s ``RANK``);
+    they leave :data:`USAGE_ERROR_GRACE_S` later, so rank 0 has printed the error by then."""
     original = parser.error
 
     def error(message: str):
         if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
+            time.sleep(USAGE_ERROR_GRACE_S)
             parser.exit(2)
         original(message)
 
