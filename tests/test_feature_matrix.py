@@ -21,10 +21,8 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +35,7 @@ from example_loading import EXAMPLES, load_example
 from LibMTL_rgb.distributed.seeds import SeededSampler
 from test_example_celeba import make_celeba_root
 from test_example_cityscapes import write_mtan
-from test_resume_after_kill import assert_same_state
+from test_resume_after_kill import assert_same_state, kill_once_checkpointed
 from test_example_nyu import SIZE as NYU_SIZE, TINY_MODEL as NYU_MODEL, write_nyu
 from test_example_qm9 import make_qm9_root
 
@@ -161,17 +159,7 @@ def test_torchrun_two_processes_shard_and_run_half_the_steps(example, roots, tmp
 def kill_during_second_epoch(example: Example, argv: list, run_dir: Path) -> int:
     """Start the run (samples read slowly), SIGKILL it once the first last.pt exists; the epoch
     that last.pt holds."""
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_READS, main_py(example), *map(str, argv)], env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "last.pt").exists():
-        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()[-3000:]}"
-        assert time.monotonic() < deadline, "no last.pt after 300 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    return int(last_state(run_dir)["epoch"])
+    return kill_once_checkpointed([sys.executable, "-c", SLOW_READS, main_py(example), *argv], run_dir)
 
 
 @pytest.mark.parametrize("example", EXAMPLES_MATRIX, ids=IDS)

@@ -35,20 +35,25 @@ def child_env() -> dict:
                 OMP_NUM_THREADS="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
 
 
-def kill_after_first_checkpoint(argv: list, run_dir: str) -> int:
-    """Start the run, SIGKILL it as soon as its last.pt appears; the epoch it holds."""
-    proc = subprocess.Popen([sys.executable, TINY, *argv], env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def kill_once_checkpointed(command: list, run_dir) -> int:
+    """Start ``command``, SIGKILL it as soon as ``run_dir/last.pt`` appears; the epoch it holds."""
+    proc = subprocess.Popen([str(c) for c in command], env=child_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     last = os.path.join(run_dir, "last.pt")
     deadline = time.monotonic() + 300
     while not os.path.exists(last):
-        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()}"
+        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()[-3000:]}"
         assert time.monotonic() < deadline, "no last.pt after 300 s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     return int(torch.load(last, weights_only=False)["epoch"])
+
+
+def kill_after_first_checkpoint(argv: list, run_dir: str) -> int:
+    """The tiny example, SIGKILLed as soon as its last.pt appears; the epoch it holds."""
+    return kill_once_checkpointed([sys.executable, TINY, *argv], run_dir)
 
 
 def history_without_time(path: str) -> list:
