@@ -26,12 +26,19 @@ def test_class_ids_outside_the_classes_are_named_with_the_file():
             check_class_labels(labels, 13, "x/7.npy")
 
 
+def nyu_with_label_255(tmp_path, sizes: dict, split: str, index: int, pixel: tuple):
+    """A NYUv2 fixture whose ``split/label/<index>.npy`` holds 255 at ``pixel``."""
+    root = write_nyu(tmp_path / "nyuv2", sizes)
+    path = root / split / "label" / f"{index}.npy"
+    label = np.load(path)
+    label[pixel] = 255
+    np.save(path, label)
+    return root
+
+
 def test_nyu_sample_with_label_255_is_refused_when_read(nyu, tmp_path):
     _, nyu_data = nyu
-    root = write_nyu(tmp_path / "nyuv2", {"train": 3, "val": 2})
-    label = np.load(root / "train" / "label" / "2.npy")
-    label[5, 7] = 255
-    np.save(root / "train" / "label" / "2.npy", label)
+    root = nyu_with_label_255(tmp_path, {"train": 3, "val": 2}, "train", 2, (5, 7))
     split = nyu_data.nyu_split(str(root), "train")
     split[1]  # other samples read normally
     with pytest.raises(InvalidLabelError, match=r"train/label/2\.npy: class label\(s\) 255 outside 0\.\.12"):
@@ -40,10 +47,7 @@ def test_nyu_sample_with_label_255_is_refused_when_read(nyu, tmp_path):
 
 def test_nyu_run_with_an_out_of_range_label_ends_with_one_line(nyu, tmp_path):
     main, _ = nyu
-    root = write_nyu(tmp_path / "nyuv2", {"train": 4, "val": 2})
-    label = np.load(root / "val" / "label" / "1.npy")
-    label[0, 0] = 255
-    np.save(root / "val" / "label" / "1.npy", label)
+    root = nyu_with_label_255(tmp_path, {"train": 4, "val": 2}, "val", 1, (0, 0))
     with pytest.raises(SystemExit, match=r"error: .*val/label/1\.npy: class label\(s\) 255 outside 0\.\.12") as info:
         main(nyu_argv(root))
     assert "\n" not in str(info.value.code)
