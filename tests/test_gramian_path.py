@@ -77,3 +77,36 @@ def test_every_gramian_method_matches_the_matrix_path_on_hps(weighting):
 @pytest.mark.parametrize("weighting", ["RGB", "UPGrad"])
 def test_gramian_path_matches_on_every_architecture(arch, weighting):
     assert_paths_agree(arch, weighting)
+
+
+def test_multi_input_and_a_step_without_backward_stay_exact():
+    """Per-task forward passes (``multi_input``) arm once per step, and a forward pass that never
+    reached ``backward`` (a step the non-finite guard skipped) leaves nothing behind: no
+    fallback warning, the same parameters as the matrix path."""
+    import warnings
+
+    from LibMTL_rgb.weighting.abstract_weighting import GramianFallbackWarning
+
+    results = []
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, True, {"optim": "sgd", "lr": 0.1},
+                          device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_method=grad_method)
+        model = trainer.model
+        model.train()
+        batches = {t: list(batch) for t, batch in loader(12, True).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", GramianFallbackWarning)
+            for step in range(3):
+                trainer.optimizer.zero_grad(set_to_none=True)
+                losses = []
+                for t in TASKS:
+                    x, y = batches[t][step]
+                    losses.append(nn.functional.mse_loss(model(x.double(), t)[t], y.double()))
+                if step == 1:
+                    continue  # skipped: no backward for this step's forward passes
+                model.backward(torch.stack(losses))
+                trainer.optimizer.step()
+        results.append([p.detach().clone() for p in model.parameters()])
+    worst = max(float((a - b).abs().max()) for a, b in zip(*results))
+    assert worst < 1e-10

@@ -91,7 +91,7 @@ class AbsWeighting(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_forward_pre_hook(_arm_gramian_engine)
+        self.register_forward_pre_hook(_arm_gramian_engine, with_kwargs=True)
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Every ``backward`` a subclass defines applies the head rule when it returns (for
@@ -521,13 +521,21 @@ def _with_head_rule(method):
     return backward
 
 
-def _arm_gramian_engine(model: "AbsWeighting", args: Any) -> None:
+def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> None:
     """Forward pre-hook: before a training forward pass on the Gramian path, hook the modules
-    of the shared parameters (``task_gramian.GramianEngine``; data-parallel runs use chunks)."""
+    of the shared parameters for this step (``task_gramian.GramianEngine``; data-parallel runs
+    use chunks). A step's first forward pass re-arms (a step that never reached ``backward``,
+    e.g. one the non-finite guard skipped, leaves nothing behind); with ``multi_input`` the
+    step's forward passes are one per task, the first with the first task's name."""
     if not (model.training and torch.is_grad_enabled()) or not hasattr(model, "task_num"):
         return
-    if model.gradient_path() == "gramian" and not distributed.is_active():
-        model._gramian_engine().arm(model)
+    if model.gradient_path() != "gramian" or distributed.is_active():
+        return
+    engine = model._gramian_engine()
+    task = kwargs.get("task_name", args[1] if len(args) > 1 else None)
+    if task is None or task == model.task_name[0]:
+        engine.disarm()
+    engine.arm(model)
 
 
 def _gigabytes(size: int) -> str:
