@@ -110,3 +110,51 @@ def test_multi_input_and_a_step_without_backward_stay_exact():
         results.append([p.detach().clone() for p in model.parameters()])
     worst = max(float((a - b).abs().max()) for a, b in zip(*results))
     assert worst < 1e-10
+
+
+def test_a_matrix_over_the_budget_switches_gramian_methods_and_says_so(capsys):
+    trainer = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                      device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_memory_budget=100)
+    assert trainer.model.gradient_path() == "gramian"
+    printed = capsys.readouterr().out
+    assert "Gradient path: gramian" in printed and "over the budget" in printed
+    roomy = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                    device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_memory_budget=10**9)
+    assert roomy.model.gradient_path() == "matrix"
+
+
+def test_gramian_for_a_method_that_needs_the_matrix_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="needs the per-task gradients themselves"):
+        make_trainer("HPS", "GradDrop", "gramian")
+
+
+@pytest.mark.parametrize("weighting", ["MGDA", "UPGrad"])
+def test_rep_grad_keeps_its_small_matrix_on_every_grad_method(weighting):
+    """With ``rep_grad`` the method runs on the [T, rep] representation gradients, which are
+    small: ``grad_method='gramian'`` keeps that path, with the same results."""
+    runs = []
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(task_dict(), weighting, "HPS", TinyConvEncoder, decoders(), True, False, {"optim": "sgd", "lr": 0.1},
+                          device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_method=grad_method)
+        assert trainer.model.gradient_path() == "matrix"
+        runs.append(run_steps(trainer, {}))
+    (weights_a, params_a), (weights_b, params_b) = runs
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+
+def test_amp_runs_on_the_gramian_path():
+    """bfloat16 autocast (``amp``): the Gramian path follows the cast losses, as the matrix path;
+    they differ by bfloat16 rounding (the weighted backward pass rounds ``Σ w_t ∇L_t`` in
+    bfloat16, the matrix path rounds each ``∇L_t``), about 1e-3 of a step here."""
+    torch.set_default_dtype(torch.float32)  # autocast casts float32 to bfloat16
+    runs = []
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                          device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_method=grad_method, amp=True)
+        trainer.train(loader(8, False), loader(4, False), epochs=1)
+        runs.append([p.detach().clone() for p in trainer.model.parameters()])
+    worst = max(float((a - b).abs().max()) for a, b in zip(*runs))
+    assert runs[0][0].dtype == torch.float32 and worst < 5e-3, worst
