@@ -158,3 +158,25 @@ def test_amp_runs_on_the_gramian_path():
         runs.append([p.detach().clone() for p in trainer.model.parameters()])
     worst = max(float((a - b).abs().max()) for a, b in zip(*runs))
     assert runs[0][0].dtype == torch.float32 and worst < 5e-3, worst
+
+
+def test_parameter_chunks_give_the_same_steps_where_the_engine_cannot_follow(monkeypatch):
+    """Where the engine cannot follow a forward pass, ``G Gᵀ`` and RGB's ``G d`` come from slices
+    of ``G`` within the memory budget (several chunks here): the same steps, with a warning."""
+    from LibMTL_rgb.weighting import task_gramian
+    from LibMTL_rgb.weighting.abstract_weighting import GramianFallbackWarning
+
+    matrix = make_trainer("MTAN", "RGB", "loop")
+    weights_m, params_m = run_steps(matrix, {})
+
+    def cannot_follow(self, losses, vector=None):
+        raise RuntimeError("a module's forward pass without a backward pass")
+
+    monkeypatch.setattr(task_gramian.GramianEngine, "gramian", cannot_follow)
+    gramian = make_trainer("MTAN", "RGB", "gramian")
+    gramian.model.grad_memory_budget = 2 * 8 * 300  # [2, 300] float64: several chunks
+    chunks = task_gramian.parameter_chunks(gramian.model._share_param_list(), 2, torch.float64, gramian.model.grad_memory_budget)
+    assert len(chunks) > 3
+    with pytest.warns(GramianFallbackWarning):
+        weights_g, params_g = run_steps(gramian, {})
+    assert max(float((a - b).abs().max()) for a, b in zip(params_m, params_g)) < 1e-10
