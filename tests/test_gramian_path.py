@@ -180,3 +180,23 @@ def test_parameter_chunks_give_the_same_steps_where_the_engine_cannot_follow(mon
     with pytest.warns(GramianFallbackWarning):
         weights_g, params_g = run_steps(gramian, {})
     assert max(float((a - b).abs().max()) for a, b in zip(params_m, params_g)) < 1e-10
+
+
+def test_no_hooks_stay_behind_a_step_and_a_model_copies():
+    """The engine's module hooks live from a step's forward pass to its backward: afterwards the
+    model is as before (no hooks, nothing kept alive), and it deep-copies."""
+    import copy
+
+    trainer = make_trainer("HPS", "RGB", "gramian")
+    run_steps(trainer, {})
+    model = trainer.model
+    assert all(len(module._forward_hooks) == 0 for module in model.encoder.modules())
+    x, _ = next(iter(loader(4, False)))
+    model(x.double())
+    assert any(len(module._forward_hooks) > 0 for module in model.encoder.modules())  # armed for this step
+    model.eval()
+    with torch.no_grad():
+        model(x.double())
+    clone = copy.deepcopy(model)
+    assert not clone._gramian_engine().armed
+    assert all(torch.equal(a, b) for a, b in zip(clone.parameters(), model.parameters()))

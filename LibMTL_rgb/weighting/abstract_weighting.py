@@ -529,8 +529,14 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
     of the shared parameters for this step (``task_gramian.GramianEngine``; data-parallel runs
     use chunks). A step's first forward pass re-arms (a step that never reached ``backward``,
     e.g. one the non-finite guard skipped, leaves nothing behind); with ``multi_input`` the
-    step's forward passes are one per task, the first with the first task's name."""
-    if not (model.training and torch.is_grad_enabled()) or not hasattr(model, "task_num"):
+    step's forward passes are one per task, the first with the first task's name. An
+    evaluation pass (``eval()`` or no grad) disarms: the hooks never outlive a step."""
+    if not hasattr(model, "task_num"):
+        return
+    engine = getattr(model, "_gramian_engine_state", None)
+    if not (model.training and torch.is_grad_enabled()):
+        if engine is not None:
+            engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
         return
     if model.gradient_path() != "gramian" or distributed.is_active():
         return

@@ -174,6 +174,12 @@ class GramianEngine:
     def armed(self) -> bool:
         return self._engine is not None
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles of the model leave the hooks of a forward pass behind (disarmed)."""
+        state = dict(self.__dict__)
+        state["_engine"] = None
+        return state
+
     def arm(self, root: nn.Module) -> None:
         """Hook the shared modules of ``root`` for the next forward pass (no-op when armed)."""
         if self._engine is not None:
