@@ -174,6 +174,7 @@ def test_parameter_chunks_give_the_same_steps_where_the_engine_cannot_follow(mon
 
     monkeypatch.setattr(task_gramian.GramianEngine, "gramian", cannot_follow)
     gramian = make_trainer("MTAN", "RGB", "gramian")
+    gramian.model.gramian_computer = "engine"
     gramian.model.grad_memory_budget = 2 * 8 * 300  # [2, 300] float64: several chunks
     chunks = task_gramian.parameter_chunks(gramian.model._share_param_list(), 2, torch.float64, gramian.model.grad_memory_budget)
     assert len(chunks) > 3
@@ -200,3 +201,25 @@ def test_no_hooks_stay_behind_a_step_and_a_model_copies():
     clone = copy.deepcopy(model)
     assert not clone._gramian_engine().armed
     assert all(torch.equal(a, b) for a, b in zip(clone.parameters(), model.parameters()))
+
+
+@pytest.mark.parametrize("arch", ["HPS", "Cross_stitch"])
+def test_a_small_budget_computes_the_gramian_in_chunks_exactly(arch):
+    """``gramian_computer='auto'`` with a budget below the engine's Jacobians: chunks of G, no
+    engine hooks, the same steps as the matrix path."""
+    import warnings
+
+    from LibMTL_rgb.weighting.abstract_weighting import GramianFallbackWarning
+
+    weights_m, params_m = run_steps(make_trainer(arch, "RGB", "loop"), {})
+    gramian = make_trainer(arch, "RGB", "gramian")
+    gramian.model.grad_memory_budget = 2 * 8 * 100  # below 2 × T × the largest module's parameters
+    assert gramian.model.gramian_computer_choice() == "chunks"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GramianFallbackWarning)
+        weights_g, params_g = run_steps(gramian, {})
+    assert not gramian.model._gramian_engine().armed
+    assert max(float((a - b).abs().max()) for a, b in zip(params_m, params_g)) < 1e-10
+    roomy = make_trainer(arch, "RGB", "gramian")
+    roomy.model.grad_memory_budget = 10**9
+    assert roomy.model.gramian_computer_choice() == "engine"

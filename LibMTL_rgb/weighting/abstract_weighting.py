@@ -41,6 +41,8 @@ from LibMTL_rgb.weighting import task_gramian
 GRAD_METHODS = ("auto", "batched", "loop", "gramian")
 #: Values of ``AbsWeighting.gradient_path()``.
 GRADIENT_PATHS = ("matrix", "gramian")
+#: Values of ``AbsWeighting.gramian_computer``.
+GRAMIAN_COMPUTERS = ("auto", "engine", "chunks")
 
 
 class BatchedGradFallbackWarning(UserWarning):
@@ -76,6 +78,14 @@ class AbsWeighting(nn.Module):
     #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
     #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
     grad_memory_budget: Optional[int] = None
+    #: How the Gramian path computes ``G Gᵀ``: ``"engine"`` — one backward pass with T cotangents
+    #: that forms each module's ``[T, p_m]`` Jacobian in turn (``task_gramian.GramianEngine``;
+    #: memory: T × the largest module's parameters, twice, plus T cotangents of the activations);
+    #: ``"chunks"`` — the per-task path on consecutive parameter chunks that fit
+    #: ``grad_memory_budget`` (memory: one chunk plus one backward pass; time: one per-task
+    #: pass per chunk); ``"auto"``: the engine unless its Jacobians alone would exceed the budget.
+    #: Data-parallel runs always use chunks (each chunk averaged over the processes).
+    gramian_computer: str = "auto"
     #: The head rule (every weighting of this package): inside ``backward``, the task-specific
     #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
     #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
@@ -335,7 +345,7 @@ class AbsWeighting(nn.Module):
         params = self._share_param_list()
         engine = self._gramian_engine()
         found = None
-        if engine.armed and not distributed.is_active():
+        if engine.armed and self.gramian_computer_choice() == "engine":
             try:
                 found = engine.gramian(losses, vector)
             except RuntimeError as err:
@@ -357,6 +367,21 @@ class AbsWeighting(nn.Module):
     def _memory_budget(self) -> int:
         budget = self.grad_memory_budget
         return budget if budget is not None else task_gramian.default_memory_budget(torch.device(self.device))
+
+    def gramian_computer_choice(self) -> str:
+        """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
+        (``gramian_computer``; ``"auto"`` estimates the engine's Jacobians as
+        ``2 × T × (largest module's parameters)`` against ``grad_memory_budget``)."""
+        choice = self.gramian_computer
+        if choice not in GRAMIAN_COMPUTERS:
+            raise ValueError(f"gramian_computer must be one of {GRAMIAN_COMPUTERS}, got {choice!r}")
+        if distributed.is_active():
+            return "chunks"
+        if choice != "auto":
+            return choice
+        params = self._share_param_list()
+        needed = 2 * task_gramian.matrix_bytes(self.task_num, task_gramian.largest_module_parameters(self, params), _grad_dtype(params))
+        return "engine" if needed <= self._memory_budget() else "chunks"
 
     def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
         """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
@@ -538,7 +563,7 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
         if engine is not None:
             engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
         return
-    if model.gradient_path() != "gramian" or distributed.is_active():
+    if model.gradient_path() != "gramian" or model.gramian_computer_choice() != "engine":
         return
     engine = model._gramian_engine()
     task = kwargs.get("task_name", args[1] if len(args) > 1 else None)

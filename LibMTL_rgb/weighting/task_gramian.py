@@ -87,6 +87,16 @@ def module_cover(root: nn.Module, params: Sequence[nn.Parameter]) -> tuple[list[
     return modules, [p for p in params if id(p) not in covered]
 
 
+def largest_module_parameters(root: nn.Module, params: Sequence[nn.Parameter]) -> int:
+    """The most parameters of ``params`` one module holds directly (the engine forms one such
+    module's ``[T, p_m]`` Jacobian at a time; parameters no module covers count as one block)."""
+    modules, leftover = module_cover(root, params)
+    sizes = [sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+             for cover in modules for module in cover.modules()]
+    sizes.append(sum(p.numel() for p in leftover))
+    return max(sizes, default=0)
+
+
 class _Products:
     """``G v`` accumulated module by module: each module's Jacobian times its slice of ``v``."""
 
