@@ -78,13 +78,15 @@ class AbsWeighting(nn.Module):
     #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
     #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
     grad_memory_budget: Optional[int] = None
-    #: How the Gramian path computes ``G Gᵀ``: ``"engine"`` — one backward pass with T cotangents
-    #: that forms each module's ``[T, p_m]`` Jacobian in turn (``task_gramian.GramianEngine``;
-    #: memory: T × the largest module's parameters, twice, plus T cotangents of the activations);
-    #: ``"chunks"`` — the per-task path on consecutive parameter chunks that fit
-    #: ``grad_memory_budget`` (memory: one chunk plus one backward pass; time: one per-task
-    #: pass per chunk); ``"auto"``: the engine unless its Jacobians alone would exceed the budget.
-    #: Data-parallel runs always use chunks (each chunk averaged over the processes).
+    #: How the Gramian path computes ``G Gᵀ``: ``"chunks"`` — the per-task passes (one cotangent
+    #: at a time) on consecutive parameter chunks that fit ``grad_memory_budget``: memory one
+    #: chunk plus one backward pass, time one pass per task and chunk (passes to late chunks are
+    #: short); ``"engine"`` — one backward pass with T cotangents that forms each module's
+    #: ``[T, p_m]`` Jacobian in turn (``task_gramian.GramianEngine``): memory T × (twice the
+    #: largest module's parameters + the activations' cotangents), which on the CPU conv nets
+    #: measured in ``docs/performance.md`` exceeds the matrix itself; ``"auto"``: chunks (the
+    #: only computer whose memory the budget bounds). Data-parallel runs always use chunks
+    #: (each chunk averaged over the processes).
     gramian_computer: str = "auto"
     #: The head rule (every weighting of this package): inside ``backward``, the task-specific
     #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
@@ -243,8 +245,8 @@ class AbsWeighting(nn.Module):
         if not params:
             self._had_grad = []
             return torch.empty(len(losses), 0, device=losses.device, dtype=_grad_dtype(params))
-        if method == "gramian":  # slices of G on the Gramian path (parameter chunks, uncovered parameters)
-            method = "auto"
+        if method == "gramian":  # slices of G on the Gramian path: T passes, one cotangent at a time (its memory bound)
+            method = "loop"
         if method == "auto" and getattr(self, "_batched_grads_failed", False):
             method = "loop"
         if method != "loop":
@@ -348,6 +350,11 @@ class AbsWeighting(nn.Module):
         if engine.armed and self.gramian_computer_choice() == "engine":
             try:
                 found = engine.gramian(losses, vector)
+            except task_gramian.EngineUnsupported as err:
+                self._engine_unsupported = True
+                warnings.warn(f"{type(self).__name__}: the Gramian engine cannot compute this model's Gramian exactly "
+                              f"({_first_line(err)}); it comes from parameter chunks of G from now on.",
+                              GramianFallbackWarning, stacklevel=3)
             except RuntimeError as err:
                 warnings.warn(f"{type(self).__name__}: the Gramian engine could not follow this step's forward pass "
                               f"({_first_line(err)}); the Gramian comes from parameter chunks of G this step.",
@@ -370,18 +377,14 @@ class AbsWeighting(nn.Module):
 
     def gramian_computer_choice(self) -> str:
         """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
-        (``gramian_computer``; ``"auto"`` estimates the engine's Jacobians as
-        ``2 × T × (largest module's parameters)`` against ``grad_memory_budget``)."""
+        (``gramian_computer``; ``"auto"``, data-parallel runs and models the engine cannot follow
+        exactly — a module run twice in one forward pass — use chunks)."""
         choice = self.gramian_computer
         if choice not in GRAMIAN_COMPUTERS:
             raise ValueError(f"gramian_computer must be one of {GRAMIAN_COMPUTERS}, got {choice!r}")
-        if distributed.is_active():
+        if distributed.is_active() or choice == "auto" or getattr(self, "_engine_unsupported", False):
             return "chunks"
-        if choice != "auto":
-            return choice
-        params = self._share_param_list()
-        needed = 2 * task_gramian.matrix_bytes(self.task_num, task_gramian.largest_module_parameters(self, params), _grad_dtype(params))
-        return "engine" if needed <= self._memory_budget() else "chunks"
+        return choice
 
     def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
         """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
