@@ -236,7 +236,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=300))
     try:
-        results: dict[str, Any] = {"messages": {}, "task_grad_bytes": {}}
+        results: dict[str, Any] = {"messages": {}, "task_grad_bytes": {}, "largest_task_grad_message": {}}
         for case in CASES:
             save = os.path.join(out_dir, "run-" + case.name) if case == CHECKPOINT_CASE else None
             distributed.COUNTER.reset()
@@ -244,6 +244,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
                 results[case.name] = train_case(case, SINGLE_BS // world, save)
             results["messages"][case.name] = shapes
             results["task_grad_bytes"][case.name] = distributed.COUNTER.task_grad_bytes
+            results["largest_task_grad_message"][case.name] = distributed.COUNTER.largest_task_grad_message
         results["unequal_budgets"] = unequal_budgets_case(rank)
         results["resumed"] = resumed_case(CHECKPOINT_CASE, SINGLE_BS // world, os.path.join(out_dir, "interrupted"))
         # a single-process checkpoint loaded by every process

@@ -185,6 +185,9 @@ def test_the_gramian_path_sends_the_chunks_of_g_once_then_g_d_and_the_combined_r
         assert sent[matrix] == steps * task_num * dim * 8
         assert sent[gramian] == sent[chunked] == sent[matrix] + steps * 2 * dim * 8 + (steps - 1) * task_num * 8
         assert sent[upgrad] == sent[matrix] + steps * dim * 8
+        largest = result["largest_task_grad_message"]  # chunked: the largest parameter's slice, or RGB's 2 rows
+        assert largest[matrix] == largest[gramian] == task_num * dim * 8
+        assert largest[chunked] == max(task_num * max(sizes), 2 * dim) * 8 < largest[matrix]
 
 
 def test_processes_with_unequal_free_memory_take_the_same_path_and_chunks(runs):
