@@ -88,6 +88,7 @@ GRAMIAN_CASES = [
     Case("RGB", weight_args={"rgb_steps": 5}, grad_method="gramian"),
     Case("RGB", weight_args={"rgb_steps": 5}, grad_method="gramian", grad_memory_budget=1),
     Case("UPGrad", grad_method="gramian"), Case("MGDA", "MMoE", grad_method="gramian", grad_memory_budget=1),
+    Case("RGB", multi_input=True, grad_method="gramian"),
 ]
 CASES += GRAMIAN_CASES
 #: The case whose checkpoints the resume/cross-loading tests use.
