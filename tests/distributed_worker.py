@@ -357,6 +357,12 @@ def nccl_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         trainer.train(train, test, EPOCHS, return_weight=True)
         result = outcome(trainer)
         result["state"] = {k: v.cpu() for k, v in result["state"].items()}
+        # the Gramian path on NCCL: chunks of G, G d and rows all-reduced on the GPU, the agreed
+        # default budget (min_over_processes) read from CUDA's free memory
+        gramian = build(GRAMIAN_CASES[0], device=f"cuda:{rank}")
+        gramian.train(train, test, EPOCHS, return_weight=True)
+        result["gramian"] = outcome(gramian)
+        result["gramian"]["state"] = {k: v.cpu() for k, v in result["gramian"]["state"].items()}
         with_bn = Trainer(task_dict(), "RGB", "HPS", lambda: nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.BatchNorm1d(6), nn.Tanh()),
                           nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}), False, False, {"optim": "sgd", "lr": 0.05},
                           device=f"cuda:{rank}", sync_bn=True)

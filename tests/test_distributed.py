@@ -233,6 +233,7 @@ def test_nccl_world_size_one_on_cuda_equals_cpu(runs, tmp_path):
                        nprocs=1, join=True, start_method="spawn")
     result = torch.load(tmp_path / "cuda.pt", weights_only=False)
     assert_outcomes_close(result, references[dw.CHECKPOINT_CASE.name], tol=1e-9)
+    assert_outcomes_close(result["gramian"], references[dw.GRAMIAN_CASES[0].name], tol=1e-9)
     assert result["sync_bn_layers"] == 1
 
 
