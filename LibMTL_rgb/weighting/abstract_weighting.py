@@ -41,6 +41,8 @@ from LibMTL_rgb.weighting import task_gramian
 GRAD_METHODS = ("auto", "batched", "loop", "gramian")
 #: Values of ``AbsWeighting.gradient_path()``.
 GRADIENT_PATHS = ("matrix", "gramian")
+#: Values of ``AbsWeighting.gramian_computer``.
+GRAMIAN_COMPUTERS = ("auto", "engine", "chunks")
 
 
 class BatchedGradFallbackWarning(UserWarning):
@@ -76,6 +78,14 @@ class AbsWeighting(nn.Module):
     #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
     #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
     grad_memory_budget: Optional[int] = None
+    #: How the Gramian path computes ``G Gᵀ``: ``"engine"`` — one backward pass with T cotangents
+    #: that forms each module's ``[T, p_m]`` Jacobian in turn (``task_gramian.GramianEngine``;
+    #: memory: T × the largest module's parameters, twice, plus T cotangents of the activations);
+    #: ``"chunks"`` — the per-task path on consecutive parameter chunks that fit
+    #: ``grad_memory_budget`` (memory: one chunk plus one backward pass; time: one per-task
+    #: pass per chunk); ``"auto"``: the engine unless its Jacobians alone would exceed the budget.
+    #: Data-parallel runs always use chunks (each chunk averaged over the processes).
+    gramian_computer: str = "auto"
     #: The head rule (every weighting of this package): inside ``backward``, the task-specific
     #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
     #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
@@ -313,35 +323,44 @@ class AbsWeighting(nn.Module):
 
     def _get_gramian(self, losses: Tensor, mode: str = "backward") -> Tensor:
         """The Gramian ``K = G Gᵀ`` ([T, T]) of the per-task gradients of the shared parameters,
-        without forming ``G`` (``task_gramian.GramianEngine``; in a data-parallel run, or where
-        the engine cannot follow the model, from parameter chunks of ``G`` averaged over the
-        processes one by one: the Gramian of the global batch). The graph is kept for
-        :meth:`_combine_task_grads` / :meth:`_task_grads_dot`. ``mode='backward'`` treats the
-        task-specific parameters as :meth:`_compute_grad` does and clears the shared ``.grad``."""
+        without forming ``G`` (:meth:`_get_gramian_and_product`)."""
+        return self._get_gramian_and_product(losses, None, mode)[0]
+
+    def _get_gramian_and_product(
+        self, losses: Tensor, vector: Optional[Tensor], mode: str = "backward"
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """``(G Gᵀ, G v)`` ([T, T], [T]; ``None`` without ``vector``, a [D] vector over the shared
+        parameters) without forming ``G``: from ``task_gramian.GramianEngine`` (one backward
+        pass); in a data-parallel run, or where the engine cannot follow the model, from
+        parameter chunks of ``G`` averaged over the processes one by one (the Gramian of the
+        global batch). The graph is kept for :meth:`_combine_task_grads`. ``mode='backward'``
+        treats the task-specific parameters as :meth:`_compute_grad` does and clears the shared
+        ``.grad``."""
         if mode not in ("backward", "autograd"):
             raise ValueError(f"mode must be 'backward' or 'autograd', got {mode!r}")
         losses = _as_loss_vector(losses)
         self._compute_grad_dim()
         params = self._share_param_list()
         engine = self._gramian_engine()
-        gram = None
-        if engine.armed and not distributed.is_active():
+        found = None
+        if engine.armed and self.gramian_computer_choice() == "engine":
             try:
-                gram = engine.gramian(losses)
+                found = engine.gramian(losses, vector)
             except RuntimeError as err:
                 warnings.warn(f"{type(self).__name__}: the Gramian engine could not follow this step's forward pass "
                               f"({_first_line(err)}); the Gramian comes from parameter chunks of G this step.",
                               GramianFallbackWarning, stacklevel=3)
         engine.disarm()
-        if gram is None:
+        if found is None:
             chunks = task_gramian.parameter_chunks(params, len(losses), _grad_dtype(params), self._memory_budget())
             reduce = self._mean_over_processes if distributed.is_active() else None
-            gram, _ = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce)
+            found = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce, vector)
+        gram, product = found
         if mode == "backward":
             for param in params:
                 param.grad = None
             self._backward_task_specific(losses, params, retain_graph=True)
-        return gram.detach()
+        return gram.detach(), None if product is None else product.detach()
 
     def _memory_budget(self) -> int:
         """``grad_memory_budget``, or the default from the free memory, the smallest over the
@@ -351,11 +370,20 @@ class AbsWeighting(nn.Module):
             return budget
         return distributed.min_over_processes(task_gramian.default_memory_budget(torch.device(self.device)))
 
-    def _task_grads_dot(self, losses: Tensor, vector: Tensor) -> Tensor:
-        """``G v`` ([T]) for a vector ``v`` over the shared parameters ([D]), without ``G`` (the
-        mean over processes in a data-parallel run: ``G`` of the global batch)."""
-        product = task_gramian.task_grads_dot(_as_loss_vector(losses), self._share_param_list(), vector)
-        return self._mean_over_processes(product)
+    def gramian_computer_choice(self) -> str:
+        """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
+        (``gramian_computer``; ``"auto"`` estimates the engine's Jacobians as
+        ``2 × T × (largest module's parameters)`` against ``grad_memory_budget``)."""
+        choice = self.gramian_computer
+        if choice not in GRAMIAN_COMPUTERS:
+            raise ValueError(f"gramian_computer must be one of {GRAMIAN_COMPUTERS}, got {choice!r}")
+        if distributed.is_active():
+            return "chunks"
+        if choice != "auto":
+            return choice
+        params = self._share_param_list()
+        needed = 2 * task_gramian.matrix_bytes(self.task_num, task_gramian.largest_module_parameters(self, params), _grad_dtype(params))
+        return "engine" if needed <= self._memory_budget() else "chunks"
 
     def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
         """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
@@ -528,10 +556,16 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
     of the shared parameters for this step (``task_gramian.GramianEngine``; data-parallel runs
     use chunks). A step's first forward pass re-arms (a step that never reached ``backward``,
     e.g. one the non-finite guard skipped, leaves nothing behind); with ``multi_input`` the
-    step's forward passes are one per task, the first with the first task's name."""
-    if not (model.training and torch.is_grad_enabled()) or not hasattr(model, "task_num"):
+    step's forward passes are one per task, the first with the first task's name. An
+    evaluation pass (``eval()`` or no grad) disarms: the hooks never outlive a step."""
+    if not hasattr(model, "task_num"):
         return
-    if model.gradient_path() != "gramian" or distributed.is_active():
+    engine = getattr(model, "_gramian_engine_state", None)
+    if not (model.training and torch.is_grad_enabled()):
+        if engine is not None:
+            engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
+        return
+    if model.gradient_path() != "gramian" or model.gramian_computer_choice() != "engine":
         return
     engine = model._gramian_engine()
     task = kwargs.get("task_name", args[1] if len(args) > 1 else None)
