@@ -16,10 +16,10 @@ Cases (the same MLP, ``--tasks`` regression heads, per-process batch ``--batch``
     matrix is averaged before the weighting, plus the task-specific gradients: T·D_shared +
     D_task numbers;
   * ``… gramian``: the same methods with ``grad_method='gramian'``: the [T, D_c] chunks of G
-    (one chunk when the matrix fits the default budget), then RGB's G·d ([T]) and its two
-    combined rows ([2, D_shared]; MGDA's update: one row) are averaged: T·D_shared + k·D_shared
-    (+ T) + D_task numbers; ``… gramian, chunks``: a budget of ``--chunk_bytes`` (default 1
-    byte: one shared parameter per chunk).
+    (one chunk when the matrix fits the default budget; G Gᵀ and RGB's G·d come from the
+    averaged chunks), then RGB's two combined rows ([2, D_shared]; MGDA's update: one row) are
+    averaged: T·D_shared + k·D_shared + D_task numbers; ``… gramian, chunks``: a budget of
+    ``--chunk_bytes`` (default 1 byte: one shared parameter per chunk).
 
 Bytes are the payload each process hands to all-reduce (a ring all-reduce moves about
 2·(W−1)/W times that per process on the wire), counted on a step after a warm-up step. The
@@ -141,7 +141,7 @@ def measure(rank: int, world: int, args: argparse.Namespace, init_file: str, out
         cases["DDP EW"] = ddp_step(args, device, ddp_sent)
         for name, method, grad_method, chunked in CASES:
             cases[name] = ours_step(method, args, device, grad_method, chunked)
-        # one warm-up step (RGB's first step has no G·d), then the counted and measured step
+        # one warm-up step (RGB's first step has no EMA yet), then the counted and measured step
         for name, step in cases.items():
             step()
             COUNTER.reset()
@@ -210,8 +210,8 @@ def main() -> None:
     size = torch.empty((), dtype=torch.get_default_dtype()).element_size()
     tasks, task_specific = args.tasks, total - shared
     print(f"cost model (MB): the matrix path sends T·D_shared + D_task = {(tasks * shared + task_specific) * size / 1e6:.3f}, "
-          f"RGB's Gramian path T·D_shared + 2·D_shared + T + D_task = "
-          f"{(tasks * shared + 2 * shared + tasks + task_specific) * size / 1e6:.3f}, MGDA's T·D_shared + D_shared + D_task = "
+          f"RGB's Gramian path T·D_shared + 2·D_shared + D_task = "
+          f"{((tasks + 2) * shared + task_specific) * size / 1e6:.3f}, MGDA's T·D_shared + D_shared + D_task = "
           f"{((tasks + 1) * shared + task_specific) * size / 1e6:.3f}; DDP D = {total * size / 1e6:.3f} "
           f"(+ T loss values and one byte per parameter for the has-gradient masks)")
 

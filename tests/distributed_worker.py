@@ -9,7 +9,7 @@ step ``k`` of both ranks together covers exactly the 8 samples of the single-pro
 batches, 3 to rank 0 and 2 to rank 1.
 
 Each process also records what it averaged as per-task gradients (shapes and bytes): the
-Gramian path's chunks of ``G``, ``G d`` and combined rows against the matrix path's ``[T, D]``.
+Gramian path's chunks of ``G`` and combined rows against the matrix path's ``[T, D]``.
 """
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ CASES = REQUIRED + [Case(c.weighting, "MMoE", c.weight_args) for c in REQUIRED] 
     Case("EW", rep_grad=True), Case("MGDA", rep_grad=True), Case("FAMO", "MMoE", rep_grad=True),
     Case(GradsThenLoss), Case("RGB", multi_input=True), Case("FAMO", multi_input=True),
 ]
-#: The Gramian path: ``G Gᵀ`` of the global batch from ``[T, D_c]`` chunks of ``G`` averaged
-#: over the processes (a budget of 1 byte: one chunk per shared parameter), ``G d`` and the
+#: The Gramian path: ``G Gᵀ`` and RGB's ``G d`` of the global batch from ``[T, D_c]`` chunks of
+#: ``G`` averaged over the processes (a budget of 1 byte: one chunk per shared parameter), the
 #: combined rows averaged; the single-process references use the autogram engine instead.
 GRAMIAN_CASES = [
     Case("RGB", weight_args={"rgb_steps": 5}, grad_method="gramian"),
@@ -273,7 +273,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
 @contextlib.contextmanager
 def recorded_task_grad_messages() -> Iterator[list[tuple[int, ...]]]:
     """The shapes of the tensors averaged by ``distributed.start_task_grad_mean`` meanwhile
-    (the matrix path's [T, D]; the Gramian path's [T, D_c] chunks, [T] ``G d`` and [k, D] rows)."""
+    (the matrix path's [T, D]; the Gramian path's [T, D_c] chunks and [k, D] rows)."""
     shapes: list[tuple[int, ...]] = []
     original = distributed.start_task_grad_mean
 
@@ -357,7 +357,7 @@ def nccl_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         trainer.train(train, test, EPOCHS, return_weight=True)
         result = outcome(trainer)
         result["state"] = {k: v.cpu() for k, v in result["state"].items()}
-        # the Gramian path on NCCL: chunks of G, G d and rows all-reduced on the GPU, the agreed
+        # the Gramian path on NCCL: chunks of G and rows all-reduced on the GPU, the agreed
         # default budget (min_over_processes) read from CUDA's free memory
         gramian = build(GRAMIAN_CASES[0], device=f"cuda:{rank}")
         gramian.train(train, test, EPOCHS, return_weight=True)

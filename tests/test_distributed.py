@@ -167,7 +167,7 @@ def gramian_case_names() -> tuple[str, str, str, str]:
 def test_the_gramian_path_sends_the_chunks_of_g_once_then_g_d_and_the_combined_rows(runs):
     """What the Gramian path averages over the processes at each step: the [T, D_c] chunks of
     G (together the matrix path's [T, D], once: the Gramian of the global batch needs the
-    cross-process terms), RGB's G d ([T], from the second step on) and the combined rows
+    cross-process terms; RGB's G d comes from the averaged chunks too) and the combined rows
     ([k, D]: RGB's direction and EMA, a torchjd method's update); the byte counter agrees."""
     _, ranks, _ = runs
     task_num, steps = len(dw.TASKS), dw.EPOCHS * dw.TRAIN_SIZE // dw.SINGLE_BS
@@ -178,12 +178,12 @@ def test_the_gramian_path_sends_the_chunks_of_g_once_then_g_d_and_the_combined_r
     for result in ranks:
         messages = result["messages"]
         assert messages[matrix] == [(task_num, dim)] * steps
-        assert messages[gramian] == [(task_num, dim), (2, dim)] + [(task_num, dim), (task_num,), (2, dim)] * (steps - 1)
-        assert messages[chunked] == per_parameter + [(2, dim)] + (per_parameter + [(task_num,), (2, dim)]) * (steps - 1)
+        assert messages[gramian] == [(task_num, dim), (2, dim)] * steps
+        assert messages[chunked] == (per_parameter + [(2, dim)]) * steps
         assert messages[upgrad] == [(task_num, dim), (1, dim)] * steps
         sent = result["task_grad_bytes"]  # float64
         assert sent[matrix] == steps * task_num * dim * 8
-        assert sent[gramian] == sent[chunked] == sent[matrix] + steps * 2 * dim * 8 + (steps - 1) * task_num * 8
+        assert sent[gramian] == sent[chunked] == sent[matrix] + steps * 2 * dim * 8
         assert sent[upgrad] == sent[matrix] + steps * dim * 8
         largest = result["largest_task_grad_message"]  # chunked: the largest parameter's slice, or RGB's 2 rows
         assert largest[matrix] == largest[gramian] == task_num * dim * 8

@@ -19,7 +19,7 @@ BUCKET_BYTES = 25 * 1024 * 1024
 class CommunicationCounter:
     """Payload bytes this process sent through the all-reduces of this module (benchmarks):
     ``task_grad_bytes`` for per-task gradients (the ``[T, D]`` matrix, the Gramian path's
-    ``[T, D_c]`` chunks, ``G d`` and combined rows), ``other_bytes`` for the rest, and
+    ``[T, D_c]`` chunks and combined rows), ``other_bytes`` for the rest, and
     ``largest_task_grad_message``, the largest per-task-gradient tensor averaged at once."""
 
     def __init__(self) -> None:
