@@ -3,10 +3,11 @@
 Two processes, each on half of every batch, must end where one process on the whole batch
 ends (float64, 1e-10): parameters, weighting state (buffers), ``train_loss_buffer``, task
 weights and every train/test row of the history (evaluation dealt by batches, the last one
-short), for every weighting in ``distributed_worker.CASES`` on HPS and MMoE, on the matrix and on the Gramian
-path (``grad_method='gramian'``: chunks of ``G`` averaged over the processes against the
-single process's autogram engine). The two processes must also agree bit for bit. One spawn of 2 processes runs every case
-(``distributed_worker.worker``); the references run in this process.
+short), for every weighting in ``distributed_worker.CASES`` on HPS and MMoE, on the matrix
+and on the Gramian path (``grad_method='gramian'``: chunks of ``G`` averaged over the
+processes against the single process's autogram engine). The two processes must also agree
+bit for bit. One spawn of 2 processes runs every case (``distributed_worker.worker``); the
+references run in this process.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def gramian_case_names() -> tuple[str, str, str, str]:
     return rgb.name, dw.GRAMIAN_CASES[0].name, dw.GRAMIAN_CASES[1].name, dw.GRAMIAN_CASES[2].name
 
 
-def test_the_gramian_path_sends_the_chunks_of_g_once_then_g_d_and_the_combined_rows(runs):
+def test_the_gramian_path_sends_the_chunks_of_g_once_then_the_combined_rows(runs):
     """What the Gramian path averages over the processes at each step: the [T, D_c] chunks of
     G (together the matrix path's [T, D], once: the Gramian of the global batch needs the
     cross-process terms; RGB's G d comes from the averaged chunks too) and the combined rows
