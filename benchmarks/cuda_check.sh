@@ -66,7 +66,7 @@ step "step time (train_step.py)" 150 "grep -E '^\| (RGB|EW|PCGrad|MGDA) ' | head
     $PY benchmarks/train_step.py --device "$DEVICE" --molecules "$MOLECULES" --repeats "$REPEATS" --no-paper_style
 step "memory (memory.py)" 150 "grep -E 'PASS|FAIL' | head -3 | awk -F'|' '{print \$3 \$4}'" -- \
     $PY benchmarks/memory.py --device "$DEVICE" --dim "$MEMORY_DIM" --molecules "$MOLECULES" "$MEMORY_STEP"
-step "communication (distributed.py)" 90 "grep -E '^\| 1 \| ours RGB' | awk -F'|' '{print \$4 \"MB/step\", \$6 \"ms\"}'" -- \
+step "communication (distributed.py)" 90 "grep -E '^\| 1 \| ours RGB (gramian )?\|' | awk -F'|' '{print \$4 \"MB/step\", \$6 \"ms\"}'" -- \
     $PY benchmarks/distributed.py --device "$DEVICE" --backend "$BACKEND" --world 1 --repeats "$REPEATS"
 
 # ---- the table

@@ -7,12 +7,17 @@ Trainer's ``DistributedSampler`` (no shuffle), so rank ``r`` gets samples ``2i +
 step ``k`` of both ranks together covers exactly the 8 samples of the single-process step
 ``k``. The evaluation set (18 samples, batches of 4: the last one holds 2) is dealt by
 batches, 3 to rank 0 and 2 to rank 1.
+
+Each process also records what it averaged as per-task gradients (shapes and bytes): the
+Gramian path's chunks of ``G`` and combined rows against the matrix path's ``[T, D]``.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -24,7 +29,7 @@ from LibMTL_rgb import Trainer, distributed
 from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.loss import MSELoss
 from LibMTL_rgb.metrics import AbsMetric, L1Metric
-from LibMTL_rgb.weighting import AbsWeighting
+from LibMTL_rgb.weighting import AbsWeighting, task_gramian
 
 TASKS = ("a", "b", "c")
 IN_FEATURES = 5
@@ -53,11 +58,17 @@ class Case:
     weight_args: dict = field(default_factory=dict)
     rep_grad: bool = False
     multi_input: bool = False
+    #: ``"gramian"``: the Gramian path (G Gᵀ from parameter chunks of G averaged over the processes)
+    grad_method: str = "loop"
+    grad_memory_budget: Optional[int] = None
 
     @property
     def name(self) -> str:
         options = "-".join(f"{k}={v}" for k, v in sorted(self.weight_args.items()))
-        return f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "") + ("-rep" if self.rep_grad else "") + ("-multi" if self.multi_input else "")
+        return (f"{getattr(self.weighting, '__name__', self.weighting)}-{self.arch}" + (f"-{options}" if options else "")
+                + ("-rep" if self.rep_grad else "") + ("-multi" if self.multi_input else "")
+                + ("" if self.grad_method == "loop" else f"-{self.grad_method}")
+                + ("" if self.grad_memory_budget is None else f"-budget={self.grad_memory_budget}"))
 
 
 REQUIRED = [
@@ -70,8 +81,21 @@ CASES = REQUIRED + [Case(c.weighting, "MMoE", c.weight_args) for c in REQUIRED] 
     Case("EW", rep_grad=True), Case("MGDA", rep_grad=True), Case("FAMO", "MMoE", rep_grad=True),
     Case(GradsThenLoss), Case("RGB", multi_input=True), Case("FAMO", multi_input=True),
 ]
+#: The Gramian path: ``G Gᵀ`` and RGB's ``G d`` of the global batch from ``[T, D_c]`` chunks of
+#: ``G`` averaged over the processes (a budget of 1 byte: one chunk per shared parameter), the
+#: combined rows averaged; the single-process references use the autogram engine instead.
+GRAMIAN_CASES = [
+    Case("RGB", weight_args={"rgb_steps": 5}, grad_method="gramian"),
+    Case("RGB", weight_args={"rgb_steps": 5}, grad_method="gramian", grad_memory_budget=1),
+    Case("UPGrad", grad_method="gramian"), Case("MGDA", "MMoE", grad_method="gramian", grad_memory_budget=1),
+    Case("RGB", multi_input=True, grad_method="gramian"),
+]
+CASES += GRAMIAN_CASES
 #: The case whose checkpoints the resume/cross-loading tests use.
 CHECKPOINT_CASE = CASES[2]
+#: RGB with the default memory budget (``grad_method='auto'``) where rank 0 finds the [T, D]
+#: matrix over its budget and rank 1 does not (``unequal_budgets_case``).
+UNEQUAL_BUDGETS_CASE = Case("RGB", weight_args={"rgb_steps": 5}, grad_method="auto")
 
 
 class RegressionData(Dataset):
@@ -145,8 +169,8 @@ def build(case: Case, save_path: Optional[str] = None, trainer_class: type = Tra
     decoders = nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS})
     return trainer_class(
         task_dict(), case.weighting, case.arch, encoder, decoders, case.rep_grad, case.multi_input,
-        {"optim": "sgd", "lr": 0.05}, save_path=save_path, device=device, grad_method="loop",
-        weight_args=dict(case.weight_args), arch_args=arch_args, **extra,
+        {"optim": "sgd", "lr": 0.05}, save_path=save_path, device=device, grad_method=case.grad_method,
+        grad_memory_budget=case.grad_memory_budget, weight_args=dict(case.weight_args), arch_args=arch_args, **extra,
     )
 
 
@@ -209,12 +233,20 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
     """One of the ``world`` processes: every case, the resume paths and the debug check."""
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # a collective mismatch (a regression) fails the test in minutes, not after gloo's 30
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=300))
     try:
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"messages": {}, "task_grad_bytes": {}, "largest_task_grad_message": {}}
         for case in CASES:
             save = os.path.join(out_dir, "run-" + case.name) if case == CHECKPOINT_CASE else None
-            results[case.name] = train_case(case, SINGLE_BS // world, save)
+            distributed.COUNTER.reset()
+            with recorded_task_grad_messages() as shapes:
+                results[case.name] = train_case(case, SINGLE_BS // world, save)
+            results["messages"][case.name] = shapes
+            results["task_grad_bytes"][case.name] = distributed.COUNTER.task_grad_bytes
+            results["largest_task_grad_message"][case.name] = distributed.COUNTER.largest_task_grad_message
+        results["unequal_budgets"] = unequal_budgets_case(rank)
         results["resumed"] = resumed_case(CHECKPOINT_CASE, SINGLE_BS // world, os.path.join(out_dir, "interrupted"))
         # a single-process checkpoint loaded by every process
         trainer = build(CHECKPOINT_CASE)
@@ -232,9 +264,44 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, reference_checkp
             results["sync_bn_cpu"] = str(err)
         results["amp"] = amp_case(world)
         results["partly_reached"] = {weighting: partly_reached_case(weighting) for weighting in ("MGDA", "EW")}
+        results["partly_reached"]["RGB-gramian"] = partly_reached_case("RGB", "gramian")
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def recorded_task_grad_messages() -> Iterator[list[tuple[int, ...]]]:
+    """The shapes of the tensors averaged by ``distributed.start_task_grad_mean`` meanwhile
+    (the matrix path's [T, D]; the Gramian path's [T, D_c] chunks and [k, D] rows)."""
+    shapes: list[tuple[int, ...]] = []
+    original = distributed.start_task_grad_mean
+
+    def recording(model, grads):
+        shapes.append(tuple(grads.shape))
+        return original(model, grads)
+
+    distributed.start_task_grad_mean = recording
+    try:
+        yield shapes
+    finally:
+        distributed.start_task_grad_mean = original
+
+
+def unequal_budgets_case(rank: int) -> dict[str, Any]:
+    """``UNEQUAL_BUDGETS_CASE`` with the default budget (a share of the free memory, read by
+    each process) 1 byte on rank 0 and 1 TB on rank 1: the processes must still take the same
+    gradient path and cut the same parameter chunks (their all-reduces must match)."""
+    original = task_gramian.default_memory_budget
+    task_gramian.default_memory_budget = lambda device: 1 if rank == 0 else 1 << 40
+    try:
+        trainer = build(UNEQUAL_BUDGETS_CASE)
+        train, test = loaders(SINGLE_BS // WORLD)
+        with recorded_task_grad_messages() as shapes:
+            trainer.train(train, test, EPOCHS, return_weight=True)
+        return {**outcome(trainer), "path": trainer.model.gradient_path(), "messages": shapes}
+    finally:
+        task_gramian.default_memory_budget = original
 
 
 class RankZeroBranch(nn.Module):
@@ -251,11 +318,11 @@ class RankZeroBranch(nn.Module):
         return h + self.branch(h) if distributed.rank() == 0 else h
 
 
-def partly_reached_case(weighting: str) -> str:
+def partly_reached_case(weighting: str, grad_method: str = "loop") -> str:
     """Two epochs with the replicas compared after every step: 'identical' or the difference."""
     torch.manual_seed(SEED)
     trainer = Trainer(task_dict(), weighting, "HPS", RankZeroBranch, nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}),
-                      False, False, {"optim": "adam", "lr": 0.05}, device="cpu", grad_method="loop",
+                      False, False, {"optim": "adam", "lr": 0.05}, device="cpu", grad_method=grad_method,
                       distributed_check=True, seed=SEED)
     train, test = loaders(SINGLE_BS // 2)
     before = trainer.model.encoder.branch.weight.detach().clone()
@@ -290,6 +357,12 @@ def nccl_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         trainer.train(train, test, EPOCHS, return_weight=True)
         result = outcome(trainer)
         result["state"] = {k: v.cpu() for k, v in result["state"].items()}
+        # the Gramian path on NCCL: chunks of G and rows all-reduced on the GPU, the agreed
+        # default budget (min_over_processes) read from CUDA's free memory
+        gramian = build(GRAMIAN_CASES[0], device=f"cuda:{rank}")
+        gramian.train(train, test, EPOCHS, return_weight=True)
+        result["gramian"] = outcome(gramian)
+        result["gramian"]["state"] = {k: v.cpu() for k, v in result["gramian"]["state"].items()}
         with_bn = Trainer(task_dict(), "RGB", "HPS", lambda: nn.Sequential(nn.Linear(IN_FEATURES, 6), nn.BatchNorm1d(6), nn.Tanh()),
                           nn.ModuleDict({t: nn.Linear(6, 1) for t in TASKS}), False, False, {"optim": "sgd", "lr": 0.05},
                           device=f"cuda:{rank}", sync_bn=True)

@@ -3,9 +3,11 @@
 Two processes, each on half of every batch, must end where one process on the whole batch
 ends (float64, 1e-10): parameters, weighting state (buffers), ``train_loss_buffer``, task
 weights and every train/test row of the history (evaluation dealt by batches, the last one
-short), for every weighting in ``distributed_worker.CASES`` on HPS and MMoE. The two
-processes must also agree bit for bit. One spawn of 2 processes runs every case
-(``distributed_worker.worker``); the references run in this process.
+short), for every weighting in ``distributed_worker.CASES`` on HPS and MMoE, on the matrix
+and on the Gramian path (``grad_method='gramian'``: chunks of ``G`` averaged over the
+processes against the single process's autogram engine). The two processes must also agree
+bit for bit. One spawn of 2 processes runs every case (``distributed_worker.worker``); the
+references run in this process.
 """
 from __future__ import annotations
 
@@ -152,7 +154,55 @@ def test_a_shared_parameter_reached_on_one_rank_only_stays_identical_everywhere(
     weighted loss (EW); ``--distributed_check`` compares the replicas after every step."""
     _, ranks, _ = runs
     for result in ranks:
-        assert result["partly_reached"] == {"MGDA": "identical", "EW": "identical"}
+        assert result["partly_reached"] == {"MGDA": "identical", "EW": "identical", "RGB-gramian": "identical"}
+
+
+# ------------------------------------------------------------------ the Gramian path
+def gramian_case_names() -> tuple[str, str, str, str]:
+    """RGB on the matrix path, on the Gramian path, on it one parameter per chunk; UPGrad on it."""
+    rgb = dw.Case("RGB", weight_args={"rgb_steps": 5})
+    assert rgb in dw.CASES and all(case in dw.CASES for case in dw.GRAMIAN_CASES)
+    return rgb.name, dw.GRAMIAN_CASES[0].name, dw.GRAMIAN_CASES[1].name, dw.GRAMIAN_CASES[2].name
+
+
+def test_the_gramian_path_sends_the_chunks_of_g_once_then_the_combined_rows(runs):
+    """What the Gramian path averages over the processes at each step: the [T, D_c] chunks of
+    G (together the matrix path's [T, D], once: the Gramian of the global batch needs the
+    cross-process terms; RGB's G d comes from the averaged chunks too) and the combined rows
+    ([k, D]: RGB's direction and EMA, a torchjd method's update); the byte counter agrees."""
+    _, ranks, _ = runs
+    task_num, steps = len(dw.TASKS), dw.EPOCHS * dw.TRAIN_SIZE // dw.SINGLE_BS
+    sizes = [p.numel() for p in dw.encoder().parameters()]
+    dim = sum(sizes)
+    per_parameter = [(task_num, size) for size in sizes]
+    matrix, gramian, chunked, upgrad = gramian_case_names()
+    for result in ranks:
+        messages = result["messages"]
+        assert messages[matrix] == [(task_num, dim)] * steps
+        assert messages[gramian] == [(task_num, dim), (2, dim)] * steps
+        assert messages[chunked] == (per_parameter + [(2, dim)]) * steps
+        assert messages[upgrad] == [(task_num, dim), (1, dim)] * steps
+        sent = result["task_grad_bytes"]  # float64
+        assert sent[matrix] == steps * task_num * dim * 8
+        assert sent[gramian] == sent[chunked] == sent[matrix] + steps * 2 * dim * 8
+        assert sent[upgrad] == sent[matrix] + steps * dim * 8
+        largest = result["largest_task_grad_message"]  # chunked: the largest parameter's slice, or RGB's 2 rows
+        assert largest[matrix] == largest[gramian] == task_num * dim * 8
+        assert largest[chunked] == max(task_num * max(sizes), 2 * dim) * 8 < largest[matrix]
+
+
+def test_processes_with_unequal_free_memory_take_the_same_path_and_chunks(runs):
+    """The default budget is read from each process's free memory: rank 0 finds the [T, D]
+    matrix over it, rank 1 does not. Both take the Gramian path with rank 0's chunks (the
+    smallest budget), equal one process (without the agreement, gloo aborted on the mismatched
+    all-reduces)."""
+    references, ranks, _ = runs
+    _, gramian, chunked, _ = gramian_case_names()
+    for result in ranks:
+        assert result["unequal_budgets"]["path"] == "gramian"
+        assert result["unequal_budgets"]["messages"] == result["messages"][chunked]
+        assert_outcomes_close(result["unequal_budgets"], references[gramian])
+    assert_bitwise_equal(ranks[0]["unequal_budgets"], ranks[1]["unequal_budgets"])
 
 
 def test_sync_bn_is_refused_on_cpu_with_the_reason(runs):
@@ -184,6 +234,7 @@ def test_nccl_world_size_one_on_cuda_equals_cpu(runs, tmp_path):
                        nprocs=1, join=True, start_method="spawn")
     result = torch.load(tmp_path / "cuda.pt", weights_only=False)
     assert_outcomes_close(result, references[dw.CHECKPOINT_CASE.name], tol=1e-9)
+    assert_outcomes_close(result["gramian"], references[dw.GRAMIAN_CASES[0].name], tol=1e-9)
     assert result["sync_bn_layers"] == 1
 
 
@@ -219,6 +270,7 @@ def test_single_process_helpers_change_nothing():
     reduce_accumulator(metric)
     assert metric.record == [1.0] and metric.bs == [2]
     assert distributed.world_size() == 1 and distributed.is_main_process()
+    assert distributed.min_over_processes(7) == 7
 
 
 # ------------------------------------------------------------------ torchrun, unchanged example command

@@ -37,8 +37,8 @@ from LibMTL_rgb.distributed.collectives import (BUCKET_BYTES, COUNTER, Communica
 from LibMTL_rgb.distributed.data import (LOADER_CONTRACT, StridedBatches, set_epoch, shard_loader, shard_loaders,
                                          wrapped_loader)
 from LibMTL_rgb.distributed.gradients import (average_norm_statistics, average_remaining_grads, global_losses,
-                                              mark_shared_grads_written, mean_task_grads, reached_on_any_rank,
-                                              start_task_grad_mean)
+                                              mark_shared_grads_written, mean_task_grads, min_over_processes,
+                                              reached_on_any_rank, start_task_grad_mean)
 from LibMTL_rgb.distributed.process_group import (TORCHRUN_VARIABLES, add_distributed_args, describe,
                                                   distributed_kwargs, init_from_env, is_active, is_main_process,
                                                   is_peer_failure, launched_by_torchrun, rank, shared_seed, silence_non_main_stdout,
@@ -53,7 +53,7 @@ __all__ = [
     "launched_by_torchrun", "is_peer_failure", "add_distributed_args", "distributed_kwargs", "silence_non_main_stdout", "describe",
     "shared_seed", "TORCHRUN_VARIABLES", "BUCKET_BYTES", "COUNTER", "CommunicationCounter", "PendingMean",
     "start_mean", "parameter_buckets", "broadcast_model", "start_task_grad_mean",
-    "mark_shared_grads_written", "reached_on_any_rank", "mean_task_grads", "global_losses", "average_remaining_grads",
+    "mark_shared_grads_written", "reached_on_any_rank", "min_over_processes", "mean_task_grads", "global_losses", "average_remaining_grads",
     "average_norm_statistics", "StridedBatches", "shard_loader", "shard_loaders", "set_epoch",
     "reduce_accumulator", "reduce_meter", "interleave_batches", "accumulator_names", "state_digests",
     "check_replicas", "convert_sync_batchnorm", "LOADER_CONTRACT", "wrapped_loader", "SeededSampler",

@@ -17,15 +17,18 @@ BUCKET_BYTES = 25 * 1024 * 1024
 
 
 class CommunicationCounter:
-    """Payload bytes this process sent through the all-reduces of this module (benchmarks)."""
+    """Payload bytes this process sent through the all-reduces of this module (benchmarks):
+    ``task_grad_bytes`` for per-task gradients (the ``[T, D]`` matrix, the Gramian path's
+    ``[T, D_c]`` chunks and combined rows), ``other_bytes`` for the rest, and
+    ``largest_task_grad_message``, the largest per-task-gradient tensor averaged at once."""
 
     def __init__(self) -> None:
-        self.task_grad_bytes = 0
-        self.other_bytes = 0
+        self.reset()
 
     def reset(self) -> None:
         self.task_grad_bytes = 0
         self.other_bytes = 0
+        self.largest_task_grad_message = 0
 
     @property
     def total(self) -> int:
@@ -63,6 +66,7 @@ def start_mean(tensor: Tensor, task_grads: bool = False) -> PendingMean:
     sent = flat.numel() * flat.element_size()
     if task_grads:
         COUNTER.task_grad_bytes += sent
+        COUNTER.largest_task_grad_message = max(COUNTER.largest_task_grad_message, sent)
     else:
         COUNTER.other_bytes += sent
     return PendingMean(tensor, handles)

@@ -31,11 +31,28 @@ def reached_on_any_rank(reached: Sequence[bool]) -> list[bool]:
     (zeros counted where it was not reached) on every process, so replicas never diverge."""
     if not is_active() or not reached:
         return list(reached)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    flags = torch.tensor([bool(r) for r in reached], dtype=torch.uint8, device=device)
+    flags = torch.tensor([bool(r) for r in reached], dtype=torch.uint8, device=_small_message_device())
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     COUNTER.other_bytes += flags.numel()
     return [bool(f) for f in flags.tolist()]
+
+
+def min_over_processes(value: int) -> int:
+    """The smallest ``value`` of the processes (``value`` itself in one process; one 8-byte
+    all-reduce). For a memory budget each process reads from its own free memory: with the
+    smallest, every process takes the same gradient path and cuts the same parameter chunks,
+    so their all-reduces match (unequal ones abort gloo or hang NCCL)."""
+    if not is_active():
+        return int(value)
+    smallest = torch.tensor([int(value)], dtype=torch.int64, device=_small_message_device())
+    dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+    COUNTER.other_bytes += smallest.numel() * smallest.element_size()
+    return int(smallest.item())
+
+
+def _small_message_device() -> "torch.device | None":
+    """Where a small host-built message must live for the backend (NCCL: the current GPU)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
 
 
 def mark_shared_grads_written(model: nn.Module) -> None:

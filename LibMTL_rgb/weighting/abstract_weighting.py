@@ -301,9 +301,7 @@ class AbsWeighting(nn.Module):
         if self.grad_method == "gramian":
             return "gramian", "grad_method='gramian'"
         size = task_gramian.matrix_bytes(self.task_num, dim, dtype)
-        budget = self.grad_memory_budget
-        if budget is None:
-            budget = task_gramian.default_memory_budget(torch.device(self.device))
+        budget = self._memory_budget()
         if size <= budget or not self.supports_gramian:
             return "matrix", f"the [{self.task_num}, {dim}] matrix takes {_gigabytes(size)} (budget {_gigabytes(budget)})"
         return "gramian", (f"the [{self.task_num}, {dim}] matrix would take {_gigabytes(size)}, over the budget "
@@ -372,8 +370,12 @@ class AbsWeighting(nn.Module):
         return gram.detach(), None if product is None else product.detach()
 
     def _memory_budget(self) -> int:
+        """``grad_memory_budget``, or the default from the free memory, the smallest over the
+        processes of a data-parallel run: every process must take the same path and chunks."""
         budget = self.grad_memory_budget
-        return budget if budget is not None else task_gramian.default_memory_budget(torch.device(self.device))
+        if budget is not None:
+            return budget
+        return distributed.min_over_processes(task_gramian.default_memory_budget(torch.device(self.device)))
 
     def gramian_computer_choice(self) -> str:
         """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
