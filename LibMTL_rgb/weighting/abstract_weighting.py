@@ -301,8 +301,10 @@ class AbsWeighting(nn.Module):
         if self.grad_method == "gramian":
             return "gramian", "grad_method='gramian'"
         size = task_gramian.matrix_bytes(self.task_num, dim, dtype)
+        if not self.supports_gramian:  # no budget needed (in a data-parallel run: no message)
+            return "matrix", f"{name} needs the [{self.task_num}, {dim}] matrix ({_gigabytes(size)})"
         budget = self._memory_budget()
-        if size <= budget or not self.supports_gramian:
+        if size <= budget:
             return "matrix", f"the [{self.task_num}, {dim}] matrix takes {_gigabytes(size)} (budget {_gigabytes(budget)})"
         return "gramian", (f"the [{self.task_num}, {dim}] matrix would take {_gigabytes(size)}, over the budget "
                            f"of {_gigabytes(budget)} (grad_memory_budget): {name} runs on the Gramian G Gᵀ instead")
