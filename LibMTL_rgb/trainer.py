@@ -163,7 +163,8 @@ class Trainer(nn.Module):
             model.grad_memory_budget = options.grad_memory_budget
         if options.gramian_computer is not None:
             model.gramian_computer = options.gramian_computer
-        if model.gradient_path() != "matrix":  # chosen now: a method that cannot take it is refused before any work
+        if hasattr(model, "gradient_path") and model.gradient_path() != "matrix":  # chosen now: refused before any work
+            # (a weighting written on LibMTL's own AbsWeighting has no Gramian path)
             print(f"Gradient path: gramian, G Gᵀ by {model.gramian_computer_choice()} ({model.gradient_path_reason})")
         for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
