@@ -253,11 +253,12 @@ def test_architecture_flags_are_on_the_command_line_with_libmtl_names():
 
 @pytest.mark.parametrize("arch, argv, expected", [
     ("MMoE", ["--img_size", "3", "288", "384", "--num_experts", "4"], {"img_size": [3, 288, 384], "num_experts": [4]}),
-    ("CGC", ["--img_size", "3", "8", "8", "--num_experts", "1", "2", "2"], {"img_size": [3, 8, 8], "num_experts": [1, 2, 2]}),
-    ("PLE", ["--img_size", "3", "8", "8", "--num_experts", "1", "1", "1"], {"img_size": [3, 8, 8], "num_experts": [1, 1, 1]}),
+    ("CGC", ["--img_size", "3", "8", "8", "--num_experts", "1", "2", "2"], {"img_size": [3, 8, 8], "num_experts": [1, 2, 2], "task_stages": None}),
+    ("PLE", ["--img_size", "3", "8", "8", "--num_experts", "1", "1", "1"], {"img_size": [3, 8, 8], "num_experts": [1, 1, 1], "task_stages": None}),
     ("DSelect_k", ["--img_size", "3", "8", "8", "--num_experts", "5", "--num_nonzeros", "3", "--kgamma", "2"],
      {"img_size": [3, 8, 8], "num_experts": [5], "num_nonzeros": 3, "kgamma": 2.0}),
-    ("MTAN", ["--img_size", "3", "64", "64"], {"img_size": [3, 64, 64]}),
+    ("MTAN", ["--img_size", "3", "64", "64"], {"img_size": [3, 64, 64], "task_stages": None}),
+    ("MTAN", ["--task_stages", "2"], {"img_size": None, "task_stages": 2}),
     ("Cross_stitch", ["--img_size", "3", "8", "8"], {}),
     ("HPS", ["--num_experts", "3"], {}),
 ])
