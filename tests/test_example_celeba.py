@@ -165,7 +165,10 @@ def test_task_branches_default_to_the_task_count_rule_and_libmtl_sizes_stay_reac
                                        False, False, torch.device("cpu"), **arch_args)
 
     small, libmtl = build(sized), build({**sized, "task_stages": None})
-    task_own = lambda model: sum(p.numel() for n, p in model.named_parameters() if n.startswith(("attention.", "experts_specific.")))
+
+    def task_own(model):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(("attention.", "experts_specific.")))
+
     encoder = sum(p.numel() for p in CelebAEncoder(2).parameters())
     dense = sum(p.numel() for p in CelebAEncoder(2).stages[-1].parameters())
     if arch == "MTAN":

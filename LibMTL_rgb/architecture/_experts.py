@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from LibMTL_rgb.architecture._common import IMG_SIZE, TASK_STAGES, architecture_name, first_task_stage, flat_size, probing, require_img_size, selected_tasks
+from LibMTL_rgb.architecture._common import IMG_SIZE, architecture_name, first_task_stage, flat_size, probing, require_img_size, selected_tasks
 from LibMTL_rgb.architecture._stages import encoder_stages
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import Hyperparameter
