@@ -84,13 +84,12 @@ class GatedExperts(AbsArchitecture):
         self.img_size = require_img_size(kwargs.get("img_size"), arch)
         shared, specific = self._expert_counts(kwargs.get("num_experts"))
         self.num_experts = {"share": shared, **specific}
-        self.task_stages = kwargs.get("task_stages")
+        self.task_stages = self._effective_task_stages(kwargs.get("task_stages"))
         #: The encoder's first stages, run once before the experts (``task_stages``), or None.
         self.trunk: Optional[nn.Sequential] = None
         if self.task_stages is not None:
             stages = self._stages(self.encoder_class())
-            split = first_task_stage(len(stages), self.task_stages)
-            self.trunk = nn.Sequential(*stages[:split]) if split else None
+            self.trunk = nn.Sequential(*stages[:len(stages) - self.task_stages])
         self.experts_shared = nn.ModuleList([self._make_expert() for _ in range(shared)])
         self.experts_specific = nn.ModuleDict(
             {task: nn.ModuleList([self._make_expert() for _ in range(count)]) for task, count in specific.items()}
@@ -109,6 +108,14 @@ class GatedExperts(AbsArchitecture):
     def _make_gate(self, in_features: int, num_experts: int) -> nn.Module:
         return SoftmaxGate(in_features, num_experts)
 
+    def _effective_task_stages(self, task_stages: Optional[int]) -> Optional[int]:
+        """``task_stages``, or None when it covers every stage of the encoder (LibMTL's model)."""
+        if task_stages is None:
+            return None
+        with torch.random.fork_rng(devices=[]):  # counting the stages leaves the random state as it was
+            count = len(self._stages(self.encoder_class()))
+        return None if first_task_stage(count, task_stages) == 0 else int(task_stages)
+
     def _stages(self, encoder: nn.Module) -> list[nn.Module]:
         return encoder_stages(encoder, architecture_name(self), stem_apart=True)
 
@@ -117,8 +124,7 @@ class GatedExperts(AbsArchitecture):
         with ``task_stages``, only its last stages (those the trunk leaves)."""
         encoder = self.encoder_class()
         if self.task_stages is not None:
-            stages = self._stages(encoder)
-            stages = stages[first_task_stage(len(stages), self.task_stages):]
+            stages = self._stages(encoder)[-self.task_stages:]
             return nn.ModuleList(stages if self.multi_level else [nn.Sequential(*stages)])
         if not self.multi_level:
             return nn.ModuleList([encoder])
