@@ -2,7 +2,7 @@
 head per attribute, binary cross-entropy, per-attribute F1. Defaults are the paper's setting
 (RGB K=50; FAMO's training: Adam 3e-4, batch 256, 15 epochs, 64×64 images). With 40 tasks,
 CGC, MTAN and PLE give each task its own branch only on the encoder's last stage by default
-(--branch_size tasks; --branch_size libmtl for LibMTL's sizes, 15-100 times HPS's step), and
+(--branch_size tasks; --branch_size libmtl for LibMTL's sizes, 35-150 times HPS's step), and
 Cross_stitch and LTB cost 12-17 times HPS's step with EW: see README.md, "What the
 architectures cost with 40 tasks"."""
 from __future__ import annotations
