@@ -132,13 +132,13 @@ def test_encoder_features_and_label_columns():
 _branch_size = load_example("celeba", "branch_size")[1]
 
 
-def _celeba_arch_args(argv):
+def _celeba_arch_args(argv, num_tasks=len(NAMES)):
     from LibMTL_rgb.config import prepare_args
 
     params = _main.build_parser().parse_args(["--image_size", "32", "--width", "2", *argv])
     arch_args = prepare_args(params, verbose=False)[0]["arch_args"]
     arch_args["img_size"] = [3, 32, 32]
-    chosen = _branch_size.apply_branch_size(params, arch_args, len(NAMES), _model.stage_macs(2, 32))
+    chosen = _branch_size.apply_branch_size(params, arch_args, num_tasks, _model.stage_macs(2, 32))
     return chosen, arch_args
 
 
@@ -154,6 +154,7 @@ def test_task_branches_default_to_the_task_count_rule_and_libmtl_sizes_stay_reac
     chosen, sized = _celeba_arch_args(["--arch", arch])
     assert chosen == 1 and sized["task_stages"] == 1
     assert _celeba_arch_args(["--arch", arch, "--branch_size", "libmtl"]) == (None, {**sized, "task_stages": None})
+    assert _celeba_arch_args(["--arch", arch], num_tasks=3) == (None, {**sized, "task_stages": None})  # --stl_task too
     assert _celeba_arch_args(["--arch", arch, "--task_stages", "3"])[1]["task_stages"] == 3
     if arch != "MTAN":
         counts = ["--num_experts", *["1"] * 41]

@@ -41,11 +41,14 @@ def add_branch_size_arg(group: argparse._ArgumentGroup) -> None:
 def apply_branch_size(params: argparse.Namespace, arch_args: dict, num_tasks: int,
                       stage_costs: Sequence[float]) -> Optional[int]:
     """Set ``arch_args['task_stages']`` by :func:`task_stages_for` for ``--branch_size tasks``
-    with CGC / MTAN / PLE, unless the user gave ``--task_stages`` or (CGC / PLE) ``--num_experts``;
-    the value set, or None when nothing changed."""
+    with CGC / MTAN / PLE, unless the user gave ``--task_stages`` or (CGC / PLE) ``--num_experts``
+    or the rule gives every stage (LibMTL's sizes); the value set, or None when nothing changed."""
     if params.branch_size != "tasks" or params.arch not in SIZED_ARCHS:
         return None
     if arch_args.get("task_stages") is not None or (params.arch != "MTAN" and arch_args.get("num_experts") is not None):
         return None
-    arch_args["task_stages"] = task_stages_for(num_tasks, stage_costs)
-    return arch_args["task_stages"]
+    stages = task_stages_for(num_tasks, stage_costs)
+    if stages == len(stage_costs):
+        return None
+    arch_args["task_stages"] = stages
+    return stages

@@ -88,9 +88,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
 
     decoders = attribute_heads(names, encoder_features(params.width))
     fill_input_size(kwargs, (3, params.image_size, params.image_size))  # gates of MMoE, DSelect_k... read images
-    task_stages = apply_branch_size(params, kwargs["arch_args"], len(names), stage_macs(params.width, params.image_size))
+    num_tasks = 1 if params.stl_task is not None else len(names)
+    task_stages = apply_branch_size(params, kwargs["arch_args"], num_tasks, stage_macs(params.width, params.image_size))
     if task_stages is not None:
-        print(f"{params.arch} with {len(names)} tasks: task-specific branches on the encoder's last {task_stages} "
+        print(f"{params.arch} with {num_tasks} tasks: task-specific branches on the encoder's last {task_stages} "
               "stage(s) (--branch_size tasks, README.md; --branch_size libmtl for LibMTL's sizes)")
 
     trainer = Trainer(celeba_task_dict(names, params.metrics), params.weighting, params.arch, encoder_class, decoders,
