@@ -18,7 +18,7 @@ class CGC(GatedExperts):
     Options: ``img_size`` (required: sizes the gates), ``num_experts`` (1 + T numbers; default 1 shared and 1 per task),
     ``task_stages`` (optional: the experts are only the encoder's last N stages, after a shared trunk of the
     others run once, whose output the gates read; default the whole encoder, LibMTL's).
-    Shared parameters: the shared experts. Task parameters: task experts and gates.
+    Shared parameters: the shared experts (and the trunk). Task parameters: task experts and gates.
     Works with ``rep_grad`` and with ``multi_input``.
     """
 
