@@ -17,6 +17,8 @@ Printed (medians): each case's step in ms and over HPS's step with the same conf
 
     python benchmarks/arch_step.py                         # all examples, all architectures, 1 thread
     python benchmarks/arch_step.py --examples celeba --archs HPS MTAN CGC PLE --steps 3
+    python benchmarks/arch_step.py --examples celeba --archs CGC MTAN PLE --weightings EW --bs 4 \
+        --backbone_width 64 --example_flags=--branch_size=libmtl   # CelebA's default model, LibMTL's sizes
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class Case:
 
 def build_case(example, sizes: argparse.Namespace, root: Path, run: Path, arch: str, weighting: str,
                grad_method: str, seed: int) -> Case:
-    argv = ["--dataset_path", str(root), "--bs", str(sizes.bs), "--weighting", weighting, "--arch", arch,
+    argv = [*sizes.example_flags, "--dataset_path", str(root), "--bs", str(sizes.bs), "--weighting", weighting, "--arch", arch,
             "--grad_method", grad_method, "--device", "cpu", "--num_workers", "0", "--seed", str(seed),
             "--save_path", str(run / f"{arch}_{weighting}_{grad_method}"), *example.flags(sizes)]
     trainer, train_loader = build_trainer(load_example(example.folder)[0].main, argv)
@@ -79,34 +81,40 @@ def measure_example(name: str, args: argparse.Namespace) -> None:
     sizes.bs = args.bs or example.bs
     sizes.backbone_width = args.backbone_width or example.width
     sizes.label_size, sizes.official_size = None, [64, 128]
+    configs = [c for c in CONFIGS + ((BATCHED,) if args.batched else ()) if c[1] in args.weightings]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"arch_step_{name}_") as tmp:
         root = example.write(Path(tmp), sizes, sizes.bs * (args.steps + 2))  # no loader restart mid-run
         cases = {}
         for arch in args.archs:
-            for label, weighting, method in CONFIGS + ((BATCHED,) if args.batched else ()):
+            for label, weighting, method in configs:
                 cases[arch, label] = build_case(example, sizes, root, Path(tmp) / "run", arch, weighting, method, args.seed)
                 cases[arch, label].step()  # warm-up
         for _ in range(args.steps):
             for case in cases.values():
                 case.step()
-    tasks = cases[args.archs[0], "EW"].trainer.model.task_num
+    tasks = cases[args.archs[0], configs[0][0]].trainer.model.task_num
     median = {key: statistics.median(case.steps[1:]) for key, case in cases.items()}
     grads = {key: statistics.median(case.grads[1:]) for key, case in cases.items()}
-    configs = [label for label, _, _ in CONFIGS + ((BATCHED,) if args.batched else ())]
     rows = []
     for arch in args.archs:
         row = [arch]
-        for label in configs:
+        for label, _, _ in configs:
             row += [f"{median[arch, label] * 1e3:.1f}", f"{median[arch, label] / median['HPS', label]:.2f}"]
-        row += [f"{grads[arch, 'RGB'] * 1e3:.1f}", f"{median[arch, 'RGB'] / median[arch, 'EW']:.2f}"]
-        if args.batched:
+        if "RGB" in args.weightings:
+            row.append(f"{grads[arch, 'RGB'] * 1e3:.1f}")
+        if {"EW", "RGB"} <= set(args.weightings):
+            row.append(f"{median[arch, 'RGB'] / median[arch, 'EW']:.2f}")
+        if args.batched and "RGB" in args.weightings:
             row.append(f"{grads[arch, BATCHED[0]] / grads[arch, 'RGB']:.2f}")
         rows.append(row)
-    header = ["arch"] + [h for label in configs for h in (f"{label} ms", f"{label} /HPS")]
-    header += ["RGB grads ms (T passes)", "RGB / EW"] + (["batched grads / T passes"] if args.batched else [])
+    header = ["arch"] + [h for label, _, _ in configs for h in (f"{label} ms", f"{label} /HPS")]
+    header += ["RGB grads ms (T passes)"] if "RGB" in args.weightings else []
+    header += ["RGB / EW"] if {"EW", "RGB"} <= set(args.weightings) else []
+    header += ["batched grads / T passes"] if args.batched and "RGB" in args.weightings else []
     print(f"\n### {name}: T = {tasks} tasks, --img_size {' '.join(map(str, sizes.img_size))}, --bs {sizes.bs}, "
-          f"width {sizes.backbone_width}; median of {args.steps} interleaved steps after a warm-up "
+          f"width {sizes.backbone_width}{''.join(' ' + flag for flag in sizes.example_flags)}; "
+          f"median of {args.steps} interleaved steps after a warm-up "
           f"({time.perf_counter() - start:.0f} s in all)\n")
     print(markdown_table(header, rows))
 
@@ -123,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone_width", type=int, default=None, help="encoder width (default 16)")
     parser.add_argument("--backbone_depth", type=int, default=50, choices=[18, 34, 50, 101, 152],
                         help="dilated ResNet depth of the dense examples")
+    parser.add_argument("--weightings", nargs="+", choices=["EW", "RGB"], default=["EW", "RGB"],
+                        help="configurations to time (EW alone: each architecture's own size)")
+    parser.add_argument("--example_flags", nargs="*", default=[], metavar="FLAG",
+                        help="extra flags of the examples' main.py for every case, e.g. --example_flags=--branch_size=libmtl "
+                             "(CelebA: LibMTL's sizes of CGC / MTAN / PLE)")
     parser.add_argument("--steps", type=int, default=3, help="timed rounds after the warm-up")
     parser.add_argument("--batched", action="store_true",
                         help="also time RGB with --grad_method auto (one batched backward; memory grows with T x branches)")

@@ -95,6 +95,48 @@ def test_shared_params_are_exactly_the_documented_set_and_the_multi_task_ones(ar
     assert all(count >= 1 for count in reached.values()), "an unused parameter"
 
 
+#: The shared set with ``task_stages``: the trunk joins CGC's and PLE's shared experts.
+TASK_STAGES_SHARED = {
+    "MTAN": DOCUMENTED_SHARED["MTAN"],
+    "CGC": lambda n: n.startswith(("trunk.", "experts_shared.")),
+    "PLE": lambda n: n.startswith(("trunk.", "experts_shared.")),
+}
+
+
+@pytest.mark.parametrize("task_stages", [1, 2])
+@pytest.mark.parametrize("arch", sorted(TASK_STAGES_SHARED))
+def test_task_stages_keeps_task_branches_on_the_last_stages_and_the_shared_set_exact(arch, task_stages):
+    torch.manual_seed(0)
+    model = build(arch, task_stages=task_stages)
+    if arch == "MTAN":
+        assert len(model.attention["seg"]) == task_stages and len(model.transitions) == task_stages - 1
+    else:
+        assert len(model.trunk) == 5 - task_stages  # the stem and layer1 ... layer4 (stem apart)
+        assert len(model.experts_specific["seg"][0]) == (task_stages if arch == "PLE" else 1)
+    out = model(torch.randn(4, *IMG))
+    assert all(out[t].shape == (4, 2) for t in TASKS)
+    names = {id(p): n for n, p in model.named_parameters()}
+    shared = {names[id(p)] for p in model.get_share_params()}
+    assert shared == {n for n in names.values() if TASK_STAGES_SHARED[arch](n)}
+    params = list(model.parameters())
+    reached = {n: 0 for n in names.values()}
+    for task in TASKS:
+        grads = torch.autograd.grad(out[task].sum(), params, retain_graph=True, allow_unused=True)
+        for p, g in zip(params, grads):
+            reached[names[id(p)]] += g is not None
+    assert shared == {n for n, count in reached.items() if count >= 2}
+    assert all(count >= 1 for count in reached.values()), "an unused parameter"
+
+
+@pytest.mark.parametrize("arch", sorted(TASK_STAGES_SHARED))
+def test_task_stages_covering_every_stage_is_libmtl_s_model(arch):
+    torch.manual_seed(0)
+    libmtl = build(arch).state_dict()
+    torch.manual_seed(0)
+    every = build(arch, task_stages=9).state_dict()
+    assert list(every) == list(libmtl) and all(torch.equal(every[k], libmtl[k]) for k in libmtl)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rep_grad_with_unit_weights_reproduces_the_plain_gradient(arch):
     """rep_grad=True: per-task representation gradients, pushed back with weights 1, give the
@@ -253,11 +295,12 @@ def test_architecture_flags_are_on_the_command_line_with_libmtl_names():
 
 @pytest.mark.parametrize("arch, argv, expected", [
     ("MMoE", ["--img_size", "3", "288", "384", "--num_experts", "4"], {"img_size": [3, 288, 384], "num_experts": [4]}),
-    ("CGC", ["--img_size", "3", "8", "8", "--num_experts", "1", "2", "2"], {"img_size": [3, 8, 8], "num_experts": [1, 2, 2]}),
-    ("PLE", ["--img_size", "3", "8", "8", "--num_experts", "1", "1", "1"], {"img_size": [3, 8, 8], "num_experts": [1, 1, 1]}),
+    ("CGC", ["--img_size", "3", "8", "8", "--num_experts", "1", "2", "2"], {"img_size": [3, 8, 8], "num_experts": [1, 2, 2], "task_stages": None}),
+    ("PLE", ["--img_size", "3", "8", "8", "--num_experts", "1", "1", "1"], {"img_size": [3, 8, 8], "num_experts": [1, 1, 1], "task_stages": None}),
     ("DSelect_k", ["--img_size", "3", "8", "8", "--num_experts", "5", "--num_nonzeros", "3", "--kgamma", "2"],
      {"img_size": [3, 8, 8], "num_experts": [5], "num_nonzeros": 3, "kgamma": 2.0}),
-    ("MTAN", ["--img_size", "3", "64", "64"], {"img_size": [3, 64, 64]}),
+    ("MTAN", ["--img_size", "3", "64", "64"], {"img_size": [3, 64, 64], "task_stages": None}),
+    ("MTAN", ["--task_stages", "2"], {"img_size": None, "task_stages": 2}),
     ("Cross_stitch", ["--img_size", "3", "8", "8"], {}),
     ("HPS", ["--num_experts", "3"], {}),
 ])

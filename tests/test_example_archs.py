@@ -37,6 +37,8 @@ def test_celeba_trains_with_every_architecture(arch, celeba_root, tmp_path):
     main = load_example("celeba")[0].main
     trainer = main(["--dataset_path", str(celeba_root), "--arch", arch, "--save_path", str(tmp_path), *CELEBA_TINY])
     assert type(trainer.model).__mro__[1].__name__ == arch
+    # CGC, MTAN, PLE: 40 tasks get their own branches on the last stage only (README, --branch_size)
+    assert trainer.kwargs["arch_args"].get("task_stages") == (1 if arch in ("CGC", "MTAN", "PLE") else None)
     finite_test_row(trainer)
 
 

@@ -127,3 +127,54 @@ def test_encoder_features_and_label_columns():
     assert columns["b"].tolist() == [[1.0], [4.0]]
     with pytest.raises(ValueError, match="one column per task"):
         split_task_columns(torch.zeros(2, 4), ["a", "b", "c"])
+
+
+_branch_size = load_example("celeba", "branch_size")[1]
+
+
+def _celeba_arch_args(argv, num_tasks=len(NAMES)):
+    from LibMTL_rgb.config import prepare_args
+
+    params = _main.build_parser().parse_args(["--image_size", "32", "--width", "2", *argv])
+    arch_args = prepare_args(params, verbose=False)[0]["arch_args"]
+    arch_args["img_size"] = [3, 32, 32]
+    chosen = _branch_size.apply_branch_size(params, arch_args, num_tasks, _model.stage_macs(2, 32))
+    return chosen, arch_args
+
+
+@pytest.mark.parametrize("arch", ["CGC", "MTAN", "PLE"])
+def test_task_branches_default_to_the_task_count_rule_and_libmtl_sizes_stay_reachable(arch):
+    """With 40 tasks the rule (T copies of the last N stages cost at most 3 encoders) leaves the
+    last, dense stage; --branch_size libmtl, an explicit --task_stages and (CGC / PLE) an explicit
+    --num_experts keep LibMTL's meaning. The built models: task branches on that stage only."""
+    from LibMTL_rgb.registry import ARCHITECTURES
+
+    assert _branch_size.task_stages_for(40, _model.stage_macs(64, 64)) == 1
+    assert _branch_size.task_stages_for(3, _model.stage_macs(64, 64)) == 5  # LibMTL's: every stage
+    chosen, sized = _celeba_arch_args(["--arch", arch])
+    assert chosen == 1 and sized["task_stages"] == 1
+    assert _celeba_arch_args(["--arch", arch, "--branch_size", "libmtl"]) == (None, {**sized, "task_stages": None})
+    assert _celeba_arch_args(["--arch", arch], num_tasks=3) == (None, {**sized, "task_stages": None})  # --stl_task too
+    assert _celeba_arch_args(["--arch", arch, "--task_stages", "3"])[1]["task_stages"] == 3
+    if arch != "MTAN":
+        counts = ["--num_experts", *["1"] * 41]
+        assert _celeba_arch_args(["--arch", arch, *counts])[1]["task_stages"] is None
+
+    def build(arch_args):
+        torch.manual_seed(0)
+        return ARCHITECTURES.get(arch)(NAMES, lambda: CelebAEncoder(2), _model.attribute_heads(NAMES, encoder_features(2)),
+                                       False, False, torch.device("cpu"), **arch_args)
+
+    small, libmtl = build(sized), build({**sized, "task_stages": None})
+
+    def task_own(model):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(("attention.", "experts_specific.")))
+
+    encoder = sum(p.numel() for p in CelebAEncoder(2).parameters())
+    dense = sum(p.numel() for p in CelebAEncoder(2).stages[-1].parameters())
+    if arch == "MTAN":
+        assert len(small.attention[NAMES[0]]) == 1 and len(libmtl.attention[NAMES[0]]) == 5
+    else:
+        assert task_own(small) == 40 * dense and task_own(libmtl) == 40 * encoder
+    x = torch.rand(3, 3, 32, 32)
+    assert all(out.shape == (3, 1) for out in small(x).values())

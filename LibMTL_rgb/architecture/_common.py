@@ -18,6 +18,27 @@ IMG_SIZE = Hyperparameter(
     "read the flattened input; MTAN: optional probe size to infer channel counts)",
     type=int, nargs="+", minimum=1,
 )
+TASK_STAGES = Hyperparameter(
+    "task_stages", None,
+    "give each task its own branch only on the encoder's last N stages (MTAN: its attention masks; CGC / PLE: "
+    "the experts, gated per task), the earlier stages being one shared trunk run once; needs an encoder with "
+    "stages; default: every stage (LibMTL's)",
+    type=int, minimum=1,
+)
+
+
+def first_task_stage(num_stages: int, task_stages: Optional[int]) -> int:
+    """Index of the first stage with task-specific branches: 0 (every stage, LibMTL's) when
+    ``task_stages`` is None or at least ``num_stages``.
+
+    >>> first_task_stage(5, None), first_task_stage(5, 2), first_task_stage(5, 9)
+    (0, 3, 0)
+    """
+    if task_stages is None:
+        return 0
+    return max(0, num_stages - int(TASK_STAGES.check(task_stages)))
+
+
 #: Spatial size of the probe image when MTAN infers its channel counts without ``img_size``.
 DEFAULT_PROBE_SIDE = 64
 

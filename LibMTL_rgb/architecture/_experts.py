@@ -12,6 +12,7 @@ shared parameters (``get_share_params``); task-specific experts and gates are ta
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Optional, Sequence
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from LibMTL_rgb.architecture._common import IMG_SIZE, architecture_name, flat_size, probing, require_img_size, selected_tasks
+from LibMTL_rgb.architecture._common import IMG_SIZE, architecture_name, first_task_stage, flat_size, probing, require_img_size, selected_tasks
 from LibMTL_rgb.architecture._stages import encoder_stages
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import Hyperparameter
@@ -73,7 +74,7 @@ class GatedExperts(AbsArchitecture):
     and whether experts are split into levels (``multi_level``: PLE).
     """
 
-    hyperparameters = (IMG_SIZE, NUM_EXPERTS)
+    hyperparameters: tuple[Hyperparameter, ...] = (IMG_SIZE, NUM_EXPERTS)
     #: Split every expert into its encoder's stages and gate between them (PLE).
     multi_level: bool = False
 
@@ -83,6 +84,12 @@ class GatedExperts(AbsArchitecture):
         self.img_size = require_img_size(kwargs.get("img_size"), arch)
         shared, specific = self._expert_counts(kwargs.get("num_experts"))
         self.num_experts = {"share": shared, **specific}
+        self.task_stages = self._effective_task_stages(kwargs.get("task_stages"))
+        #: The encoder's first stages, run once before the experts (``task_stages``), or None.
+        self.trunk: Optional[nn.Sequential] = None
+        if self.task_stages is not None:
+            stages = self._stages(self.encoder_class())
+            self.trunk = nn.Sequential(*stages[:len(stages) - self.task_stages])
         self.experts_shared = nn.ModuleList([self._make_expert() for _ in range(shared)])
         self.experts_specific = nn.ModuleDict(
             {task: nn.ModuleList([self._make_expert() for _ in range(count)]) for task, count in specific.items()}
@@ -101,21 +108,37 @@ class GatedExperts(AbsArchitecture):
     def _make_gate(self, in_features: int, num_experts: int) -> nn.Module:
         return SoftmaxGate(in_features, num_experts)
 
+    def _effective_task_stages(self, task_stages: Optional[int]) -> Optional[int]:
+        """``task_stages``, or None when it covers every stage of the encoder (LibMTL's model)."""
+        if task_stages is None:
+            return None
+        with torch.random.fork_rng(devices=[]):  # counting the stages leaves the random state as it was
+            count = len(self._stages(self.encoder_class()))
+        return None if first_task_stage(count, task_stages) == 0 else int(task_stages)
+
+    def _stages(self, encoder: nn.Module) -> list[nn.Module]:
+        return encoder_stages(encoder, architecture_name(self), stem_apart=True)
+
     def _make_expert(self) -> nn.ModuleList:
-        """One expert as a list of levels: the whole encoder, or its stages (``multi_level``)."""
+        """One expert as a list of levels: the whole encoder, or its stages (``multi_level``);
+        with ``task_stages``, only its last stages (those the trunk leaves)."""
         encoder = self.encoder_class()
+        if self.task_stages is not None:
+            stages = self._stages(encoder)[-self.task_stages:]
+            return nn.ModuleList(stages if self.multi_level else [nn.Sequential(*stages)])
         if not self.multi_level:
             return nn.ModuleList([encoder])
-        return nn.ModuleList(encoder_stages(encoder, architecture_name(self), stem_apart=True))
+        return nn.ModuleList(self._stages(encoder))
 
     def _gate_input_sizes(self) -> list[int]:
-        """Flattened per-sample size of every level's input, traced through a shared expert."""
-        sizes = [flat_size(self.img_size)]
-        if self.num_levels == 1:
-            return sizes
+        """Flattened per-sample size of every level's input, traced through the trunk and a shared expert."""
         expert = self.experts_shared[0]
         param = next(expert.parameters(), None)
         x = torch.zeros(2, *self.img_size, **({} if param is None else {"device": param.device, "dtype": param.dtype}))
+        if self.trunk is not None:
+            with probing(self.trunk):
+                x = self.trunk(x)
+        sizes = [flat_size(x.shape[1:])]
         with probing(expert):
             for level in expert[:-1]:
                 x = level(x)
@@ -125,6 +148,8 @@ class GatedExperts(AbsArchitecture):
     # ------------------------------------------------------------ running
     def forward(self, inputs: Tensor, task_name: Optional[str] = None) -> dict[str, Tensor]:
         out = {}
+        if self.trunk is not None:
+            inputs = self.trunk(inputs)
         first_level = [expert[0](inputs) for expert in self.experts_shared]  # every task reads `inputs`
         for task in selected_tasks(self.task_name, task_name):
             rep = inputs
@@ -137,8 +162,10 @@ class GatedExperts(AbsArchitecture):
         return out
 
     def get_share_params(self):
-        """The shared experts' parameters."""
-        return self.experts_shared.parameters()
+        """The shared experts' parameters (and the trunk's, with ``task_stages``)."""
+        if self.trunk is None:
+            return self.experts_shared.parameters()
+        return itertools.chain(self.trunk.parameters(), self.experts_shared.parameters())
 
 
 def _check_counts(arch: str, counts: Sequence[int], shared: int) -> None:

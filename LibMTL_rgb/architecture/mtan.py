@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from LibMTL_rgb.architecture._common import IMG_SIZE, probe_input, probing, selected_tasks
+from LibMTL_rgb.architecture._common import IMG_SIZE, TASK_STAGES, first_task_stage, probe_input, probing, selected_tasks
 from LibMTL_rgb.architecture._stages import WRAPPED_NETWORK, ComputedFeature, encoder_stages, split_last, wrapped_network
 from LibMTL_rgb.architecture.abstract_arch import AbsArchitecture
 from LibMTL_rgb.registry import ARCHITECTURES
@@ -85,6 +85,12 @@ class MTAN(AbsArchitecture):
     encoder's type with a 1x1 convolution on its residual branch (:func:`feature_transition`), so
     the parameter counts are LibMTL main's (e.g. 19,137,216 on a dilated ResNet-18 for three tasks).
 
+    ``task_stages`` (optional, default every stage): masks only on the encoder's last N stages;
+    the first of them reads ``u`` alone (as the first stage does), and the earlier stages run
+    once, shared, as in HPS. Every task runs its masks and transitions at full resolution, so a
+    step costs about T times these branches; with many tasks, fewer (deeper) stages keep it near
+    HPS's.
+
     Shared parameters (``get_share_params``): the encoder and the transitions ``f`` — exactly
     the parameters that more than one task's loss reaches. Task parameters: the attention
     masks and the decoders.
@@ -100,7 +106,7 @@ class MTAN(AbsArchitecture):
     Works with ``rep_grad`` and ``multi_input`` (only the requested task's masks run).
     """
 
-    hyperparameters = (IMG_SIZE,)
+    hyperparameters = (IMG_SIZE, TASK_STAGES)
 
     def __init__(self, task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs):
         super().__init__(task_name, encoder_class, decoders, rep_grad, multi_input, device, **kwargs)
@@ -113,8 +119,11 @@ class MTAN(AbsArchitecture):
         self._wrapped = network is not None
         if self._wrapped:  # the wrapper's head then runs on what the stages below compute
             setattr(self.encoder, WRAPPED_NETWORK, ComputedFeature(trunk))
+        #: The first stage with attention masks (0: every stage, LibMTL's).
+        self.first_attended = first_task_stage(len(self._stage_parts), kwargs.get("task_stages"))
+        body_channels, out_channels = body_channels[self.first_attended:], out_channels[self.first_attended:]
         mask_inputs = [body_channels[0]] + [b + o for b, o in zip(body_channels[1:], out_channels[1:])]
-        lasts = [last for _, last in self._stage_parts]
+        lasts = [last for _, last in self._stage_parts[self.first_attended:]]
         hidden = [max(1, o // block_expansion(last)) for o, last in zip(out_channels, lasts)]
         self.attention = nn.ModuleDict({
             task: nn.ModuleList([attention_mask(i, h, o) for i, h, o in zip(mask_inputs, hidden, out_channels)])
@@ -141,9 +150,12 @@ class MTAN(AbsArchitecture):
         tasks = selected_tasks(self.task_name, task_name)
         attended: dict[str, Tensor] = {}
         x = inputs
-        for stage, (body, last) in enumerate(self._stage_parts):
+        for index, (body, last) in enumerate(self._stage_parts):
             u = body(x)
             x = last(u)
+            stage = index - self.first_attended
+            if stage < 0:  # below the attended stages: shared, as in HPS
+                continue
             for task in tasks:
                 mask_input = u if stage == 0 else torch.cat([u, _match_size(attended[task], u)], dim=1)
                 feature = self.attention[task][stage](mask_input) * x

@@ -18,8 +18,9 @@ class PLE(CGC):
     interact only through the shared experts' weights.
 
     Options: ``img_size`` (required: sizes the gates of every stage, traced at construction),
-    ``num_experts`` (1 + T numbers, as CGC).
-    Shared parameters: the shared experts (all their stages). Task parameters: task experts, gates.
+    ``num_experts`` (1 + T numbers, as CGC), ``task_stages`` (optional: extraction levels only on
+    the encoder's last N stages, after a shared trunk of the others run once; default every stage).
+    Shared parameters: the shared experts (all their stages) and the trunk. Task parameters: task experts, gates.
     Requires a ResNet-like encoder (``stages``, or torchvision's ``conv1`` ... ``layer4``);
     works with ``rep_grad`` and ``multi_input``.
     """

@@ -49,6 +49,20 @@ def _conv_stages(width: int) -> list[nn.Sequential]:
     return stages
 
 
+def stage_macs(width: int, image_size: int) -> list[int]:
+    """Multiply-accumulates per image of each of the encoder's five stages (the four conv stages,
+    then the two dense layers), for ``width`` and ``image_size`` × ``image_size`` inputs."""
+    macs, channels, side, stage = [0], 3, image_size, 0
+    for multiplier, pool in CONV_STAGES:
+        macs[stage] += side * side * 9 * channels * multiplier * width
+        channels = multiplier * width
+        if pool:
+            side //= 2
+            stage += 1
+            macs.append(0)
+    return macs + [2 * channels * channels]
+
+
 class CelebAEncoder(nn.Module):
     """Images ``[B, 3, H, W]`` -> features ``[B, 8·width]`` (any H, W ≥ 8), run as five
     ``stages``: four conv stages (split at the max-pools) and the pooled dense stage."""

@@ -1,9 +1,10 @@
 """CelebA, 40 binary attributes (paper Table 3 right, Table 7): FAMO's conv encoder + one logit
 head per attribute, binary cross-entropy, per-attribute F1. Defaults are the paper's setting
 (RGB K=50; FAMO's training: Adam 3e-4, batch 256, 15 epochs, 64×64 images). With 40 tasks,
---arch MTAN, PLE, Cross_stitch and LTB cost 12-17 times HPS's step with EW and about 20-27 times
-with RGB (40 per-task backward passes through every branch; minutes per step on a CPU at these
-sizes): see README.md, "What the architectures cost with 40 tasks"."""
+CGC, MTAN and PLE give each task its own branch only on the encoder's last stage by default
+(--branch_size tasks; --branch_size libmtl for LibMTL's sizes, 35-150 times HPS's step), and
+Cross_stitch and LTB cost 12-17 times HPS's step with EW: see README.md, "What the
+architectures cost with 40 tasks"."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,8 @@ from typing import Optional, Sequence
 
 from celeba_data import ATTRIBUTE_FILE, HOW_TO_GET, REQUIRED, celeba_loaders
 from celeba_metrics import HIGHER_IS_BETTER, BinaryAttributeMetric
-from celeba_model import CelebAEncoder, attribute_heads, encoder_features
+from branch_size import add_branch_size_arg, apply_branch_size
+from celeba_model import CelebAEncoder, attribute_heads, encoder_features, stage_macs
 
 from LibMTL_rgb import Trainer
 from LibMTL_rgb.cli_checks import declare_ranges, single_input_check, task_name_check
@@ -49,6 +51,7 @@ def add_celeba_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--width", type=int, default=64, help="channels of the first conv layer (features: 8 x width)")
     group.add_argument("--metrics", type=str, nargs="+", default=["F1"], choices=list(HIGHER_IS_BETTER),
                        help="per-attribute metrics; the paper's Δm%% uses F1 only (the improvement averages all given)")
+    add_branch_size_arg(group)
 
 
 def celeba_task_dict(attribute_names: Sequence[str], metrics: Sequence[str]) -> dict:
@@ -85,6 +88,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Trainer:
 
     decoders = attribute_heads(names, encoder_features(params.width))
     fill_input_size(kwargs, (3, params.image_size, params.image_size))  # gates of MMoE, DSelect_k... read images
+    num_tasks = 1 if params.stl_task is not None else len(names)
+    task_stages = apply_branch_size(params, kwargs["arch_args"], num_tasks, stage_macs(params.width, params.image_size))
+    if task_stages is not None:
+        print(f"{params.arch} with {num_tasks} tasks: task-specific branches on the encoder's last {task_stages} "
+              "stage(s) (--branch_size tasks, README.md; --branch_size libmtl for LibMTL's sizes)")
 
     trainer = Trainer(celeba_task_dict(names, params.metrics), params.weighting, params.arch, encoder_class, decoders,
                       params.rep_grad, params.multi_input, optim_param, scheduler_param, save_path=params.save_path,
