@@ -187,3 +187,28 @@ def test_methods_without_the_matrix_and_gramian_methods_are_unaffected():
     rep = Trainer(task_dict(), "GradDrop", "HPS", TinyConvEncoder, decoders(), True, False, {"optim": "sgd", "lr": 0.1},
                   device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_memory_budget=1)
     assert rep.model.gradient_path() == "matrix"  # rep_grad: the small representation gradients
+
+
+def test_a_non_finite_chunk_raises_and_leaves_gradvac_targets_alone():
+    """As the matrix path checks G before any update: a later chunk with NaN raises
+    ``FloatingPointError`` (the Trainer's non-finite guard then skips or stops) and the
+    targets of the groups already processed are not kept."""
+    trainer = make_trainer("GradVac", BUDGET, GradVac_group_type=2)
+    model = trainer.model
+    run_steps(trainer, {"GradVac_group_type": 2})
+    before = model.gradvac_group_targets.clone()
+    original, calls = model._task_grad_slice, []
+
+    def second_chunk_nan(losses, params):
+        block, reached = original(losses, params)
+        calls.append(1)
+        return (block * float("nan") if len(calls) == 2 else block), reached
+
+    model._task_grad_slice = second_chunk_nan
+    x, y = next(iter(loader(4, False)))
+    out = model(x.double())
+    losses = torch.stack([nn.functional.mse_loss(out[t], y[t].double()) for t in TASKS])
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        model.backward(losses, GradVac_group_type=2)
+    assert len(calls) == 2
+    torch.testing.assert_close(model.gradvac_group_targets, before, rtol=0, atol=0)
