@@ -163,8 +163,11 @@ class Trainer(nn.Module):
             model.grad_memory_budget = options.grad_memory_budget
         if options.gramian_computer is not None:
             model.gramian_computer = options.gramian_computer
-        if model.gradient_path() != "matrix":  # chosen now: a method that cannot take it is refused before any work
+        path = model.gradient_path()  # chosen now: a method that cannot take it is refused before any work
+        if path == "gramian":
             print(f"Gradient path: gramian, G Gᵀ by {model.gramian_computer_choice()} ({model.gradient_path_reason})")
+        elif path == "chunked":
+            print(f"Gradient path: chunked matrix ({model.gradient_path_reason})")
         for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
         self.model = model

@@ -95,8 +95,9 @@ def assert_chunked_matches_matrix(weighting: str, arch: str = "HPS", grad_method
 
 
 @pytest.mark.parametrize("leak", [0.0, 0.3])
-def test_graddrop_in_chunks_equals_graddrop_on_the_matrix(leak):
+def test_graddrop_in_chunks_equals_graddrop_on_the_matrix(leak, capsys):
     trainer = make_trainer("GradDrop", BUDGET)
+    assert "Gradient path: chunked matrix (the [2, 1140] matrix would take" in capsys.readouterr().out
     assert trainer.model.gradient_path() == "chunked" and "chunks" in trainer.model.gradient_path_reason
     assert_chunked_matches_matrix("GradDrop", leak=leak)
 
