@@ -163,9 +163,13 @@ class Trainer(nn.Module):
             model.grad_memory_budget = options.grad_memory_budget
         if options.gramian_computer is not None:
             model.gramian_computer = options.gramian_computer
-        if hasattr(model, "gradient_path") and model.gradient_path() != "matrix":  # chosen now: refused before any work
-            # (a weighting written on LibMTL's own AbsWeighting has no Gramian path)
+        # chosen now: a method that cannot take it is refused before any work (a weighting written on
+        # LibMTL's own AbsWeighting has neither path: the matrix as in LibMTL)
+        path = model.gradient_path() if hasattr(model, "gradient_path") else "matrix"
+        if path == "gramian":
             print(f"Gradient path: gramian, G Gᵀ by {model.gramian_computer_choice()} ({model.gradient_path_reason})")
+        elif path == "chunked":
+            print(f"Gradient path: chunked matrix ({model.gradient_path_reason})")
         for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
         self.model = model

@@ -34,13 +34,13 @@ from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
 from LibMTL_rgb import distributed
-from LibMTL_rgb.registry import Hyperparameter
+from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting import task_gramian
 
 #: Values of ``AbsWeighting.grad_method``.
 GRAD_METHODS = ("auto", "batched", "loop", "gramian")
 #: Values of ``AbsWeighting.gradient_path()``.
-GRADIENT_PATHS = ("matrix", "gramian")
+GRADIENT_PATHS = ("matrix", "gramian", "chunked")
 #: Values of ``AbsWeighting.gramian_computer``.
 GRAMIAN_COMPUTERS = ("auto", "engine", "chunks")
 
@@ -51,6 +51,10 @@ class BatchedGradFallbackWarning(UserWarning):
 
 class GramianFallbackWarning(UserWarning):
     """The Gramian engine could not follow a forward pass; the Gramian came from chunks of G."""
+
+
+class MatrixMemoryError(ValueError):
+    """A method that needs the whole ``[T, D]`` matrix was refused: it exceeds ``grad_memory_budget``."""
 
 
 class AbsWeighting(nn.Module):
@@ -78,6 +82,15 @@ class AbsWeighting(nn.Module):
     #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
     #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
     grad_memory_budget: Optional[int] = None
+    #: Whether the method can take ``G`` in chunks of parameters (its update of a parameter
+    #: chunk needs only that chunk's ``[T, D_c]`` columns): beyond ``grad_memory_budget`` it then
+    #: takes the chunked matrix path (``chunked_matrix.py``) instead of the whole matrix.
+    supports_chunked_matrix: bool = False
+    #: Why the method needs the whole ``[T, D]`` matrix (e.g. a ``[T, D]`` state); non-empty:
+    #: beyond ``grad_memory_budget`` it is refused when the path is chosen (the Trainer's
+    #: construction) with :class:`MatrixMemoryError`. Any other method that asks ``_get_grads``
+    #: for a matrix over the budget is refused there, before the matrix is allocated.
+    needs_full_matrix: str = ""
     #: How the Gramian path computes ``G Gᵀ``: ``"chunks"`` — the per-task passes (one cotangent
     #: at a time) on consecutive parameter chunks that fit ``grad_memory_budget``: memory one
     #: chunk plus one backward pass, time one pass per task and chunk (passes to late chunks are
@@ -269,11 +282,14 @@ class AbsWeighting(nn.Module):
 
     # ------------------------------------------------------------ Gramian path
     def gradient_path(self) -> str:
-        """``"matrix"`` (the ``[T, D]`` per-task gradients) or ``"gramian"`` (only ``G Gᵀ``),
-        chosen once per model and setting: ``grad_method="gramian"`` asks for the Gramian path;
-        otherwise a ``supports_gramian`` method takes it when the matrix would exceed
-        ``grad_memory_budget`` (``rep_grad`` keeps the matrix of the small representation
-        gradients). ``gradient_path_reason`` says why. Raises ``ValueError`` for
+        """``"matrix"`` (the ``[T, D]`` per-task gradients), ``"gramian"`` (only ``G Gᵀ``) or
+        ``"chunked"`` (``G`` in chunks of parameters, ``chunked_matrix.py``), chosen once per
+        model and setting: ``grad_method="gramian"`` asks for the Gramian path; otherwise, when
+        the matrix would exceed ``grad_memory_budget``, a ``supports_gramian`` method takes the
+        Gramian path and a ``supports_chunked_matrix`` one the chunked path, a method with
+        ``needs_full_matrix`` is refused (:class:`MatrixMemoryError`) and any other is refused
+        if it asks ``_get_grads`` for the matrix (``rep_grad`` keeps the matrix of the small
+        representation gradients). ``gradient_path_reason`` says why. Raises ``ValueError`` for
         ``grad_method="gramian"`` on a method without ``supports_gramian``."""
         params = self._share_param_list()
         dim = sum(p.numel() for p in params)
@@ -289,6 +305,7 @@ class AbsWeighting(nn.Module):
 
     def _choose_gradient_path(self, dim: int, dtype: torch.dtype) -> tuple[str, str]:
         name = type(self).__name__
+        self._matrix_refusal: Optional[str] = None
         if self.grad_method not in GRAD_METHODS:
             raise ValueError(f"grad_method must be one of {GRAD_METHODS}, got {self.grad_method!r}")
         if self.grad_method == "gramian" and not self.supports_gramian:
@@ -301,13 +318,18 @@ class AbsWeighting(nn.Module):
         if self.grad_method == "gramian":
             return "gramian", "grad_method='gramian'"
         size = task_gramian.matrix_bytes(self.task_num, dim, dtype)
-        if not self.supports_gramian:  # no budget needed (in a data-parallel run: no message)
-            return "matrix", f"{name} needs the [{self.task_num}, {dim}] matrix ({_gigabytes(size)})"
         budget = self._memory_budget()
         if size <= budget:
-            return "matrix", f"the [{self.task_num}, {dim}] matrix takes {_gigabytes(size)} (budget {_gigabytes(budget)})"
-        return "gramian", (f"the [{self.task_num}, {dim}] matrix would take {_gigabytes(size)}, over the budget "
-                           f"of {_gigabytes(budget)} (grad_memory_budget): {name} runs on the Gramian G Gᵀ instead")
+            return "matrix", f"the [{self.task_num}, {dim}] matrix takes {_readable_bytes(size)} (budget {_readable_bytes(budget)})"
+        over = f"the [{self.task_num}, {dim}] matrix would take {_readable_bytes(size)}, over the budget of {_readable_bytes(budget)} (grad_memory_budget)"
+        if self.supports_gramian:
+            return "gramian", f"{over}: {name} runs on the Gramian G Gᵀ instead"
+        if self.supports_chunked_matrix:
+            return "chunked", f"{over}: {name} takes G in chunks of parameters that fit the budget"
+        self._matrix_refusal = _matrix_refusal(name, self.task_num, dim, size, budget, self.needs_full_matrix)
+        if self.needs_full_matrix:
+            raise MatrixMemoryError(self._matrix_refusal)
+        return "matrix", f"{over}: refused if {name} asks for it (_get_grads)"
 
     def _task_grad_slice(self, losses: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, list[bool]]:
         """``[T, D_params]`` per-task gradients of ``params`` by the per-task path (no side effects)."""
@@ -372,12 +394,15 @@ class AbsWeighting(nn.Module):
         return gram.detach(), None if product is None else product.detach()
 
     def _memory_budget(self) -> int:
-        """``grad_memory_budget``, or the default from the free memory, the smallest over the
-        processes of a data-parallel run: every process must take the same path and chunks."""
+        """``grad_memory_budget``, or the default from the free memory when first asked (the
+        smallest over the processes of a data-parallel run: every process must take the same
+        path and chunks), kept for the model's life."""
         budget = self.grad_memory_budget
         if budget is not None:
             return budget
-        return distributed.min_over_processes(task_gramian.default_memory_budget(torch.device(self.device)))
+        if getattr(self, "_default_memory_budget", None) is None:  # agreed once per model, then kept
+            self._default_memory_budget = distributed.min_over_processes(task_gramian.default_memory_budget(torch.device(self.device)))
+        return self._default_memory_budget
 
     def gramian_computer_choice(self) -> str:
         """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
@@ -471,6 +496,9 @@ class AbsWeighting(nn.Module):
             self._keep_task_grads(grads)
             return [per_grads, grads]
         self._compute_grad_dim()
+        self.gradient_path()  # chosen once per setting: whether the matrix fits grad_memory_budget
+        if self._matrix_refusal:
+            raise MatrixMemoryError(self._matrix_refusal)
         grads = self._compute_grad(losses, mode)
         self._keep_task_grads(grads)
         return grads
@@ -579,8 +607,25 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
     engine.arm(model)
 
 
-def _gigabytes(size: int) -> str:
-    return f"{size / 1e9:.2f} GB"
+def _readable_bytes(size: int) -> str:
+    """``size`` bytes in the largest unit that keeps a digit before the point (B, kB, MB, GB)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} B"
+
+
+def _matrix_refusal(name: str, task_num: int, dim: int, size: int, budget: int, why: str) -> str:
+    """The message of :class:`MatrixMemoryError`: what is needed, the budget, and what to do."""
+    classes = {n: WEIGHTINGS.get(n) for n in WEIGHTINGS.names()}
+    gramian = [n for n, c in classes.items() if getattr(c, "supports_gramian", False)]
+    chunked = [n for n, c in classes.items() if getattr(c, "supports_chunked_matrix", False) and n not in gramian]
+    reason = f" ({why})" if why else ""
+    return (f"{name} needs the whole [{task_num}, {dim}] matrix of per-task gradients of the shared parameters{reason}: "
+            f"{_readable_bytes(size)}, over the memory budget of {_readable_bytes(budget)} (grad_memory_budget; default: a quarter "
+            f"of the memory free on the device). It is refused now rather than running out of memory. Use a method that "
+            f"takes the Gramian path ({', '.join(gramian)}) or the chunked matrix path ({', '.join(chunked) or 'none'}), "
+            f"a larger grad_memory_budget if the device has the memory, or a smaller model (fewer shared parameters).")
 
 
 def _grad_dtype(params: Iterable[nn.Parameter]) -> torch.dtype:

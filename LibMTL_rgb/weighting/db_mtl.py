@@ -38,6 +38,7 @@ class DB_MTL(ResizableBuffers, AbsWeighting):
     head_rule = True
     #: α weights the EMA gradients ĝ_i, not the current ones: the heads get Σ_i ∇ log L_i (the paper, LibMTL)
     heads_take_returned_weights = False
+    needs_full_matrix = "its EMA gradients ĝ are a second [T, D] matrix, kept between steps"
     hyperparameters = (
         Hyperparameter("DB_beta", 0.9, "DB_MTL: EMA rate β of the log-loss gradients", minimum=0.0, maximum=1.0),
         Hyperparameter("DB_beta_sigma", 0.0, "DB_MTL: decay exponent σ (β_t = β / t^σ)", minimum=0.0),

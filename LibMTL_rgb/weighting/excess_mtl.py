@@ -48,6 +48,7 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
     ``w`` (LibMTL / the authors' code). ``Σ g²``, the baseline, ``w`` and the step count are
     buffers (saved with the ``state_dict``)."""
 
+    needs_full_matrix = "its sums of squared gradients Σ g² are a second [T, D] matrix, kept between steps"
     hyperparameters = (
         Hyperparameter("robust_step_size", 1e-2, "ExcessMTL: step size η of the exponentiated task-weight update",
                        minimum=0.0, exclusive_minimum=True),

@@ -15,6 +15,9 @@ adds 1e-7 to the denominator instead, which makes ``P`` depend on the gradients'
 
 With ``rep_grad=False`` — our extension, which LibMTL refuses — torchjd's ``GradDrop`` applies
 the same rule to the shared-parameter gradients (each parameter a "feature", no input sign).
+A coordinate's masks read only its own column of ``G``: beyond ``grad_memory_budget`` the
+method takes ``G`` in chunks of parameters (``chunked_matrix.py``), with the same draws ``U``
+and the same update as on the whole matrix.
 """
 from __future__ import annotations
 
@@ -26,20 +29,40 @@ from torch import Tensor
 
 from LibMTL_rgb.lazy_import import lazy_callable
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
+from LibMTL_rgb.weighting.abstract_weighting import _grad_dtype
+from LibMTL_rgb.weighting.chunked_matrix import chunked_matrix_backward, parameter_chunks
 from LibMTL_rgb.weighting.torchjd_adapter import TorchJDAggregation
 
 GradDropAggregator = lazy_callable("torchjd.aggregation", "GradDrop")
 
 
+def keep_masks(signed: Tensor, draw: Tensor) -> Tensor:
+    """The keep masks ``M_i`` (``[T, *feature]``, Eq. 2-3) of sign-corrected gradients ``∇_i``
+    (``signed``, ``[T, *feature]``) for the uniform draws ``U`` (``draw``, ``[*feature]``); the
+    purity ``P`` is ½ where every ``∇_i`` is 0. Each feature's masks read only its own column."""
+    total, magnitude = signed.sum(dim=0), signed.abs().sum(dim=0)
+    purity = torch.where(magnitude > 0, 0.5 * (1.0 + total / torch.where(magnitude > 0, magnitude, 1.0)), 0.5)
+    return ((purity > draw) & (signed > 0)) | ((purity < draw) & (signed < 0))
+
+
 def graddrop_masks(per_grads: Tensor, inputs: Tensor) -> Tensor:
     """The keep masks ``M_i`` (``[T, *feature]``) for per-task, per-sample gradients
     ``per_grads`` (``[T, B, *feature]``) at the representation ``inputs`` (``[B, *feature]`` or
-    ``[T, B, *feature]``); draws ``U`` with one ``torch.rand_like`` call (LibMTL's draw)."""
+    ``[T, B, *feature]``); draws ``U`` with one ``torch.rand`` call of the features' shape (LibMTL's draw)."""
     signed = (per_grads * inputs.sign()).sum(dim=1)
-    total, magnitude = signed.sum(dim=0), signed.abs().sum(dim=0)
-    purity = torch.where(magnitude > 0, 0.5 * (1.0 + total / torch.where(magnitude > 0, magnitude, 1.0)), 0.5)
-    draw = torch.rand_like(purity)
-    return ((purity > draw) & (signed > 0)) | ((purity < draw) & (signed < 0))
+    return keep_masks(signed, torch.rand(signed.shape[1:], dtype=signed.dtype, device=signed.device))
+
+
+def graddrop_columns(grads: Tensor, draw: Tensor, leak: Tensor) -> Tensor:
+    """GradDrop of shared-parameter gradients (no input sign), columns ``grads`` ([T, D_c]) of
+    ``G`` with their draws ``U`` ([D_c]): ``Σ_i (ℓ_i + (1 − ℓ_i) M_i) ∘ g_i`` (summed task by task,
+    as torchjd's ``GradDrop`` on the whole matrix)."""
+    masks = keep_masks(grads, draw)
+    leak = leak.to(device=grads.device, dtype=grads.dtype)
+    update = torch.zeros_like(grads[0])
+    for task in range(grads.shape[0]):
+        update += (leak[task] + (1.0 - leak[task]) * masks[task]) * grads[task]
+    return update
 
 
 @WEIGHTINGS.register
@@ -49,7 +72,8 @@ class GradDrop(TorchJDAggregation):
     gradients (torchjd) without it. Leak ``--leak`` for every task. Returns ones: the
     task-specific parameters get their own task's gradient."""
 
-    supports_gramian = False  # a per-coordinate sign mask: it needs G itself
+    supports_gramian = False  # a per-coordinate sign mask: it needs G itself...
+    supports_chunked_matrix = True  # ...one column at a time: beyond the budget, in chunks of parameters
     hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ of every task's gradient through the sign mask", minimum=0.0, maximum=1.0),)
 
     def make_aggregator(self, options: dict[str, Any]):
@@ -63,6 +87,8 @@ class GradDrop(TorchJDAggregation):
 
     def backward(self, losses: Tensor, **kwargs) -> np.ndarray:
         if not self.rep_grad:
+            if self.gradient_path() == "chunked":
+                return self._chunked_backward(losses, self._leak(self.method_options(kwargs)))
             return super().backward(losses, **kwargs)
         leak = self._leak(self.method_options(kwargs))
         per_grads = self._compute_grad(losses, mode="backward", rep_grad=True)
@@ -83,4 +109,16 @@ class GradDrop(TorchJDAggregation):
                 self.rep[task].backward(kept[tn], retain_graph=tn + 1 < self.task_num)
         else:
             self.rep.backward(kept.sum(dim=0))
+        return np.ones(self.task_num)
+
+    def _chunked_backward(self, losses: Tensor, leak: float) -> np.ndarray:
+        """The chunked matrix path (``chunked_matrix.py``): the masks of a parameter read only its
+        own column of ``G``. ``U`` is drawn for all D coordinates at once (one ``torch.rand``
+        call of ``G``'s dtype, torchjd's draw on the whole matrix): the same numbers as the matrix path."""
+        self._compute_grad_dim()
+        params = self._share_param_list()
+        draw = torch.rand(self.grad_dim, dtype=_grad_dtype(params), device=losses.device)
+        leaks = torch.full((self.task_num,), leak)
+        chunked_matrix_backward(self, losses, parameter_chunks(self),
+                                lambda block, begin: graddrop_columns(block, draw[begin: begin + block.shape[1]], leaks))
         return np.ones(self.task_num)

@@ -41,6 +41,7 @@ class GradNorm(AbsWeighting):
     uses the first epoch's mean and trains with EW during that epoch). Returns ``w``."""
 
     head_rule = True
+    needs_full_matrix = "the gradient norms ‖g_i‖ and the update wᵀG are taken from it (no Gramian path yet)"
     hyperparameters = (Hyperparameter("alpha", 1.5, "GradNorm: strength α of the restoring force toward equal training rates", minimum=0.0),)
 
     def init_param(self) -> None:

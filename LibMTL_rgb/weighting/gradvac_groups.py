@@ -9,6 +9,11 @@ corrected sums. Versus LibMTL: a layer is every module that directly owns shared
 parameters (LibMTL counts leaf modules of the encoder only, which mis-sizes the groups of
 architectures whose shared parameters are not all in leaf modules of the encoder); the
 order of the other tasks is drawn per group (LibMTL draws one order per task for all groups).
+
+A group's weights read only its own columns of ``G``: where the ``[T, D]`` matrix does not fit
+``grad_memory_budget`` (``gradient_path()`` is not ``"matrix"``), or with
+``grad_method='gramian'``, ``G`` comes in chunks of whole groups (``chunked_matrix.py``), the
+same numbers and the same draws as on the whole matrix.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from LibMTL_rgb.weighting.chunked_matrix import chunked_matrix_backward, group_chunks
 from LibMTL_rgb.weighting.state_buffers import ResizableBuffers
 
 #: LibMTL's ``GradVac_group_type``: whole model, per layer, per parameter tensor.
@@ -68,28 +74,47 @@ class GradVacGrouping(ResizableBuffers):
         if self.rep_grad:
             raise ValueError("GradVac with GradVac_group_type 1 or 2 groups shared parameters and cannot run with "
                              "rep_grad=True; use rep_grad=False or GradVac_group_type 0")
-        if self.gradient_path() == "gramian":
-            raise ValueError("GradVac with GradVac_group_type 1 or 2 needs each group's gradients and cannot run on the "
-                             "Gramian path; use GradVac_group_type 0, or grad_method 'auto'/'loop' with a larger grad_memory_budget")
         groups = parameter_groups(self, self._share_param_list(), group_type)
+        shape = (len(groups), self.task_num, self.task_num)
+        if self.gradvac_group_targets.shape != shape:
+            self.gradvac_group_targets = torch.zeros(shape, dtype=torch.float64, device=losses.device)
+        aggregator = self.aggregator(options)
+        if self.gradient_path() != "matrix":
+            self._chunked_grouped_backward(losses, aggregator, groups)
+            return np.ones(self.task_num)
         grads = self._get_grads(losses, mode="backward")
         self._raise_if_nonfinite(losses, grads)
         with torch.no_grad():
-            direction = self._grouped_direction(self.aggregator(options), grads, groups)
+            direction = self._grouped_direction(aggregator, grads, groups, self.gradvac_group_targets)
         self._reset_grad(direction)
         return np.ones(self.task_num)
 
-    def _grouped_direction(self, aggregator: Any, grads: Tensor, groups: list[tuple[int, int]]) -> Tensor:
-        shape = (len(groups), self.task_num, self.task_num)
-        if self.gradvac_group_targets.shape != shape:
-            self.gradvac_group_targets = torch.zeros(shape, dtype=torch.float64, device=grads.device)
+    def _chunked_grouped_backward(self, losses: Tensor, aggregator: Any, groups: list[tuple[int, int]]) -> None:
+        """The chunked matrix path: chunks of whole groups; the targets are updated in a copy
+        and kept only when every chunk was finite (as the matrix path checks ``G`` first)."""
+        self._gramian_engine().disarm()  # armed by the forward pass on the Gramian path, not used here
+        targets = self.gradvac_group_targets.clone()
+        chunks, members = group_chunks(self, groups)
+        spans = iter(members)  # the chunks' groups, in the order the chunks come
+
+        def aggregate(block: Tensor, begin: int) -> Tensor:
+            span = next(spans)
+            local = [(start - begin, end - begin) for start, end in groups[span.start: span.stop]]
+            return self._grouped_direction(aggregator, block, local, targets[span.start: span.stop])
+
+        chunked_matrix_backward(self, losses, chunks, aggregate)
+        self.gradvac_group_targets.copy_(targets)
+
+    def _grouped_direction(self, aggregator: Any, grads: Tensor, groups: list[tuple[int, int]], targets: Tensor) -> Tensor:
+        """The concatenated update of ``groups`` (column ranges of ``grads``), group ``k`` with the
+        targets ``targets[k]`` (updated in place)."""
         weighting = aggregator.gramian_weighting
         direction = torch.empty(grads.shape[1], dtype=grads.dtype, device=grads.device)
         for index, (begin, end) in enumerate(groups):
             block = grads[:, begin:end]
-            weighting._phi_t = self.gradvac_group_targets[index].to(device="cpu", dtype=grads.dtype).clone()
+            weighting._phi_t = targets[index].to(device="cpu", dtype=grads.dtype).clone()
             weighting._state_key = (self.task_num, grads.dtype)
             weights = aggregator.weighting(block).to(device=grads.device, dtype=grads.dtype)
-            self.gradvac_group_targets[index].copy_(weighting._phi_t)
+            targets[index].copy_(weighting._phi_t)
             direction[begin:end] = weights @ block
         return direction

@@ -69,6 +69,7 @@ class MoCo(ResizableBuffers, AbsWeighting):
     head_rule = True
     #: λ weights the tracked gradients y_i, not the current ones: the heads get Σ_i ∇L_i (LibMTL)
     heads_take_returned_weights = False
+    needs_full_matrix = "its tracked gradients Y are a second [T, D] matrix, kept between steps"
     hyperparameters = (
         Hyperparameter("MoCo_beta", 0.5, "MoCo: step size β of the gradient tracker Y", minimum=0.0, maximum=1.0),
         Hyperparameter("MoCo_beta_sigma", 0.5, "MoCo: decay exponent σ_β (β_t = β / t^σ_β)", minimum=0.0),

@@ -29,6 +29,7 @@ class MultiSampleWeighting(AbsWeighting):
     loss_samples_per_step: int = 3
     head_rule = True
     supports_rep_grad = False
+    needs_full_matrix = "the per-task gradients of three batches at once"
     #: The task-specific parameters get this times the sum over the batches of their loss
     #: gradients (1: the sum, SDMGrad's code; 1/3: the mean, MoDo's as LibMTL divides by 3).
     task_specific_batch_scale: float = 1.0
