@@ -52,8 +52,10 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
                             "default: 'loop' on CPU (faster for every example here, docs/performance.md), 'auto' on CUDA; "
                             "an example may set its own default (QM9: 'loop')")
     group.add_argument("--grad_memory_gb", type=float, default=None,
-                       help="memory (GB) the [T, D] per-task gradient matrix may take; a method that needs only its "
-                            "Gramian switches to the Gramian path beyond it (default: a quarter of the device's free memory)")
+                       help="memory (GB) the [T, D] per-task gradient matrix may take; beyond it a method that needs only "
+                            "its Gramian switches to the Gramian path, GradDrop and GradVac per group take G in chunks, and "
+                            "the methods that keep a [T, D] state are refused before training (docs/methods.md); "
+                            "default: a quarter of the device's free memory")
     group.add_argument("--gramian_computer", type=str, default=None, choices=list(GRAMIAN_COMPUTERS),
                        help="how the Gramian path computes G Gᵀ: 'engine' (one backward pass with T cotangents, "
                             "per-module Jacobians), 'chunks' (T passes per parameter chunk within --grad_memory_gb: "
