@@ -65,6 +65,7 @@ class TaskGeometry:
 
     @property
     def task_num(self) -> int:
+        """T."""
         return int(self.gram.shape[0])
 
     @property
