@@ -141,3 +141,27 @@ def test_geometry_with_update_matches_the_vectors():
         TaskGeometry.from_gramian(G @ G.T).with_update(w, beta)
     with pytest.raises(ValueError, match="3 update weights for 4 tasks"):
         kept.with_update(w[:3])
+
+
+def test_trainer_writes_the_same_diagnostics_on_both_paths(tmp_path):
+    """``--diagnostics`` with ``--grad_method gramian`` end to end: diagnostics.csv as on the matrix path."""
+    import csv
+
+    from LibMTL_rgb import Trainer
+    from LibMTL_rgb.run_logger import DIAGNOSTICS_CSV
+
+    tables = {}
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(synthetic.task_dict(3), "UPGrad", "HPS", synthetic.encoder_class, synthetic.decoders(3),
+                          False, False, {"optim": "sgd", "lr": 0.05}, save_path=str(tmp_path / grad_method),
+                          device="cpu", diagnostics=True, grad_method=grad_method)
+        assert trainer.model.gradient_path() == ("gramian" if grad_method == "gramian" else "matrix")
+        train, test = synthetic.loaders(3, batch_size=16, train_size=32, test_size=16)
+        trainer.train(train, test, 2)
+        with open(tmp_path / grad_method / DIAGNOSTICS_CSV) as handle:
+            tables[grad_method] = list(csv.DictReader(handle))
+    assert len(tables["gramian"]) == 2 and tables["gramian"][0].keys() == tables["loop"][0].keys()
+    for matrix, gramian in zip(tables["loop"], tables["gramian"]):
+        for key in ("update_cos_min", "update_cos_mean", "raw_conflict", "conflict", "condition_number"):
+            assert float(gramian[key]) == pytest.approx(float(matrix[key]), rel=0, abs=1e-8), key
