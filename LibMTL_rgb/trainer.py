@@ -161,8 +161,10 @@ class Trainer(nn.Module):
             model.grad_method = options.grad_method  # per-task gradients: 'auto', 'batched', 'loop' or 'gramian'
         if options.grad_memory_budget is not None:
             model.grad_memory_budget = options.grad_memory_budget
+        if options.gramian_computer is not None:
+            model.gramian_computer = options.gramian_computer
         if model.gradient_path() != "matrix":  # chosen now: a method that cannot take it is refused before any work
-            print(f"Gradient path: {model.gradient_path()} ({model.gradient_path_reason})")
+            print(f"Gradient path: gramian, G Gᵀ by {model.gramian_computer_choice()} ({model.gradient_path_reason})")
         for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
         self.model = model

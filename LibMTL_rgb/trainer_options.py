@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.registry import hyperparameters_of
-from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS
+from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS, GRAMIAN_COMPUTERS
 
 __all__ = ["TrainerOptions", "check_method_args", "suggestion"]
 
@@ -52,6 +52,9 @@ class TrainerOptions:
     #: Bytes the ``[T, D]`` per-task gradient matrix may take before a method that needs only its
     #: Gramian switches to the Gramian path (None: a quarter of the device's free memory).
     grad_memory_budget: Optional[int] = None
+    #: How the Gramian path computes G Gᵀ: 'auto', 'engine' or 'chunks' (None: the weighting's
+    #: default; ``AbsWeighting.gramian_computer``).
+    gramian_computer: Optional[str] = None
     #: A non-finite loss/gradient: 'raise' or 'skip' the batch (``nonfinite.py``).
     nonfinite: str = "raise"
     #: The command line recorded in the checkpoints' metadata (None: ``sys.argv``).
@@ -88,6 +91,8 @@ class TrainerOptions:
         budget = self.grad_memory_budget
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ValueError(f"grad_memory_budget must be a number of bytes >= 0 or None, got {budget!r}")
+        if self.gramian_computer is not None and self.gramian_computer not in GRAMIAN_COMPUTERS:
+            raise ValueError(f"gramian_computer must be one of {GRAMIAN_COMPUTERS} or None, got {self.gramian_computer!r}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
         if isinstance(self.save_every, bool) or not isinstance(self.save_every, int) or self.save_every < 1:

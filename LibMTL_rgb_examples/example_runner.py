@@ -22,7 +22,7 @@ from LibMTL_rgb_examples.run_errors import check_batchnorm_batch, one_line_error
 from LibMTL_rgb.run_directory import check_run_directory
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.utils import set_device, set_random_seed
-from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS
+from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS, GRAMIAN_COMPUTERS
 
 
 def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
@@ -54,6 +54,10 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--grad_memory_gb", type=float, default=None,
                        help="memory (GB) the [T, D] per-task gradient matrix may take; a method that needs only its "
                             "Gramian switches to the Gramian path beyond it (default: a quarter of the device's free memory)")
+    group.add_argument("--gramian_computer", type=str, default=None, choices=list(GRAMIAN_COMPUTERS),
+                       help="how the Gramian path computes G Gᵀ: 'engine' (one backward pass with T cotangents, "
+                            "per-module Jacobians), 'chunks' (T passes per parameter chunk within --grad_memory_gb: "
+                            "bounded memory, more time), 'auto' (the engine unless its Jacobians exceed the budget; default)")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     group.add_argument("--resume", type=str, default=None,
@@ -100,6 +104,8 @@ def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> t
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
     if params.grad_memory_gb is not None:
         kwargs["grad_memory_budget"] = int(params.grad_memory_gb * 1e9)
+    if params.gramian_computer is not None:
+        kwargs["gramian_computer"] = params.gramian_computer
     kwargs["overwrite"] = bool(getattr(params, "overwrite", False))
     kwargs["run_config"] = run_config(params, not_training)
     check_resumed_config(params, kwargs["run_config"])

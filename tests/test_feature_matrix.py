@@ -234,15 +234,16 @@ def test_nonfinite_skip_equals_the_run_without_that_batch(example, grad_method, 
 
 
 # ---------------------------------------------------------------- (d) the Gramian path
+@pytest.mark.parametrize("computer", ["chunks", "engine"])
 @pytest.mark.parametrize("example", EXAMPLES_MATRIX, ids=IDS)
-def test_gramian_path_trains_as_the_matrix_path(example, roots, tmp_path):
+def test_gramian_path_trains_as_the_matrix_path(example, computer, roots, tmp_path):
     """``--grad_method gramian`` (RGB without the [T, D] matrix) on every example: the same run as
     the matrix path (``--grad_method loop``) up to float32 rounding of the Gramian (SGD: Adam
     would scale a rounding difference in a near-zero gradient up to its learning rate)."""
     common = [*example.flags(roots[example.name]), "--bs", example.bs, "--seed", SEED, "--epochs", "1",
               "--num_workers", "0", "--optim", "sgd", "--lr", "0.01"]
     gramian, matrix = tmp_path / "gramian", tmp_path / "matrix"
-    run_in_process(example, [*common, "--grad_method", "gramian", "--save_path", gramian])
+    run_in_process(example, [*common, "--grad_method", "gramian", "--gramian_computer", computer, "--save_path", gramian])
     run_in_process(example, [*common, "--grad_method", "loop", "--save_path", matrix])
     got, want = last_state(gramian)["model"], last_state(matrix)["model"]
     for name, value in want.items():

@@ -32,11 +32,11 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-def make_trainer(arch: str, weighting: str, grad_method: str, **weight_args) -> Trainer:
+def make_trainer(arch: str, weighting: str, grad_method: str, computer: str = "engine", **weight_args) -> Trainer:
     torch.manual_seed(0)
     return Trainer(task_dict(), weighting, arch, TinyConvEncoder, decoders(), False, False,
                    {"optim": "sgd", "lr": 0.1}, device="cpu", arch_args=arch_args(arch, TASKS, IMG),
-                   grad_method=grad_method, weight_args=weight_args)
+                   grad_method=grad_method, gramian_computer=computer, weight_args=weight_args)
 
 
 def run_steps(trainer: Trainer, weighting_kwargs: dict) -> tuple[list, list]:
@@ -174,6 +174,7 @@ def test_parameter_chunks_give_the_same_steps_where_the_engine_cannot_follow(mon
 
     monkeypatch.setattr(task_gramian.GramianEngine, "gramian", cannot_follow)
     gramian = make_trainer("MTAN", "RGB", "gramian")
+    gramian.model.gramian_computer = "engine"
     gramian.model.grad_memory_budget = 2 * 8 * 300  # [2, 300] float64: several chunks
     chunks = task_gramian.parameter_chunks(gramian.model._share_param_list(), 2, torch.float64, gramian.model.grad_memory_budget)
     assert len(chunks) > 3
@@ -200,3 +201,23 @@ def test_no_hooks_stay_behind_a_step_and_a_model_copies():
     clone = copy.deepcopy(model)
     assert not clone._gramian_engine().armed
     assert all(torch.equal(a, b) for a, b in zip(clone.parameters(), model.parameters()))
+
+
+@pytest.mark.parametrize("arch", ["HPS", "Cross_stitch", "MTAN"])
+def test_parameter_chunks_within_the_budget_are_exact(arch):
+    """``gramian_computer='auto'`` (chunks): ``G Gᵀ`` and ``G d`` from parameter chunks of G within
+    the budget, no engine hooks, the same steps as the matrix path."""
+    import warnings
+
+    from LibMTL_rgb.weighting.abstract_weighting import GramianFallbackWarning
+
+    weights_m, params_m = run_steps(make_trainer(arch, "RGB", "loop"), {})
+    gramian = make_trainer(arch, "RGB", "gramian", computer="auto")
+    gramian.model.grad_memory_budget = 2 * 8 * 100
+    assert gramian.model.gramian_computer_choice() == "chunks"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GramianFallbackWarning)
+        weights_g, params_g = run_steps(gramian, {})
+    assert not gramian.model._gramian_engine().armed
+    assert all(len(module._forward_hooks) == 0 for module in gramian.model.modules())
+    assert max(float((a - b).abs().max()) for a, b in zip(params_m, params_g)) < 1e-10

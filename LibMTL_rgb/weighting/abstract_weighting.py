@@ -42,6 +42,8 @@ from LibMTL_rgb.weighting.task_geometry import TaskGeometry
 GRAD_METHODS = ("auto", "batched", "loop", "gramian")
 #: Values of ``AbsWeighting.gradient_path()``.
 GRADIENT_PATHS = ("matrix", "gramian")
+#: Values of ``AbsWeighting.gramian_computer``.
+GRAMIAN_COMPUTERS = ("auto", "engine", "chunks")
 
 
 class BatchedGradFallbackWarning(UserWarning):
@@ -77,6 +79,16 @@ class AbsWeighting(nn.Module):
     #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
     #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
     grad_memory_budget: Optional[int] = None
+    #: How the Gramian path computes ``G Gᵀ``: ``"chunks"`` — the per-task passes (one cotangent
+    #: at a time) on consecutive parameter chunks that fit ``grad_memory_budget``: memory one
+    #: chunk plus one backward pass, time one pass per task and chunk (passes to late chunks are
+    #: short); ``"engine"`` — one backward pass with T cotangents that forms each module's
+    #: ``[T, p_m]`` Jacobian in turn (``task_gramian.GramianEngine``): memory T × (twice the
+    #: largest module's parameters + the activations' cotangents), which on the CPU conv nets
+    #: measured in ``docs/performance.md`` exceeds the matrix itself; ``"auto"``: chunks (the
+    #: only computer whose memory the budget bounds). Data-parallel runs always use chunks
+    #: (each chunk averaged over the processes).
+    gramian_computer: str = "auto"
     #: The head rule (every weighting of this package): inside ``backward``, the task-specific
     #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
     #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
@@ -234,8 +246,8 @@ class AbsWeighting(nn.Module):
         if not params:
             self._had_grad = []
             return torch.empty(len(losses), 0, device=losses.device, dtype=_grad_dtype(params))
-        if method == "gramian":  # slices of G on the Gramian path (parameter chunks, uncovered parameters)
-            method = "auto"
+        if method == "gramian":  # slices of G on the Gramian path: T passes, one cotangent at a time (its memory bound)
+            method = "loop"
         if method == "auto" and getattr(self, "_batched_grads_failed", False):
             method = "loop"
         if method != "loop":
@@ -336,9 +348,14 @@ class AbsWeighting(nn.Module):
         params = self._share_param_list()
         engine = self._gramian_engine()
         found = None
-        if engine.armed and not distributed.is_active():
+        if engine.armed and self.gramian_computer_choice() == "engine":
             try:
                 found = engine.gramian(losses, vector)
+            except task_gramian.EngineUnsupported as err:
+                self._engine_unsupported = True
+                warnings.warn(f"{type(self).__name__}: the Gramian engine cannot compute this model's Gramian exactly "
+                              f"({_first_line(err)}); it comes from parameter chunks of G from now on.",
+                              GramianFallbackWarning, stacklevel=3)
             except RuntimeError as err:
                 warnings.warn(f"{type(self).__name__}: the Gramian engine could not follow this step's forward pass "
                               f"({_first_line(err)}); the Gramian comes from parameter chunks of G this step.",
@@ -359,6 +376,17 @@ class AbsWeighting(nn.Module):
     def _memory_budget(self) -> int:
         budget = self.grad_memory_budget
         return budget if budget is not None else task_gramian.default_memory_budget(torch.device(self.device))
+
+    def gramian_computer_choice(self) -> str:
+        """``"engine"`` or ``"chunks"``: how this model's Gramian path computes ``G Gᵀ``
+        (``gramian_computer``; ``"auto"``, data-parallel runs and models the engine cannot follow
+        exactly — a module run twice in one forward pass — use chunks)."""
+        choice = self.gramian_computer
+        if choice not in GRAMIAN_COMPUTERS:
+            raise ValueError(f"gramian_computer must be one of {GRAMIAN_COMPUTERS}, got {choice!r}")
+        if distributed.is_active() or choice == "auto" or getattr(self, "_engine_unsupported", False):
+            return "chunks"
+        return choice
 
     def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
         """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
@@ -553,7 +581,7 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
         if engine is not None:
             engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
         return
-    if model.gradient_path() != "gramian" or distributed.is_active():
+    if model.gradient_path() != "gramian" or model.gramian_computer_choice() != "engine":
         return
     engine = model._gramian_engine()
     task = kwargs.get("task_name", args[1] if len(args) > 1 else None)

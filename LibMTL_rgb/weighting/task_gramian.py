@@ -147,10 +147,17 @@ def _engine_class() -> type:
     class ProductEngine(Engine):
         def __init__(self, *modules: nn.Module, products: _Products) -> None:
             self.products = products
+            self.computers: list[ModuleGramian] = []
             super().__init__(*modules, batch_dim=None)
 
         def _make_gramian_computer(self, module: nn.Module) -> GramianComputer:
-            return ModuleGramian(module, self.products)
+            computer = ModuleGramian(module, self.products)
+            self.computers.append(computer)
+            return computer
+
+        def modules_called_again(self) -> list[str]:
+            """The hooked modules that ran more than once in this forward pass."""
+            return [type(c.jacobians.module).__name__ for c in self.computers if c.pending > 1]
 
     return ProductEngine
 
@@ -200,6 +207,12 @@ class GramianEngine:
         engine, self._engine = self._engine, None
         if engine is None:
             raise RuntimeError("the Gramian engine was not armed before the forward pass")
+        repeated = [] if isinstance(engine, _NoModules) else engine.modules_called_again()  # type: ignore[attr-defined]
+        if repeated:
+            # torchjd's module Jacobian differentiates a call's output through everything behind it:
+            # when a later call's input depends on an earlier call of the same module (a GRU cell
+            # iterated, an expert fed its own output) its parameters would be counted twice
+            raise EngineUnsupported(f"module(s) {sorted(set(repeated))} ran more than once in one forward pass")
         self._products.vector, self._products.total = vector, None
         try:
             gram = None if isinstance(engine, _NoModules) else engine.compute_gramian(losses)  # type: ignore[attr-defined]
@@ -230,6 +243,10 @@ def _gather(vector: Tensor, params: Sequence[nn.Parameter], subset: Sequence[nn.
         offsets[id(param)] = offset
         offset += param.numel()
     return torch.cat([vector[offsets[id(p)]: offsets[id(p)] + p.numel()] for p in subset])
+
+
+class EngineUnsupported(RuntimeError):
+    """The engine cannot compute this model's Gramian exactly (use parameter chunks)."""
 
 
 class _NoModules:
