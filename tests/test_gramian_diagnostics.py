@@ -1,6 +1,7 @@
 """The MER diagnostics on the Gramian path (no ``[T, D]`` matrix): from the weighting's
 ``TaskGeometry`` (``K = G Gᵀ``, ``G v``, ``‖v‖²``, RGB's ``G d_t`` and ``‖d_t‖²``), the same rows as
-on the matrix path, and no D-sized tensor created by the diagnostics."""
+on the matrix path (Gramian from parameter chunks or from the engine, asked or automatic), and no
+D-sized tensor created by the diagnostics."""
 import math
 
 import pytest
@@ -31,8 +32,9 @@ def make_model(weighting: str, path: str):
     torch.manual_seed(0)
     model = build_mtl_model(weighting, "HPS", TASKS, synthetic.encoder_class, synthetic.decoders(len(TASKS)),
                             False, False, torch.device("cpu"))
-    if path == "gramian":
+    if path in ("gramian", "engine"):
         model.grad_method = "gramian"
+        model.gramian_computer = "engine" if path == "engine" else "chunks"
     elif path == "over_budget":  # the automatic switch: the [T, D] matrix does not fit 1 byte
         model.grad_memory_budget = 1
     else:
@@ -75,7 +77,7 @@ class _nothing:
         return False
 
 
-@pytest.mark.parametrize("path", ["gramian", "over_budget"])
+@pytest.mark.parametrize("path", ["gramian", "engine", "over_budget"])
 @pytest.mark.parametrize("weighting", list(METHODS))
 def test_gramian_rows_equal_matrix_rows(weighting, path):
     matrix, gramian = diagnostics_rows(weighting, "matrix"), diagnostics_rows(weighting, path)
@@ -106,8 +108,9 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
+@pytest.mark.parametrize("path", ["gramian", "engine"])
 @pytest.mark.parametrize("weighting", ["RGB", "UPGrad"])
-def test_no_d_sized_tensor_on_the_gramian_path(weighting, monkeypatch):
+def test_no_d_sized_tensor_on_the_gramian_path(weighting, path, monkeypatch):
     model = make_model(weighting, "matrix")
     dim = sum(p.numel() for p in model.get_share_params())
     LargestTensor.largest = 0
@@ -119,7 +122,7 @@ def test_no_d_sized_tensor_on_the_gramian_path(weighting, monkeypatch):
 
     monkeypatch.setattr(AbsWeighting, "_compute_grad", no_matrix)
     LargestTensor.largest = 0
-    rows = diagnostics_rows(weighting, "gramian", watch=LargestTensor)
+    rows = diagnostics_rows(weighting, path, watch=LargestTensor)
     assert all(row is not None and "update_cos_min" in row for row in rows)
     assert 0 < LargestTensor.largest < dim  # T×T and T-sized work only: not even one D-vector
 
