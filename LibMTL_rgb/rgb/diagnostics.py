@@ -21,15 +21,21 @@ __all__ = [
     "mer_balance",
     "miss_correction_errors",
     "gram_of_unit_vectors",
+    "unit_gram",
 ]
 
 
 def gram_of_unit_vectors(vectors: Tensor, eps: float = 1e-8) -> Tensor:
     """``[T, T]`` Gram of the rows of ``vectors`` ([T, D]) after ``v / (||v|| + eps)``."""
-    raw = vectors @ vectors.transpose(0, 1)
-    n = torch.sqrt(torch.clamp(torch.diagonal(raw), min=0.0))
+    return unit_gram(vectors @ vectors.transpose(0, 1), eps)
+
+
+def unit_gram(gram: Tensor, eps: float = 1e-8) -> Tensor:
+    """The Gram matrix of ``v_i / (||v_i|| + eps)`` from the Gram matrix ``gram = [v_i . v_j]``
+    ([T, T]) of the vectors themselves: ``gram_ij / ((||v_i|| + eps)(||v_j|| + eps))``."""
+    n = torch.sqrt(torch.clamp(torch.diagonal(gram), min=0.0))
     inv = 1.0 / (n + eps)
-    return raw * inv.unsqueeze(1) * inv.unsqueeze(0)
+    return gram * inv.unsqueeze(1) * inv.unsqueeze(0)
 
 
 def conflict(rotated_gram: Tensor) -> Tensor:

@@ -47,6 +47,7 @@ class RGBStepResult:
     rotated_gram: Tensor  # R_ij = r_i . r_j of the final normalised r_i, [T, T]
     rotated_cross: Tensor  # r_i . gbar_i, [T]
     ema_sq_norm: Tensor | None = None  # ||d_t||^2 in closed form, scalar; pass back as ema_sq_norm
+    ema_cross: Tensor | None = None  # q = Gbar d_t, [T] (the diagnostics' GMAE geometry)
 
 
 def ema_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -151,6 +152,7 @@ class _TaskSpaceStep(NamedTuple):
     ema_sq_norm: Tensor  # ||d_t||^2, []
     product_rows: Tensor  # [a' + b c'; c'], [2, T]: the coefficients of the product with G
     prev_weights: Tensor  # [b mu, mu], [2]: the weights of d_{t-1} in (v, d_t)
+    ema_cross: Tensor  # q = Gbar d_t, [T]
 
 
 def _on_device(tensors: Sequence[Tensor], device: torch.device) -> list[Tensor]:
@@ -242,6 +244,7 @@ def _task_space_step(raw: Tensor, u: Tensor, dd_prev: Tensor, mu, lam, steps, lr
     result = _TaskSpaceStep(
         gram=P, angles=alpha, task_coefficients=task_coef, ema_coefficient=b, rotated_gram=rotated_gram,
         rotated_cross=rotated_cross, ema_sq_norm=dd, product_rows=product_rows, prev_weights=prev_weights,
+        ema_cross=q,
     )
     return result, used
 
@@ -306,6 +309,7 @@ def _finish_step(raw, u, dd_prev, d_prev, combine, gd, dev, inner, mu, lam, step
         rotated_gram=small.rotated_gram,
         rotated_cross=small.rotated_cross,
         ema_sq_norm=small.ema_sq_norm,
+        ema_cross=small.ema_cross,
     )
 
 

@@ -36,6 +36,7 @@ from torch.autograd.graph import GradientEdge
 from LibMTL_rgb import distributed
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
 from LibMTL_rgb.weighting import task_gramian
+from LibMTL_rgb.weighting.task_geometry import TaskGeometry
 
 #: Values of ``AbsWeighting.grad_method``.
 GRAD_METHODS = ("auto", "batched", "loop", "gramian")
@@ -387,6 +388,7 @@ class AbsWeighting(nn.Module):
             reduce = self._mean_over_processes if distributed.is_active() else None
             found = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce, vector)
         gram, product = found
+        self._keep_task_gramian(gram)
         if mode == "backward":
             for param in params:
                 param.grad = None
@@ -436,6 +438,7 @@ class AbsWeighting(nn.Module):
         """The Gramian path's update: the shared parameters' ``.grad`` ← ``Σ_t w_t ∇L_t``."""
         weight = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device).reshape(1, -1)
         self._reset_grad(self._combine_task_grads(losses, weight)[0])
+        self._keep_task_update(weight[0])
 
     def _task_specific_params(self, shared: list[nn.Parameter]) -> list[nn.Parameter]:
         """The model's trainable parameters that are not shared (decoders, task heads...)."""
@@ -508,6 +511,18 @@ class AbsWeighting(nn.Module):
         diagnostics set it on logged steps: ``gradient_diagnostics.py``)."""
         if getattr(self, "record_task_grads", False):
             self.task_grads = grads.detach().clone()
+
+    def _keep_task_gramian(self, gram: Tensor) -> None:
+        """The Gramian path's ``task_grads``: ``task_geometry`` (a :class:`TaskGeometry` of ``K = G Gᵀ``)
+        when ``record_task_grads`` is set; the update's products follow (:meth:`_keep_task_update`)."""
+        if getattr(self, "record_task_grads", False):
+            self.task_geometry = TaskGeometry.from_gramian(gram)
+
+    def _keep_task_update(self, weights: Tensor, ema_weight: Optional[Tensor] = None) -> None:
+        """Add the update ``v = Gᵀ w (+ β d_t)`` to a kept ``task_geometry`` (``TaskGeometry.with_update``)."""
+        geometry = getattr(self, "task_geometry", None)
+        if getattr(self, "record_task_grads", False) and isinstance(geometry, TaskGeometry):
+            self.task_geometry = geometry.with_update(weights, ema_weight)
 
     def _backward_new_grads(
         self, batch_weight: "Tensor | Sequence[float]", per_grads=None, grads: Optional[Tensor] = None

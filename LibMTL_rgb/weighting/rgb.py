@@ -9,8 +9,10 @@ import torch
 from torch import Tensor
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
-from LibMTL_rgb.rgb import DEFAULT_INNER_LR, adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step, rgb_step_from_gramian
+from LibMTL_rgb.rgb import (DEFAULT_INNER_LR, RGBStepResult, adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step,
+                            rgb_step_from_gramian)
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+from LibMTL_rgb.weighting.task_geometry import TaskGeometry
 
 #: Defaults chosen by the toy sweep (docs/toy.md).
 DEFAULT_STEPS = 5
@@ -132,12 +134,22 @@ class RGB(AbsWeighting):
         self._rgb_t = t
         self.rgb_ema_sq_norm.copy_(result.ema_sq_norm)
         self._reset_grad(result.direction)
+        self._keep_rgb_update(result, rgb_eps)
         # keep only the small T-sized results: ``direction``/``ema`` share a [2, D] buffer
         self._rgb_last = {
             "rotated": result.rotated, "steps": result.steps, "angles": result.angles,
             "gram": result.gram, "rotated_gram": result.rotated_gram, "rotated_cross": result.rotated_cross,
         }
         return np.ones(self.task_num)
+
+    def _keep_rgb_update(self, result: RGBStepResult, eps: float) -> None:
+        """On the Gramian path, with ``record_task_grads``: add ``d_t`` (from ``Ḡ d_t`` and ``‖d_t‖²``)
+        and the update ``v = Gᵀ a' + b d_t`` to the kept ``task_geometry`` (the MER diagnostics)."""
+        geometry = getattr(self, "task_geometry", None)
+        if getattr(self, "record_task_grads", False) and isinstance(geometry, TaskGeometry):
+            assert result.ema_cross is not None and result.ema_sq_norm is not None
+            self.task_geometry = geometry.with_normalized_ema(result.ema_cross, result.ema_sq_norm, eps)
+            self._keep_task_update(result.task_coefficients, result.ema_coefficient)
 
     @property
     def rgb_last_step(self) -> dict:
