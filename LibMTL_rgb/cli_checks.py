@@ -43,6 +43,7 @@ EXAMPLE_RANGES = (
     Hyperparameter("num_workers", 0, "", minimum=0),
     Hyperparameter("diagnostics_every", 1, "", minimum=1),
     Hyperparameter("save_every", 1, "", minimum=1),
+    Hyperparameter("grad_memory_gb", None, "", type=float, minimum=0.0, exclusive_minimum=True),
 )
 #: Ranges of the dense examples' model flags (``LibMTL_rgb.model.aspp.add_deeplab_args``) and
 #: label size.

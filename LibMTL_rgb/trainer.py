@@ -158,7 +158,11 @@ class Trainer(nn.Module):
         model = build_mtl_model(weighting, architecture, self.task_name, encoder_class, decoders,
                                 rep_grad, multi_input, self.device, options.arch_args)
         if options.grad_method is not None:
-            model.grad_method = options.grad_method  # per-task gradients: 'auto', 'batched' or 'loop'
+            model.grad_method = options.grad_method  # per-task gradients: 'auto', 'batched', 'loop' or 'gramian'
+        if options.grad_memory_budget is not None:
+            model.grad_memory_budget = options.grad_memory_budget
+        if model.gradient_path() != "matrix":  # chosen now: a method that cannot take it is refused before any work
+            print(f"Gradient path: {model.gradient_path()} ({model.gradient_path_reason})")
         for callback in [self.distributed, self.nonfinite, *users]:
             model = callback.transform_model(self, model)
         self.model = model

@@ -24,11 +24,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 from LibMTL_rgb.callbacks import Callback
 from LibMTL_rgb.registry import hyperparameters_of
+from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS
 
 __all__ = ["TrainerOptions", "check_method_args", "suggestion"]
 
 NONFINITE_MODES = ("raise", "skip")
-GRAD_METHODS = ("auto", "batched", "loop")
 LOG_FORMATS = ("rgb", "libmtl")
 
 
@@ -46,8 +46,12 @@ class TrainerOptions:
     stl_task: Optional[str] = None
     #: bfloat16 autocast of forward passes and losses.
     amp: bool = False
-    #: Per-task gradients: 'auto', 'batched' or 'loop' (None: the weighting's default).
+    #: Per-task gradients: 'auto', 'batched', 'loop' or 'gramian' (None: the weighting's default;
+    #: ``AbsWeighting.grad_method``, ``docs/performance.md``).
     grad_method: Optional[str] = None
+    #: Bytes the ``[T, D]`` per-task gradient matrix may take before a method that needs only its
+    #: Gramian switches to the Gramian path (None: a quarter of the device's free memory).
+    grad_memory_budget: Optional[int] = None
     #: A non-finite loss/gradient: 'raise' or 'skip' the batch (``nonfinite.py``).
     nonfinite: str = "raise"
     #: The command line recorded in the checkpoints' metadata (None: ``sys.argv``).
@@ -81,6 +85,9 @@ class TrainerOptions:
             raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {self.nonfinite!r}")
         if self.grad_method is not None and self.grad_method not in GRAD_METHODS:
             raise ValueError(f"grad_method must be one of {GRAD_METHODS} or None, got {self.grad_method!r}")
+        budget = self.grad_memory_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+            raise ValueError(f"grad_memory_budget must be a number of bytes >= 0 or None, got {budget!r}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
         if isinstance(self.save_every, bool) or not isinstance(self.save_every, int) or self.save_every < 1:

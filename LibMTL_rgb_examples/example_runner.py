@@ -22,6 +22,7 @@ from LibMTL_rgb_examples.run_errors import check_batchnorm_batch, one_line_error
 from LibMTL_rgb.run_directory import check_run_directory
 from LibMTL_rgb.run_logger import add_logging_args, logging_kwargs
 from LibMTL_rgb.utils import set_device, set_random_seed
+from LibMTL_rgb.weighting.abstract_weighting import GRAD_METHODS
 
 
 def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: Optional[Callable[[argparse.ArgumentParser], None]] = None,
@@ -43,11 +44,16 @@ def example_parser(description: str, defaults: Mapping[str, Any], add_own_args: 
     group.add_argument("--device", type=str, default=None, help="'cpu', 'cuda', 'cuda:1'... (default: cuda:0 when available, else cpu)")
     group.add_argument("--amp", action="store_true", default=False,
                        help="mixed precision: bfloat16 autocast of forward passes and losses (meant for CUDA)")
-    group.add_argument("--grad_method", type=str, default=None, choices=["auto", "batched", "loop"],
+    group.add_argument("--grad_method", type=str, default=None, choices=list(GRAD_METHODS),
                        help="per-task gradients: one batched backward ('batched'), one backward per task ('loop'), "
                             "or batched with a fallback to the loop where an operation cannot be batched ('auto'); "
+                            "'gramian': no [T, D] matrix, only its T×T Gramian (RGB, MGDA, CAGrad, IMTL, UPGrad, DualProj, "
+                            "Nash_MTL, Aligned_MTL, FairGrad, PCGrad, GradVac); "
                             "default: 'loop' on CPU (faster for every example here, docs/performance.md), 'auto' on CUDA; "
                             "an example may set its own default (QM9: 'loop')")
+    group.add_argument("--grad_memory_gb", type=float, default=None,
+                       help="memory (GB) the [T, D] per-task gradient matrix may take; a method that needs only its "
+                            "Gramian switches to the Gramian path beyond it (default: a quarter of the device's free memory)")
     group.add_argument("--stl_task", type=str, default=None,
                        help="train only this task (a single-task baseline for Δm%%, same data, model and settings)")
     group.add_argument("--resume", type=str, default=None,
@@ -92,6 +98,8 @@ def setup_run(params: argparse.Namespace, not_training: Sequence[str] = ()) -> t
     kwargs["amp"] = params.amp
     kwargs["nonfinite"] = params.nonfinite
     kwargs["grad_method"] = params.grad_method or ("loop" if device.type == "cpu" else "auto")
+    if params.grad_memory_gb is not None:
+        kwargs["grad_memory_budget"] = int(params.grad_memory_gb * 1e9)
     kwargs["overwrite"] = bool(getattr(params, "overwrite", False))
     kwargs["run_config"] = run_config(params, not_training)
     check_resumed_config(params, kwargs["run_config"])

@@ -23,7 +23,7 @@ from .objective import (
     solve_rotation_angles_exact,
     solve_rotation_angles_exact_with_info,
 )
-from .rotation import RGBStepResult, ema_dtype, normalized_gram, rgb_step
+from .rotation import RGBStepResult, ema_dtype, normalized_gram, rgb_step, rgb_step_from_gramian
 
 __all__ = [
     "DEFAULT_INNER_LR",
@@ -42,6 +42,7 @@ __all__ = [
     "proximity",
     "relative_loss_change_std",
     "rgb_step",
+    "rgb_step_from_gramian",
     "rotation_geometry",
     "rotation_grad_matrix",
     "rotation_inner_products",

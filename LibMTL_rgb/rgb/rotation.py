@@ -10,7 +10,7 @@ T x T numbers, optionally on another device (``inner_device``). See
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,7 +25,7 @@ from .objective import (
     solve_rotation_angles_exact_with_info,
 )
 
-__all__ = ["RGBStepResult", "rgb_step", "normalized_gram", "ema_dtype"]
+__all__ = ["RGBStepResult", "rgb_step", "rgb_step_from_gramian", "normalized_gram", "ema_dtype"]
 
 
 @dataclass
@@ -272,6 +272,14 @@ def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype
         if dd_prev.device not in (dev, inner):
             dd_prev = dd_prev.to(dev)
 
+    return _finish_step(raw, u, dd_prev, d_prev, lambda rows: rows @ grads, gd, dev, inner,
+                        mu, lam, steps, lr, eps, rotate, solver, exact_tol, exact_max_iter)
+
+
+def _finish_step(raw, u, dd_prev, d_prev, combine, gd, dev, inner, mu, lam, steps, lr, eps, rotate, solver,
+                 exact_tol, exact_max_iter) -> RGBStepResult:
+    """The step after pass 1: the T x T problem, then pass 2 (``combine(rows) = rows @ G``)."""
+    sd = ema_dtype(gd)
     # ---- the T x T problem, on ``inner`` (one packed copy each way when it is elsewhere) ----
     raw, u, dd_prev = _on_device([raw, u, dd_prev], inner)
     small, used = _task_space_step(raw, u, dd_prev, mu, lam, steps, lr, eps, rotate, solver,
@@ -280,7 +288,7 @@ def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype
 
     # ---- pass 2 over G: [a' + b c'; c'] @ G, then (v, d_t) += (b mu, mu) d_{t-1} --------
     # (in place on the fresh [2, D] product: ``direction`` and ``ema`` are its two rows)
-    out = (small.product_rows.to(gd) @ grads).to(sd)  # [2, D]
+    out = combine(small.product_rows.to(gd)).to(sd)  # [2, D]
     if d_prev is not None:
         if rotate:
             out.addr_(small.prev_weights.to(sd), d_prev)  # one pass reading d_{t-1} for both rows
@@ -299,3 +307,50 @@ def _rgb_step(grads, ema, mu, lam, steps, lr, eps, rotate, solver, compute_dtype
         rotated_cross=small.rotated_cross,
         ema_sq_norm=small.ema_sq_norm,
     )
+
+
+def rgb_step_from_gramian(
+    gram: Tensor,
+    ema_product: Tensor | None,
+    combine: Callable[[Tensor], Tensor],
+    ema: Tensor | None,
+    *,
+    mu: float = 0.9,
+    lam: float = 0.0,
+    steps: int = 5,
+    lr: float = DEFAULT_INNER_LR,
+    eps: float = 1e-8,
+    rotate: bool = True,
+    solver: str = "pgd",
+    compute_dtype: torch.dtype | None = None,
+    exact_tol: float = 1e-10,
+    exact_max_iter: int = 10000,
+    ema_sq_norm: Tensor | float | None = None,
+) -> RGBStepResult:
+    """:func:`rgb_step` without the matrix ``G``: from ``gram = G Gᵀ`` ([T, T]), ``ema_product =
+    G d_{t-1}`` ([T]; ``None`` with ``ema=None``) and ``combine(rows) = rows @ G`` ([k, T] →
+    [k, D], called once with the two rows of pass 2). Same options and result as
+    :func:`rgb_step` (``docs/rgb_math.md`` §2: a step reads ``G`` only through these three)."""
+    if solver not in ("pgd", "exact"):
+        raise ValueError(f"solver must be 'pgd' or 'exact', got {solver!r}")
+    if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"gram must be [T, T], got shape {tuple(gram.shape)}")
+    T = gram.shape[0]
+    gd = gram.dtype
+    sd = ema_dtype(gd)
+    cd = compute_dtype or sd
+    dev = gram.device
+    with _no_autocast(dev):
+        raw = gram.to(cd)
+        if ema is None:
+            d_prev = None
+            u = raw.new_zeros(T)
+            dd_prev = raw.new_zeros(())
+        else:
+            if ema_product is None or ema_product.shape != (T,):
+                raise ValueError(f"ema_product must be G d_(t-1) of shape ({T},) when ema is given")
+            d_prev = ema.to(device=dev, dtype=sd)
+            u = ema_product.to(device=dev, dtype=cd)
+            dd_prev = _previous_sq_norm(d_prev, ema_sq_norm, cd)
+        return _finish_step(raw, u, dd_prev, d_prev, combine, gd, dev, dev, mu, lam, steps, lr, eps, rotate, solver,
+                            exact_tol, exact_max_iter)

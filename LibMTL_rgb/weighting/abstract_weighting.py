@@ -35,13 +35,20 @@ from torch.autograd.graph import GradientEdge
 
 from LibMTL_rgb import distributed
 from LibMTL_rgb.registry import Hyperparameter
+from LibMTL_rgb.weighting import task_gramian
 
 #: Values of ``AbsWeighting.grad_method``.
-GRAD_METHODS = ("auto", "batched", "loop")
+GRAD_METHODS = ("auto", "batched", "loop", "gramian")
+#: Values of ``AbsWeighting.gradient_path()``.
+GRADIENT_PATHS = ("matrix", "gramian")
 
 
 class BatchedGradFallbackWarning(UserWarning):
     """The batched per-task backward is not possible for a model; T backward passes are used."""
+
+
+class GramianFallbackWarning(UserWarning):
+    """The Gramian engine could not follow a forward pass; the Gramian came from chunks of G."""
 
 
 class AbsWeighting(nn.Module):
@@ -56,8 +63,19 @@ class AbsWeighting(nn.Module):
     #: batching rule (found out on the first call, then remembered; T passes from then on);
     #: ``"batched"``: always one vmapped pass, operations without a batching rule run once per
     #: task inside it (vmap's fallback); ``"loop"``: T backward passes (LibMTL's way).
+    #: ``"gramian"``: no ``[T, D]`` matrix at all — the method receives the T×T Gramian ``G Gᵀ``
+    #: (:meth:`_get_gramian`) and its update is one weighted backward pass (only methods with
+    #: ``supports_gramian``). Whatever the value, a method with ``supports_gramian`` takes the
+    #: Gramian path when the matrix would not fit ``grad_memory_budget`` (:meth:`gradient_path`).
     #: Set it on the class or on the model.
     grad_method: str = "auto"
+    #: Whether the method's update needs only the Gramian ``G Gᵀ`` of the task gradients (and
+    #: RGB's ``G d``): it then runs on the Gramian path (``docs/performance.md``).
+    supports_gramian: bool = False
+    #: Bytes the ``[T, D]`` matrix may take before a ``supports_gramian`` method switches to the
+    #: Gramian path; ``None``: a quarter of the memory free on the model's device when the path is
+    #: first chosen (:func:`~LibMTL_rgb.weighting.task_gramian.default_memory_budget`).
+    grad_memory_budget: Optional[int] = None
     #: The head rule (every weighting of this package): inside ``backward``, the task-specific
     #: parameters get ``∇ Σ_t w_t L_t`` for the weights ``w`` that ``backward`` returns (ones
     #: when it returns None). False (the default) keeps LibMTL's contract for LibMTL-derived
@@ -73,6 +91,7 @@ class AbsWeighting(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.register_forward_pre_hook(_arm_gramian_engine, with_kwargs=True)
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Every ``backward`` a subclass defines applies the head rule when it returns (for
@@ -160,7 +179,7 @@ class AbsWeighting(nn.Module):
         pending.wait()
         return grads
 
-    def _backward_task_specific(self, losses: Tensor, shared: list[nn.Parameter]) -> None:
+    def _backward_task_specific(self, losses: Tensor, shared: list[nn.Parameter], retain_graph: bool = False) -> None:
         """The task-specific parameters' share of a ``mode='backward'`` call.
 
         Inside ``backward`` (the head rule, :meth:`_apply_head_rule`): the weighting's own
@@ -172,13 +191,13 @@ class AbsWeighting(nn.Module):
             return
         if not self._defers_heads():
             # one pass for the rest of the model: sum_t dL_t/dθ, as T backward passes leave it
-            losses.backward(torch.ones_like(losses), inputs=others)
+            losses.backward(torch.ones_like(losses), inputs=others, retain_graph=retain_graph)
             return
         own_ids = {id(p) for p in self._weighting_params()}
         own = [p for p in others if id(p) in own_ids]
         heads = [p for p in others if id(p) not in own_ids]
         if own:
-            losses.backward(torch.ones_like(losses), inputs=own, retain_graph=bool(heads))
+            losses.backward(torch.ones_like(losses), inputs=own, retain_graph=bool(heads) or retain_graph)
         if heads:
             self._deferred_head_losses.append((losses, heads))
 
@@ -214,6 +233,8 @@ class AbsWeighting(nn.Module):
         if not params:
             self._had_grad = []
             return torch.empty(len(losses), 0, device=losses.device, dtype=_grad_dtype(params))
+        if method == "gramian":  # slices of G on the Gramian path (parameter chunks, uncovered parameters)
+            method = "auto"
         if method == "auto" and getattr(self, "_batched_grads_failed", False):
             method = "loop"
         if method != "loop":
@@ -233,6 +254,128 @@ class AbsWeighting(nn.Module):
                 )
         grads, self._had_grad = _looped_task_grads(losses, params)
         return grads
+
+    # ------------------------------------------------------------ Gramian path
+    def gradient_path(self) -> str:
+        """``"matrix"`` (the ``[T, D]`` per-task gradients) or ``"gramian"`` (only ``G Gᵀ``),
+        chosen once per model and setting: ``grad_method="gramian"`` asks for the Gramian path;
+        otherwise a ``supports_gramian`` method takes it when the matrix would exceed
+        ``grad_memory_budget`` (``rep_grad`` keeps the matrix of the small representation
+        gradients). ``gradient_path_reason`` says why. Raises ``ValueError`` for
+        ``grad_method="gramian"`` on a method without ``supports_gramian``."""
+        params = self._share_param_list()
+        dim = sum(p.numel() for p in params)
+        dtype = _grad_dtype(params)
+        key = (self.grad_method, self.grad_memory_budget, bool(getattr(self, "rep_grad", False)), dim, dtype, self.task_num)
+        cached = getattr(self, "_gradient_path_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        path, reason = self._choose_gradient_path(dim, dtype)
+        self._gradient_path_cache = (key, path)
+        self.gradient_path_reason = reason
+        return path
+
+    def _choose_gradient_path(self, dim: int, dtype: torch.dtype) -> tuple[str, str]:
+        name = type(self).__name__
+        if self.grad_method not in GRAD_METHODS:
+            raise ValueError(f"grad_method must be one of {GRAD_METHODS}, got {self.grad_method!r}")
+        if self.grad_method == "gramian" and not self.supports_gramian:
+            raise ValueError(
+                f"grad_method='gramian': {name} needs the per-task gradients themselves, not only their Gramian; "
+                f"use grad_method 'auto', 'batched' or 'loop' (the methods that take the Gramian path: docs/performance.md)"
+            )
+        if getattr(self, "rep_grad", False):
+            return "matrix", "rep_grad: the representation gradients are small"
+        if self.grad_method == "gramian":
+            return "gramian", "grad_method='gramian'"
+        size = task_gramian.matrix_bytes(self.task_num, dim, dtype)
+        budget = self.grad_memory_budget
+        if budget is None:
+            budget = task_gramian.default_memory_budget(torch.device(self.device))
+        if size <= budget or not self.supports_gramian:
+            return "matrix", f"the [{self.task_num}, {dim}] matrix takes {_gigabytes(size)} (budget {_gigabytes(budget)})"
+        return "gramian", (f"the [{self.task_num}, {dim}] matrix would take {_gigabytes(size)}, over the budget "
+                           f"of {_gigabytes(budget)} (grad_memory_budget): {name} runs on the Gramian G Gᵀ instead")
+
+    def _task_grad_slice(self, losses: Tensor, params: list[nn.Parameter]) -> tuple[Tensor, list[bool]]:
+        """``[T, D_params]`` per-task gradients of ``params`` by the per-task path (no side effects)."""
+        saved = getattr(self, "_had_grad", None)
+        try:
+            grads = self._per_task_grads(losses, params)
+            return grads, list(self._had_grad)
+        finally:
+            self._had_grad = saved  # type: ignore[assignment]
+
+    def _gramian_engine(self) -> task_gramian.GramianEngine:
+        engine = getattr(self, "_gramian_engine_state", None)
+        if engine is None:
+            engine = task_gramian.GramianEngine(self._share_param_list(), self._task_grad_slice)
+            self._gramian_engine_state = engine
+        return engine
+
+    def _get_gramian(self, losses: Tensor, mode: str = "backward") -> Tensor:
+        """The Gramian ``K = G Gᵀ`` ([T, T]) of the per-task gradients of the shared parameters,
+        without forming ``G`` (``task_gramian.GramianEngine``; in a data-parallel run, or where
+        the engine cannot follow the model, from parameter chunks of ``G`` averaged over the
+        processes one by one: the Gramian of the global batch). The graph is kept for
+        :meth:`_combine_task_grads` / :meth:`_task_grads_dot`. ``mode='backward'`` treats the
+        task-specific parameters as :meth:`_compute_grad` does and clears the shared ``.grad``."""
+        if mode not in ("backward", "autograd"):
+            raise ValueError(f"mode must be 'backward' or 'autograd', got {mode!r}")
+        losses = _as_loss_vector(losses)
+        self._compute_grad_dim()
+        params = self._share_param_list()
+        engine = self._gramian_engine()
+        gram = None
+        if engine.armed and not distributed.is_active():
+            try:
+                gram = engine.gramian(losses)
+            except RuntimeError as err:
+                warnings.warn(f"{type(self).__name__}: the Gramian engine could not follow this step's forward pass "
+                              f"({_first_line(err)}); the Gramian comes from parameter chunks of G this step.",
+                              GramianFallbackWarning, stacklevel=3)
+        engine.disarm()
+        if gram is None:
+            chunks = task_gramian.parameter_chunks(params, len(losses), _grad_dtype(params), self._memory_budget())
+            reduce = self._mean_over_processes if distributed.is_active() else None
+            gram, _ = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce)
+        if mode == "backward":
+            for param in params:
+                param.grad = None
+            self._backward_task_specific(losses, params, retain_graph=True)
+        return gram.detach()
+
+    def _memory_budget(self) -> int:
+        budget = self.grad_memory_budget
+        return budget if budget is not None else task_gramian.default_memory_budget(torch.device(self.device))
+
+    def _task_grads_dot(self, losses: Tensor, vector: Tensor) -> Tensor:
+        """``G v`` ([T]) for a vector ``v`` over the shared parameters ([D]), without ``G`` (the
+        mean over processes in a data-parallel run: ``G`` of the global batch)."""
+        product = task_gramian.task_grads_dot(_as_loss_vector(losses), self._share_param_list(), vector)
+        return self._mean_over_processes(product)
+
+    def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
+        """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
+        mean over processes in a data-parallel run); sets which shared parameters were reached."""
+        params = self._share_param_list()
+        combined, reached = task_gramian.combine_task_grads(_as_loss_vector(losses), params, rows, _grad_dtype(params))
+        self._had_grad = distributed.reached_on_any_rank(reached)
+        return self._mean_over_processes(combined)
+
+    def _mean_over_processes(self, tensor: Tensor) -> Tensor:
+        """``tensor``'s mean over the processes of a data-parallel run (itself in one process):
+        linear in ``G``, so the value for the global batch."""
+        if not distributed.is_active():
+            return tensor
+        mean = distributed.start_task_grad_mean(self, tensor.contiguous()).wait()
+        assert mean is not None
+        return mean
+
+    def _backward_weighted(self, losses: Tensor, weights: "Tensor | Sequence[float]") -> None:
+        """The Gramian path's update: the shared parameters' ``.grad`` ← ``Σ_t w_t ∇L_t``."""
+        weight = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device).reshape(1, -1)
+        self._reset_grad(self._combine_task_grads(losses, weight)[0])
 
     def _task_specific_params(self, shared: list[nn.Parameter]) -> list[nn.Parameter]:
         """The model's trainable parameters that are not shared (decoders, task heads...)."""
@@ -376,6 +519,27 @@ def _with_head_rule(method):
         return weights
 
     return backward
+
+
+def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: before a training forward pass on the Gramian path, hook the modules
+    of the shared parameters for this step (``task_gramian.GramianEngine``; data-parallel runs
+    use chunks). A step's first forward pass re-arms (a step that never reached ``backward``,
+    e.g. one the non-finite guard skipped, leaves nothing behind); with ``multi_input`` the
+    step's forward passes are one per task, the first with the first task's name."""
+    if not (model.training and torch.is_grad_enabled()) or not hasattr(model, "task_num"):
+        return
+    if model.gradient_path() != "gramian" or distributed.is_active():
+        return
+    engine = model._gramian_engine()
+    task = kwargs.get("task_name", args[1] if len(args) > 1 else None)
+    if task is None or task == model.task_name[0]:
+        engine.disarm()
+    engine.arm(model)
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 1e9:.2f} GB"
 
 
 def _grad_dtype(params: Iterable[nn.Parameter]) -> torch.dtype:

@@ -49,6 +49,7 @@ class GradDrop(TorchJDAggregation):
     gradients (torchjd) without it. Leak ``--leak`` for every task. Returns ones: the
     task-specific parameters get their own task's gradient."""
 
+    supports_gramian = False  # a per-coordinate sign mask: it needs G itself
     hyperparameters = (Hyperparameter("leak", 0.0, "GradDrop: leak ℓ of every task's gradient through the sign mask", minimum=0.0, maximum=1.0),)
 
     def make_aggregator(self, options: dict[str, Any]):

@@ -68,6 +68,9 @@ class GradVacGrouping(ResizableBuffers):
         if self.rep_grad:
             raise ValueError("GradVac with GradVac_group_type 1 or 2 groups shared parameters and cannot run with "
                              "rep_grad=True; use rep_grad=False or GradVac_group_type 0")
+        if self.gradient_path() == "gramian":
+            raise ValueError("GradVac with GradVac_group_type 1 or 2 needs each group's gradients and cannot run on the "
+                             "Gramian path; use GradVac_group_type 0, or grad_method 'auto'/'loop' with a larger grad_memory_budget")
         groups = parameter_groups(self, self._share_param_list(), group_type)
         grads = self._get_grads(losses, mode="backward")
         self._raise_if_nonfinite(losses, grads)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from LibMTL_rgb.registry import WEIGHTINGS, Hyperparameter
-from LibMTL_rgb.rgb import DEFAULT_INNER_LR, adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step
+from LibMTL_rgb.rgb import DEFAULT_INNER_LR, adaptive_num_steps, conflict, ema_dtype, proximity, rgb_step, rgb_step_from_gramian
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
 #: Defaults chosen by the toy sweep (docs/toy.md).
@@ -74,6 +74,7 @@ class RGB(AbsWeighting):
 
     supports_rep_grad = False
     head_rule = True
+    supports_gramian = True  # a step reads G through G Gᵀ, G d_{t-1} and [2, T] @ G only
     hyperparameters = (
         Hyperparameter("rgb_mu", 0.9, "μ: EMA factor of the consensus direction d_t (Alg. 1 line 5)", minimum=0.0, maximum=1.0, exclusive_maximum=True),
         Hyperparameter("rgb_lambda", 0.0, "λ: weight of the proximity term of Eq. 1", minimum=0.0),
@@ -108,17 +109,23 @@ class RGB(AbsWeighting):
         rgb_interval, rgb_eps, rgb_adaptive, rgb_solver = o["rgb_interval"], o["rgb_eps"], o["rgb_adaptive"], o["rgb_solver"]
         rgb_min_steps, rgb_max_steps, rgb_k_std = o["rgb_min_steps"], o["rgb_max_steps"], o["rgb_k_std"]
         _check_options(rgb_mu, rgb_steps, rgb_interval, rgb_eps, rgb_min_steps, rgb_max_steps, rgb_k_std, rgb_adaptive)
-        grads = self._get_grads(losses, mode="backward")
         t = self._rgb_t + 1
         rotate = t % rgb_interval == 0
         steps = rgb_steps
         if rgb_adaptive:
             prev = self.rgb_prev_losses if self._rgb_t > 0 else None  # K_1 = α_min
             steps = adaptive_num_steps(losses.detach(), prev, rgb_min_steps, rgb_max_steps, rgb_k_std, eps=rgb_eps)
-        result = rgb_step(
-            grads, self.rgb_ema if t > 1 else None, mu=rgb_mu, lam=rgb_lambda, steps=steps, lr=rgb_lr,
-            eps=rgb_eps, rotate=rotate, solver=rgb_solver, ema_sq_norm=self.rgb_ema_sq_norm if t > 1 else None,
-        )
+        options = dict(mu=rgb_mu, lam=rgb_lambda, steps=steps, lr=rgb_lr, eps=rgb_eps, rotate=rotate, solver=rgb_solver,
+                       ema_sq_norm=self.rgb_ema_sq_norm if t > 1 else None)
+        ema = self.rgb_ema if t > 1 else None
+        if self.gradient_path() == "gramian":
+            # G is never formed: G Gᵀ, G d_{t-1} (a double backward) and [2, T] @ G (two backward passes)
+            gram = self._get_gramian(losses, mode="backward")
+            ema_product = self._task_grads_dot(losses, ema) if ema is not None else None
+            result = rgb_step_from_gramian(gram, ema_product, lambda rows: self._combine_task_grads(losses, rows), ema,
+                                           **options)
+        else:
+            result = rgb_step(self._get_grads(losses, mode="backward"), ema, **options)
         self._raise_if_nonfinite(losses, torch.diagonal(result.gram).unsqueeze(1))
         self.rgb_ema.copy_(result.ema)
         self.rgb_step_count.fill_(t)

@@ -98,12 +98,11 @@ class MGDA(TorchJDAggregation):
             raise ValueError(f"mgda_gn must be one of {MGDA_NORMALIZATIONS}, got {options['mgda_gn']!r}")
         return GramianWeightedAggregator(_min_norm_weighting_class()())
 
-    def row_scales(self, losses: Tensor, grads: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
+    def row_scales(self, losses: Tensor, norms: Tensor, options: dict[str, Any]) -> Optional[Tensor]:
         kind = options["mgda_gn"]
         if kind == "none":
             return None
-        norms = grads.norm(dim=1)
-        losses = losses.to(device=grads.device, dtype=grads.dtype)
+        losses = losses.to(device=norms.device, dtype=norms.dtype)
         scales = {"l2": norms, "loss": losses, "loss+": losses * norms}[kind]
         if bool((scales <= 0).any()):
             raise ValueError(f"MGDA with mgda_gn={kind!r} needs positive normalisers, got {scales.tolist()}")
