@@ -55,7 +55,7 @@ class BargainingProblem:
         self.scale = cp.Parameter(shape=(1,), value=np.ones(1))
         self.linear = cp.Parameter(shape=(task_num,), value=np.zeros(task_num))
         gram_alpha = self.gram @ self.alpha
-        constraints = [-cp.log(a * self.scale) - cp.log(k_a) <= 0 for a, k_a in zip(self.alpha, gram_alpha)]
+        constraints = [-cp.log(self.alpha[i] * self.scale) - cp.log(gram_alpha[i]) <= 0 for i in range(task_num)]
         self.problem = cp.Problem(cp.Minimize(cp.sum(gram_alpha) + self.linear @ self.alpha), constraints)
 
     def solve(self, gram: np.ndarray, scale: float, start: np.ndarray, iterations: int) -> np.ndarray:
@@ -100,6 +100,7 @@ class NashState:
 
     @classmethod
     def initial(cls, task_num: int) -> NashState:
+        """The state before the first step: ``α = 1``, step 0 (as the authors' code)."""
         return cls(prev_alpha=np.ones(task_num, dtype=np.float64))
 
 
@@ -127,9 +128,9 @@ def _nash_weighting_class() -> type:
     class NashGramWeighting(Weighting):
         """torchjd ``Weighting`` of the Gramian: Nash-MTL's α, with its step state."""
 
-        def __init__(self, task_num: int, options: Mapping[str, Any]) -> None:
+        def __init__(self, state: NashState, options: Mapping[str, Any]) -> None:
             super().__init__()
-            self.state = NashState.initial(task_num)
+            self.state = state
             self.options = dict(options)
 
         def forward(self, gramian: Tensor, /) -> Tensor:
@@ -147,6 +148,10 @@ class Nash_MTL(TorchJDAggregation):
     authors' code and LibMTL). The warm start and step counter live in the buffers
     ``nash_prev_alpha`` and ``nash_step``."""
 
+    task_num: int  # set by the model this weighting is mixed into (AbsWeighting)
+    nash_prev_alpha: Tensor  # buffers (init_param)
+    nash_step: Tensor
+
     hyperparameters = (
         Hyperparameter("update_weights_every", 1, "Nash_MTL: recompute the weights every this many steps", minimum=1),
         Hyperparameter("optim_niter", 20, "Nash_MTL: iterations of the bargaining solver", minimum=1),
@@ -157,24 +162,23 @@ class Nash_MTL(TorchJDAggregation):
         super().init_param()
         self.register_buffer("nash_prev_alpha", torch.ones(self.task_num, dtype=torch.float64))
         self.register_buffer("nash_step", torch.zeros((), dtype=torch.long))
+        self._nash_state = NashState.initial(self.task_num)  # the working copy of the buffers
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         from torchjd.aggregation import GramianWeightedAggregator
 
         # the weights are the bargaining solution α; the clipping is applied to the shared
         # gradient only (after_update), as the authors' code and LibMTL clip after Σ α_t L_t
-        return GramianWeightedAggregator(_nash_weighting_class()(self.task_num, options))
+        return GramianWeightedAggregator(_nash_weighting_class()(self._nash_state, options))
 
     def after_update(self, options: dict[str, Any]) -> None:
         if options["max_norm"] > 0:
             torch.nn.utils.clip_grad_norm_(self._share_param_list(), options["max_norm"])
 
     def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
-        state = aggregator.gramian_weighting.state
-        state.prev_alpha = self.nash_prev_alpha.cpu().numpy().copy()
-        state.step = int(self.nash_step)
+        self._nash_state.prev_alpha = self.nash_prev_alpha.cpu().numpy().copy()
+        self._nash_state.step = int(self.nash_step)
 
     def store_aggregator_state(self, aggregator: Aggregator) -> None:
-        state = aggregator.gramian_weighting.state
-        self.nash_prev_alpha.copy_(torch.from_numpy(np.asarray(state.prev_alpha, dtype=np.float64)))
-        self.nash_step.fill_(state.step)
+        self.nash_prev_alpha.copy_(torch.from_numpy(np.asarray(self._nash_state.prev_alpha, dtype=np.float64)))
+        self.nash_step.fill_(self._nash_state.step)
