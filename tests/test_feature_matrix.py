@@ -8,7 +8,8 @@ fixtures (the builders of ``test_example_*.py``) × each feature, through its ``
     ``--num_workers`` (2; CelebA 4) with augmentation: bit-identical to the uninterrupted run;
 (c) ``--nonfinite skip`` with a NaN batch: as the same run without that batch (NYUv2 and
     Cityscapes, whose ``.npy`` images can hold a NaN; a CelebA JPEG or ±1 label cannot, and
-    QM9's row is left to the non-finite guard's own tests).
+    QM9's row is left to the non-finite guard's own tests), on the matrix and the Gramian path;
+(d) ``--grad_method gramian`` (no [T, D] matrix): as the matrix path up to float32 rounding.
 
 The toy example has no data to shard, seed or skip (its own resume: ``test_toy_resume.py``).
 
@@ -208,10 +209,11 @@ def dense_with_nan_batch(example: Example, tmp: Path) -> tuple[Path, Path]:
     return with_nan, without
 
 
+@pytest.mark.parametrize("grad_method", ["loop", "gramian"])
 @pytest.mark.parametrize("example", EXAMPLES_MATRIX[:2], ids=IDS[:2])
-def test_nonfinite_skip_equals_the_run_without_that_batch(example, tmp_path):
+def test_nonfinite_skip_equals_the_run_without_that_batch(example, grad_method, tmp_path):
     with_nan, without = dense_with_nan_batch(example, tmp_path)
-    common = ["--bs", example.bs, "--seed", SEED, "--epochs", "1", "--num_workers", "0"]
+    common = ["--bs", example.bs, "--seed", SEED, "--epochs", "1", "--num_workers", "0", "--grad_method", grad_method]
     skipped, reference = tmp_path / "skipped", tmp_path / "reference"
     # no --aug: its draws are seeded by (seed, epoch, sample index), and the reference's samples are renumbered
     def flags(root: Path) -> list:
@@ -229,3 +231,22 @@ def test_nonfinite_skip_equals_the_run_without_that_batch(example, tmp_path):
         for key, value in want_row.items():
             if key not in ("mode", "epoch") and value not in ("", None):
                 assert float(got_row[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-5), key
+
+
+# ---------------------------------------------------------------- (d) the Gramian path
+@pytest.mark.parametrize("example", EXAMPLES_MATRIX, ids=IDS)
+def test_gramian_path_trains_as_the_matrix_path(example, roots, tmp_path):
+    """``--grad_method gramian`` (RGB without the [T, D] matrix) on every example: the same run as
+    the matrix path (``--grad_method loop``) up to float32 rounding of the Gramian (SGD: Adam
+    would scale a rounding difference in a near-zero gradient up to its learning rate)."""
+    common = [*example.flags(roots[example.name]), "--bs", example.bs, "--seed", SEED, "--epochs", "1",
+              "--num_workers", "0", "--optim", "sgd", "--lr", "0.01"]
+    gramian, matrix = tmp_path / "gramian", tmp_path / "matrix"
+    run_in_process(example, [*common, "--grad_method", "gramian", "--save_path", gramian])
+    run_in_process(example, [*common, "--grad_method", "loop", "--save_path", matrix])
+    got, want = last_state(gramian)["model"], last_state(matrix)["model"]
+    for name, value in want.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        else:
+            assert torch.equal(got[name], value), name

@@ -110,3 +110,93 @@ def test_multi_input_and_a_step_without_backward_stay_exact():
         results.append([p.detach().clone() for p in model.parameters()])
     worst = max(float((a - b).abs().max()) for a, b in zip(*results))
     assert worst < 1e-10
+
+
+def test_a_matrix_over_the_budget_switches_gramian_methods_and_says_so(capsys):
+    trainer = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                      device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_memory_budget=100)
+    assert trainer.model.gradient_path() == "gramian"
+    printed = capsys.readouterr().out
+    assert "Gradient path: gramian" in printed and "over the budget" in printed
+    roomy = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                    device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_memory_budget=10**9)
+    assert roomy.model.gradient_path() == "matrix"
+
+
+def test_gramian_for_a_method_that_needs_the_matrix_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="needs the per-task gradients themselves"):
+        make_trainer("HPS", "GradDrop", "gramian")
+
+
+@pytest.mark.parametrize("weighting", ["MGDA", "UPGrad"])
+def test_rep_grad_keeps_its_small_matrix_on_every_grad_method(weighting):
+    """With ``rep_grad`` the method runs on the [T, rep] representation gradients, which are
+    small: ``grad_method='gramian'`` keeps that path, with the same results."""
+    runs = []
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(task_dict(), weighting, "HPS", TinyConvEncoder, decoders(), True, False, {"optim": "sgd", "lr": 0.1},
+                          device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_method=grad_method)
+        assert trainer.model.gradient_path() == "matrix"
+        runs.append(run_steps(trainer, {}))
+    (weights_a, params_a), (weights_b, params_b) = runs
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+
+
+def test_amp_runs_on_the_gramian_path():
+    """bfloat16 autocast (``amp``): the Gramian path follows the cast losses, as the matrix path;
+    they differ by bfloat16 rounding (the weighted backward pass rounds ``Σ w_t ∇L_t`` in
+    bfloat16, the matrix path rounds each ``∇L_t``), about 1e-3 of a step here."""
+    torch.set_default_dtype(torch.float32)  # autocast casts float32 to bfloat16
+    runs = []
+    for grad_method in ("loop", "gramian"):
+        torch.manual_seed(0)
+        trainer = Trainer(task_dict(), "RGB", "HPS", TinyConvEncoder, decoders(), False, False, {"optim": "sgd", "lr": 0.1},
+                          device="cpu", arch_args=arch_args("HPS", TASKS, IMG), grad_method=grad_method, amp=True)
+        trainer.train(loader(8, False), loader(4, False), epochs=1)
+        runs.append([p.detach().clone() for p in trainer.model.parameters()])
+    worst = max(float((a - b).abs().max()) for a, b in zip(*runs))
+    assert runs[0][0].dtype == torch.float32 and worst < 5e-3, worst
+
+
+def test_parameter_chunks_give_the_same_steps_where_the_engine_cannot_follow(monkeypatch):
+    """Where the engine cannot follow a forward pass, ``G Gᵀ`` and RGB's ``G d`` come from slices
+    of ``G`` within the memory budget (several chunks here): the same steps, with a warning."""
+    from LibMTL_rgb.weighting import task_gramian
+    from LibMTL_rgb.weighting.abstract_weighting import GramianFallbackWarning
+
+    matrix = make_trainer("MTAN", "RGB", "loop")
+    weights_m, params_m = run_steps(matrix, {})
+
+    def cannot_follow(self, losses, vector=None):
+        raise RuntimeError("a module's forward pass without a backward pass")
+
+    monkeypatch.setattr(task_gramian.GramianEngine, "gramian", cannot_follow)
+    gramian = make_trainer("MTAN", "RGB", "gramian")
+    gramian.model.grad_memory_budget = 2 * 8 * 300  # [2, 300] float64: several chunks
+    chunks = task_gramian.parameter_chunks(gramian.model._share_param_list(), 2, torch.float64, gramian.model.grad_memory_budget)
+    assert len(chunks) > 3
+    with pytest.warns(GramianFallbackWarning):
+        weights_g, params_g = run_steps(gramian, {})
+    assert max(float((a - b).abs().max()) for a, b in zip(params_m, params_g)) < 1e-10
+
+
+def test_no_hooks_stay_behind_a_step_and_a_model_copies():
+    """The engine's module hooks live from a step's forward pass to its backward: afterwards the
+    model is as before (no hooks, nothing kept alive), and it deep-copies."""
+    import copy
+
+    trainer = make_trainer("HPS", "RGB", "gramian")
+    run_steps(trainer, {})
+    model = trainer.model
+    assert all(len(module._forward_hooks) == 0 for module in model.encoder.modules())
+    x, _ = next(iter(loader(4, False)))
+    model(x.double())
+    assert any(len(module._forward_hooks) > 0 for module in model.encoder.modules())  # armed for this step
+    model.eval()
+    with torch.no_grad():
+        model(x.double())
+    clone = copy.deepcopy(model)
+    assert not clone._gramian_engine().armed
+    assert all(torch.equal(a, b) for a, b in zip(clone.parameters(), model.parameters()))

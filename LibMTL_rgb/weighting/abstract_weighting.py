@@ -315,45 +315,48 @@ class AbsWeighting(nn.Module):
 
     def _get_gramian(self, losses: Tensor, mode: str = "backward") -> Tensor:
         """The Gramian ``K = G Gᵀ`` ([T, T]) of the per-task gradients of the shared parameters,
-        without forming ``G`` (``task_gramian.GramianEngine``; in a data-parallel run, or where
-        the engine cannot follow the model, from parameter chunks of ``G`` averaged over the
-        processes one by one: the Gramian of the global batch). The graph is kept for
-        :meth:`_combine_task_grads` / :meth:`_task_grads_dot`. ``mode='backward'`` treats the
-        task-specific parameters as :meth:`_compute_grad` does and clears the shared ``.grad``."""
+        without forming ``G`` (:meth:`_get_gramian_and_product`)."""
+        return self._get_gramian_and_product(losses, None, mode)[0]
+
+    def _get_gramian_and_product(
+        self, losses: Tensor, vector: Optional[Tensor], mode: str = "backward"
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """``(G Gᵀ, G v)`` ([T, T], [T]; ``None`` without ``vector``, a [D] vector over the shared
+        parameters) without forming ``G``: from ``task_gramian.GramianEngine`` (one backward
+        pass); in a data-parallel run, or where the engine cannot follow the model, from
+        parameter chunks of ``G`` averaged over the processes one by one (the Gramian of the
+        global batch). The graph is kept for :meth:`_combine_task_grads`. ``mode='backward'``
+        treats the task-specific parameters as :meth:`_compute_grad` does and clears the shared
+        ``.grad``."""
         if mode not in ("backward", "autograd"):
             raise ValueError(f"mode must be 'backward' or 'autograd', got {mode!r}")
         losses = _as_loss_vector(losses)
         self._compute_grad_dim()
         params = self._share_param_list()
         engine = self._gramian_engine()
-        gram = None
+        found = None
         if engine.armed and not distributed.is_active():
             try:
-                gram = engine.gramian(losses)
+                found = engine.gramian(losses, vector)
             except RuntimeError as err:
                 warnings.warn(f"{type(self).__name__}: the Gramian engine could not follow this step's forward pass "
                               f"({_first_line(err)}); the Gramian comes from parameter chunks of G this step.",
                               GramianFallbackWarning, stacklevel=3)
         engine.disarm()
-        if gram is None:
+        if found is None:
             chunks = task_gramian.parameter_chunks(params, len(losses), _grad_dtype(params), self._memory_budget())
             reduce = self._mean_over_processes if distributed.is_active() else None
-            gram, _ = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce)
+            found = task_gramian.chunked_gramian(losses, chunks, self._task_grad_slice, reduce, vector)
+        gram, product = found
         if mode == "backward":
             for param in params:
                 param.grad = None
             self._backward_task_specific(losses, params, retain_graph=True)
-        return gram.detach()
+        return gram.detach(), None if product is None else product.detach()
 
     def _memory_budget(self) -> int:
         budget = self.grad_memory_budget
         return budget if budget is not None else task_gramian.default_memory_budget(torch.device(self.device))
-
-    def _task_grads_dot(self, losses: Tensor, vector: Tensor) -> Tensor:
-        """``G v`` ([T]) for a vector ``v`` over the shared parameters ([D]), without ``G`` (the
-        mean over processes in a data-parallel run: ``G`` of the global batch)."""
-        product = task_gramian.task_grads_dot(_as_loss_vector(losses), self._share_param_list(), vector)
-        return self._mean_over_processes(product)
 
     def _combine_task_grads(self, losses: Tensor, rows: Tensor) -> Tensor:
         """``rows @ G`` ([k, D]) for coefficient rows ([k, T]), one backward pass per row (the
@@ -526,8 +529,14 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
     of the shared parameters for this step (``task_gramian.GramianEngine``; data-parallel runs
     use chunks). A step's first forward pass re-arms (a step that never reached ``backward``,
     e.g. one the non-finite guard skipped, leaves nothing behind); with ``multi_input`` the
-    step's forward passes are one per task, the first with the first task's name."""
-    if not (model.training and torch.is_grad_enabled()) or not hasattr(model, "task_num"):
+    step's forward passes are one per task, the first with the first task's name. An
+    evaluation pass (``eval()`` or no grad) disarms: the hooks never outlive a step."""
+    if not hasattr(model, "task_num"):
+        return
+    engine = getattr(model, "_gramian_engine_state", None)
+    if not (model.training and torch.is_grad_enabled()):
+        if engine is not None:
+            engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
         return
     if model.gradient_path() != "gramian" or distributed.is_active():
         return

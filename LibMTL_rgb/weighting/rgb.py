@@ -119,9 +119,8 @@ class RGB(AbsWeighting):
                        ema_sq_norm=self.rgb_ema_sq_norm if t > 1 else None)
         ema = self.rgb_ema if t > 1 else None
         if self.gradient_path() == "gramian":
-            # G is never formed: G Gᵀ, G d_{t-1} (a double backward) and [2, T] @ G (two backward passes)
-            gram = self._get_gramian(losses, mode="backward")
-            ema_product = self._task_grads_dot(losses, ema) if ema is not None else None
+            # G is never formed: G Gᵀ and G d_{t-1} from one backward pass, [2, T] @ G from two
+            gram, ema_product = self._get_gramian_and_product(losses, ema, mode="backward")
             result = rgb_step_from_gramian(gram, ema_product, lambda rows: self._combine_task_grads(losses, rows), ema,
                                            **options)
         else:

@@ -5,18 +5,17 @@ function of the T×T Gramian ``K = G Gᵀ``, and their update is ``wᵀ G``, one
 ``Σ_t w_t L_t``. RGB also reads ``G d`` for its consensus direction ``d`` (paper, Algorithm 1).
 This module computes those three quantities from the loss vector's graph:
 
-* :class:`GramianEngine` — ``K`` by torchjd's autogram engine (Algorithm 3 of Quinton & Rey,
-  "Jacobian Descent for Multi-Objective Optimization"): forward hooks on the modules that
-  own the shared parameters; one backward pass with T cotangents in which each module's
-  ``[T, p_m]`` Jacobian is formed, turned into ``J_m J_mᵀ`` and freed. Peak memory: the
-  largest module's Jacobian, not ``T × D``. Shared parameters that are not the whole parameter
-  set of a module (Cross-stitch's stitching units) add their small block from
-  :func:`chunked_gramian`: the Gramian is a sum over any partition of the parameters.
-* :func:`chunked_gramian` — ``K`` from ``[T, D_c]`` slices of ``G``, one parameter chunk at a
-  time (a backward pass per chunk). Used where the engine cannot run (the slices are exact
-  and can be averaged over processes one by one: the Gramian of the global batch).
-* :func:`task_grads_dot` — ``G v`` for a vector ``v`` over the shared parameters: the
-  double-backward identity ``G v = ∂/∂u ⟨(∂L/∂θ)ᵀu, v⟩``.
+* :class:`GramianEngine` — ``K`` (and ``G v`` for a given vector ``v``) by torchjd's autogram
+  engine (Algorithm 3 of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization"):
+  forward hooks on the modules that own the shared parameters; one backward pass with T
+  cotangents in which each module's ``[T, p_m]`` Jacobian ``J_m`` is formed, turned into
+  ``J_m J_mᵀ`` (and ``J_m v_m``) and freed. Peak memory: the largest module's Jacobian, not
+  ``T × D``. Shared parameters that are not the whole parameter set of a module
+  (Cross-stitch's stitching units) add their small block from a slice of ``G``: ``K`` and
+  ``G v`` are sums over any partition of the parameters.
+* :func:`chunked_gramian` — ``K`` (and ``G v``) from ``[T, D_c]`` slices of ``G``, one parameter
+  chunk at a time (a backward pass per chunk). Used where the engine cannot run (the slices
+  are exact and can be averaged over processes one by one: the Gramian of the global batch).
 * :func:`combine_task_grads` — ``C G`` for a few rows of coefficients ``C`` ([k, T]): k backward
   passes with the rows as cotangents.
 
@@ -88,6 +87,74 @@ def module_cover(root: nn.Module, params: Sequence[nn.Parameter]) -> tuple[list[
     return modules, [p for p in params if id(p) not in covered]
 
 
+class _Products:
+    """``G v`` accumulated module by module: each module's Jacobian times its slice of ``v``."""
+
+    def __init__(self, params: Sequence[nn.Parameter]) -> None:
+        self.offsets: dict[int, int] = {}
+        offset = 0
+        for param in params:
+            self.offsets[id(param)] = offset
+            offset += param.numel()
+        self.vector: Optional[Tensor] = None
+        self.total: Optional[Tensor] = None
+
+    def add(self, module_params: Sequence[nn.Parameter], jacobian: Tensor) -> None:
+        if self.vector is None:
+            return
+        vector = self.vector
+        part = torch.cat([vector[self.offsets[id(p)]: self.offsets[id(p)] + p.numel()] for p in module_params])
+        product = jacobian @ part.to(jacobian.dtype)
+        self.total = product if self.total is None else self.total + product
+
+
+def _engine_class() -> type:
+    """torchjd's ``Engine`` whose per-module step also accumulates ``J_m v_m`` (:class:`_Products`):
+    RGB's ``G d`` comes from the same backward pass as ``G Gᵀ``."""
+    from torchjd.autogram import Engine
+    from torchjd.autogram._gramian_computer import GramianComputer
+    from torchjd.autogram._jacobian_computer import AutogradJacobianComputer
+
+    class ModuleGramian(GramianComputer):
+        """One module's ``J_m J_mᵀ`` once every forward call of it has sent its Jacobian back."""
+
+        def __init__(self, module: nn.Module, products: _Products) -> None:
+            self.jacobians = AutogradJacobianComputer(module)
+            self.module_params = list(self.jacobians.rg_params.values())
+            self.products = products
+            self.pending = 0
+            self.summed: Optional[Tensor] = None
+
+        def track_forward_call(self) -> None:
+            self.pending += 1
+
+        def reset(self) -> None:
+            self.pending, self.summed = 0, None
+
+        def has_pending_jacobian(self) -> bool:
+            return self.summed is not None
+
+        def __call__(self, rg_outputs, grad_outputs, args, kwargs):
+            jacobian = self.jacobians(rg_outputs, grad_outputs, args, kwargs)
+            self.summed = jacobian if self.summed is None else self.summed + jacobian
+            self.pending -= 1
+            if self.pending > 0:
+                return None
+            jacobian, self.summed = self.summed, None
+            self.products.add(self.module_params, jacobian)
+            return jacobian @ jacobian.transpose(0, 1)
+
+    class ProductEngine(Engine):
+        def __init__(self, *modules: nn.Module, products: _Products) -> None:
+            self.products = products
+            super().__init__(*modules, batch_dim=None)
+
+        def _make_gramian_computer(self, module: nn.Module) -> GramianComputer:
+            return ModuleGramian(module, self.products)
+
+    return ProductEngine
+
+
 class GramianEngine:
     """``G Gᵀ`` over ``params`` for the losses of the forward pass that follows :meth:`arm`.
 
@@ -101,41 +168,68 @@ class GramianEngine:
         self.leftover_grads = leftover_grads
         self._engine: Optional[object] = None
         self._leftover: list[nn.Parameter] = []
+        self._products = _Products(self.params)
 
     @property
     def armed(self) -> bool:
         return self._engine is not None
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles of the model leave the hooks of a forward pass behind (disarmed)."""
+        state = dict(self.__dict__)
+        state["_engine"] = None
+        return state
+
     def arm(self, root: nn.Module) -> None:
         """Hook the shared modules of ``root`` for the next forward pass (no-op when armed)."""
         if self._engine is not None:
             return
-        from torchjd.autogram import Engine
-
         modules, self._leftover = module_cover(root, self.params)
-        self._engine = Engine(*modules, batch_dim=None) if modules else _NoModules()
+        self._products = _Products(self.params)
+        self._engine = _engine_class()(*modules, products=self._products) if modules else _NoModules()
 
     def disarm(self) -> None:
         """Remove the hooks (the torchjd engine removes them when it is released)."""
         self._engine = None
 
-    def gramian(self, losses: Tensor) -> Tensor:
-        """``G Gᵀ`` ([T, T]) for ``losses`` ([T]); the graph is kept. Raises ``RuntimeError``
-        when the hooked forward pass does not match the losses (not armed, or a hooked module
-        whose output did not reach them)."""
+    def gramian(self, losses: Tensor, vector: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """``(G Gᵀ, G v)`` ([T, T], [T]; ``None`` without ``vector``, [D] flattened like the shared
+        parameters) for ``losses`` ([T]); the graph is kept. Raises ``RuntimeError`` when the
+        hooked forward pass does not match the losses (not armed, or a hooked module whose
+        output did not reach them)."""
         engine, self._engine = self._engine, None
         if engine is None:
             raise RuntimeError("the Gramian engine was not armed before the forward pass")
+        self._products.vector, self._products.total = vector, None
         try:
             gram = None if isinstance(engine, _NoModules) else engine.compute_gramian(losses)  # type: ignore[attr-defined]
         except ValueError as err:  # torchjd: a module's forward without a backward, ...
             raise RuntimeError(str(err)) from err
+        product = self._products.total
+        self._products.vector = self._products.total = None
         if self._leftover:
-            rest = _slice_gramian(self.leftover_grads(losses, self._leftover)[0])
-            gram = rest if gram is None else gram + rest.to(gram.dtype)
+            block = self.leftover_grads(losses, self._leftover)[0]
+            gram = _add(gram, _slice_gramian(block))
+            if vector is not None:
+                product = _add(product, block @ _gather(vector, self.params, self._leftover).to(block.dtype))
         if gram is None:
             gram = losses.new_zeros(len(losses), len(losses))
-        return gram
+        if vector is not None and product is None:
+            product = losses.new_zeros(len(losses))
+        return gram, product
+
+
+def _add(total: Optional[Tensor], part: Tensor) -> Tensor:
+    return part if total is None else total + part.to(total.dtype)
+
+
+def _gather(vector: Tensor, params: Sequence[nn.Parameter], subset: Sequence[nn.Parameter]) -> Tensor:
+    """The entries of ``vector`` (flattened like ``params``) that belong to ``subset``, in its order."""
+    offsets, offset = {}, 0
+    for param in params:
+        offsets[id(param)] = offset
+        offset += param.numel()
+    return torch.cat([vector[offsets[id(p)]: offsets[id(p)] + p.numel()] for p in subset])
 
 
 class _NoModules:
@@ -166,45 +260,28 @@ def chunked_gramian(
     chunks: Sequence[Sequence[nn.Parameter]],
     task_grads: TaskGradsFn,
     reduce: Optional[Callable[[Tensor], Tensor]] = None,
-) -> tuple[Tensor, list[bool]]:
-    """``G Gᵀ`` as ``Σ_c G_c G_cᵀ`` over parameter chunks (one ``task_grads`` call per chunk; the
-    graph is kept). ``reduce`` maps each slice before it is used (the mean over processes: the
-    Gramian of the global batch). Returns the Gramian and, per parameter, whether a task reached it."""
+    vector: Optional[Tensor] = None,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """``(G Gᵀ, G v)`` as sums over parameter chunks ``c`` of ``G_c G_cᵀ`` and ``G_c v_c`` (one
+    ``task_grads`` call per chunk; the graph is kept; ``G v`` is ``None`` without ``vector``,
+    [D] flattened like the concatenated chunks). ``reduce`` maps each slice before it is used
+    (the mean over processes: the Gramian of the global batch)."""
     gram: Optional[Tensor] = None
-    reached: list[bool] = []
+    product: Optional[Tensor] = None
+    offset = 0
     for chunk in chunks:
-        block, hit = task_grads(losses, list(chunk))
+        block, _ = task_grads(losses, list(chunk))
         if reduce is not None:
             block = reduce(block)
-        part = _slice_gramian(block)
-        gram = part if gram is None else gram + part
-        reached.extend(hit)
+        gram = _add(gram, _slice_gramian(block))
+        if vector is not None:
+            product = _add(product, block @ vector[offset: offset + block.shape[1]].to(block.dtype))
+        offset += block.shape[1]
     if gram is None:
         gram = losses.new_zeros(len(losses), len(losses))
-    return gram, reached
-
-
-def _flat_views(vector: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor]:
-    views, offset = [], 0
-    for param in params:
-        views.append(vector[offset: offset + param.numel()].view_as(param))
-        offset += param.numel()
-    if offset != vector.numel():
-        raise ValueError(f"vector has {vector.numel()} entries, the shared parameters {offset}")
-    return views
-
-
-def task_grads_dot(losses: Tensor, params: Sequence[nn.Parameter], vector: Tensor) -> Tensor:
-    """``G v`` ([T]) for ``v`` ([D], flattened like the shared parameters), without ``G``:
-    ``G v = ∂/∂u ⟨Σ_t u_t ∇L_t, v⟩`` (a backward pass that builds its own graph, then its
-    backward pass; every operation of the model needs a second derivative). The graph is kept."""
-    cotangent = torch.zeros_like(losses, requires_grad=True)
-    grads = torch.autograd.grad(losses, list(params), cotangent, create_graph=True, allow_unused=True)
-    terms = [(g * v.to(g.dtype)).sum() for g, v in zip(grads, _flat_views(vector, params)) if g is not None]
-    if not terms:
-        return losses.new_zeros(len(losses)).detach()
-    (product,) = torch.autograd.grad(torch.stack(terms).sum(), cotangent, allow_unused=True)
-    return losses.new_zeros(len(losses)).detach() if product is None else product.detach()
+    if vector is not None and product is None:
+        product = losses.new_zeros(len(losses))
+    return gram, product
 
 
 def combine_task_grads(
