@@ -113,8 +113,9 @@ def nash_weights(gram: Tensor, state: NashState, options: Mapping[str, Any]) -> 
     Updates ``state``; the weights come back in ``gram``'s dtype and device (not clipped:
     ``max_norm`` is applied to the update, by the caller)."""
     if state.step % options["update_weights_every"] == 0:
-        scale = torch.linalg.norm(gram)
-        normalised = (gram / scale).detach().cpu().numpy().astype(np.float64)
+        host = gram.detach().cpu()  # one transfer: the solver runs on the host
+        scale = torch.linalg.norm(host)
+        normalised = (host / scale).numpy().astype(np.float64)
         state.prev_alpha = bargaining_problem(gram.shape[0]).solve(normalised, float(scale), state.prev_alpha, options["optim_niter"])
     state.step += 1
     return torch.from_numpy(np.asarray(state.prev_alpha, dtype=np.float64)).to(device=gram.device, dtype=gram.dtype)
