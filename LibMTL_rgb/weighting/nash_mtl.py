@@ -115,7 +115,7 @@ def nash_weights(gram: Tensor, state: NashState, options: Mapping[str, Any]) -> 
     if state.step % options["update_weights_every"] == 0:
         host = gram.detach().cpu()  # one transfer: the solver runs on the host
         scale = torch.linalg.norm(host)
-        normalised = (host / scale).numpy().astype(np.float64)
+        normalised = (host / scale).to(torch.float64).numpy()  # exact widening of their float32
         state.prev_alpha = bargaining_problem(gram.shape[0]).solve(normalised, float(scale), state.prev_alpha, options["optim_niter"])
     state.step += 1
     return torch.from_numpy(np.asarray(state.prev_alpha, dtype=np.float64)).to(device=gram.device, dtype=gram.dtype)
