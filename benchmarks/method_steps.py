@@ -4,11 +4,11 @@ A step is what each Trainer's loop runs: forward, the stacked task losses, ``zer
 ``model.backward(losses)``, ``optimizer.step()``; ours also runs the Trainer's non-finite guard
 (the losses before ``backward``, every gradient after it). LibMTL's side is the LibMTL on the
 path (``import LibMTL``; PyPI 1.1.5 has MGDA, PCGrad, GradVac, CAGrad of the methods below,
-LibMTL main on GitHub has more): its ``HPS`` composed with its weighting as its Trainer does
-(``class MTLmodel(HPS, Weighting)``), with the same encoder, heads, seed and batch, gradients
-zeroed as on torch < 2.0 (1.1.5's ``_reset_grad`` writes into existing ``.grad``; its CAGrad
-solves for 3 tasks only, so it is compared at ``--tasks 3`` only). Without a
-LibMTL counterpart a method is compared with the per-task-gradient floor: the [T, D] gradients
+LibMTL main on GitHub has all but RGB: put a checkout's folder first on ``PYTHONPATH``): its
+``HPS`` composed with its weighting as its Trainer does (``class MTLmodel(HPS, Weighting)``),
+with the same encoder, heads, seed and batch, gradients zeroed as on torch < 2.0 (1.1.5's
+``_reset_grad`` writes into existing ``.grad``; its CAGrad solves for 3 tasks only, so it is
+compared at ``--tasks 3`` only). Without a LibMTL counterpart a method is compared with the per-task-gradient floor: the [T, D] gradients
 by our default path, their non-finite check and the write-back of their sum, no aggregation.
 """
 from __future__ import annotations
@@ -27,9 +27,11 @@ from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 #: The gradient methods timed (GradDrop is left out: LibMTL runs it on ``rep_grad`` only).
 METHODS = ("MGDA", "PCGrad", "GradVac", "CAGrad", "IMTL", "Nash_MTL", "Aligned_MTL", "UPGrad", "FairGrad",
            "DB_MTL", "MoCo", "ExcessMTL", "RGB")
-#: LibMTL's ``weight_args`` (its defaults) for its versions of them.
+#: LibMTL's ``weight_args`` (its defaults) for its versions of them: 1.1.5's names and LibMTL
+#: main's (GradVac's ``beta`` became ``GradVac_beta``; extra keywords are ignored).
 LIBMTL_ARGS: dict[str, dict[str, Any]] = {
-    "MGDA": {"mgda_gn": "none"}, "GradVac": {"beta": 0.5}, "CAGrad": {"calpha": 0.5, "rescale": 1},
+    "MGDA": {"mgda_gn": "none"}, "GradVac": {"beta": 0.5, "GradVac_beta": 0.5, "GradVac_group_type": 0},
+    "CAGrad": {"calpha": 0.5, "rescale": 1}, "UPGrad": {"UPGrad_norm_eps": 1e-4, "UPGrad_reg_eps": 1e-4},
     "Nash_MTL": {"update_weights_every": 1, "optim_niter": 20, "max_norm": 1.0}, "FairGrad": {"FairGrad_alpha": 1.0},
     "DB_MTL": {"DB_beta": 0.9, "DB_beta_sigma": 0}, "ExcessMTL": {"robust_step_size": 1e-2},
     "MoCo": {"MoCo_beta": 0.5, "MoCo_beta_sigma": 0.5, "MoCo_gamma": 0.1, "MoCo_gamma_sigma": 0.5, "MoCo_rho": 0},
@@ -62,12 +64,20 @@ def libmtl_weighting(name: str) -> Optional[type]:
 
 
 def libmtl_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The installed LibMTL's version, or the folder of the source checkout imported instead."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    from pathlib import Path
 
-        return version("LibMTL")
-    except Exception:  # noqa: BLE001 - a source checkout without metadata
-        return "source checkout"
+    import LibMTL
+
+    imported = Path(LibMTL.__file__).resolve().parent
+    try:
+        dist = distribution("LibMTL")
+        if Path(str(dist.locate_file("LibMTL"))).resolve() == imported:
+            return dist.version
+    except PackageNotFoundError:
+        pass
+    return f"source checkout {imported.parent}"
 
 
 def libmtl_step(weighting: type, encoder_class: Callable[[], nn.Module],

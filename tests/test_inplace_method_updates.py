@@ -2,7 +2,7 @@
 bit for bit, as the expressions they replace (DB-MTL's: tests/test_new_weightings.py, float64 literal)."""
 import torch
 
-from LibMTL_rgb.weighting.excess_mtl import ADAGRAD_EPS, excess_risk_estimates
+from LibMTL_rgb.weighting.excess_mtl import ADAGRAD_EPS, accumulate_excess_risks
 from LibMTL_rgb.weighting.moco import moco_update
 
 
@@ -23,9 +23,14 @@ def test_moco_in_place_update_is_the_out_of_place_one():
             assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
-def test_excess_risk_with_precomputed_squares_is_the_literal_expression():
-    grads, other = matrices(1)
-    total = other.pow(2) + grads.pow(2)
-    literal = (grads.pow(2) / torch.sqrt(total + ADAGRAD_EPS)).sum(dim=1)
-    assert torch.equal(excess_risk_estimates(grads, total), literal)
-    assert torch.equal(excess_risk_estimates(grads, total, grads.pow(2)), literal)
+def test_excess_risk_row_by_row_is_the_literal_expression():
+    """The accumulator and the estimates, row by row through a scratch, are bit for bit the
+    ``[T, D]`` expressions (float32 and float64; a scratch of another size is replaced)."""
+    for dtype in (torch.float32, torch.float64):
+        grads, other = matrices(1, dtype=dtype)
+        total = other.pow(2) + grads.pow(2)
+        literal = (grads.pow(2) / torch.sqrt(total + ADAGRAD_EPS)).sum(dim=1)
+        for scratch in (None, torch.empty(2, 257, dtype=dtype), torch.empty(2, 3, dtype=dtype)):
+            accumulator = other.pow(2)
+            assert torch.equal(accumulate_excess_risks(grads, accumulator, scratch), literal)
+            assert torch.equal(accumulator, total)

@@ -1,7 +1,8 @@
 """Weightings: ``AbsWeighting`` and one module per method (registered by LibMTL's names).
 
 Loss weightings are written here (EW, SI, RLW, DWA, UW, GradNorm, FAMO); the gradient
-methods that torchjd implements are wrapped (``torchjd_methods.py``); RGB is ours.
+methods that torchjd implements are wrapped (``torchjd_methods.py``); Nash-MTL solves the authors'
+program on the Gramian (``nash_mtl.py``); RGB is ours.
 """
 from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting, BatchedGradFallbackWarning
 from LibMTL_rgb.weighting.autolambda import AutoLambda
@@ -25,10 +26,10 @@ from LibMTL_rgb.weighting.torchjd_methods import (
     IMTL,
     MGDA,
     Aligned_MTL,
-    Nash_MTL,
     PCGrad,
     UPGrad,
 )
+from LibMTL_rgb.weighting.nash_mtl import Nash_MTL
 from LibMTL_rgb.weighting.uw import UW
 from LibMTL_rgb.weighting.gls import GLS
 from LibMTL_rgb.weighting.moco import MoCo

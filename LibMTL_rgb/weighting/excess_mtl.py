@@ -15,16 +15,30 @@ from LibMTL_rgb.weighting.state_buffers import ResizableBuffers
 ADAGRAD_EPS = 1e-7
 
 
-def excess_risk_estimates(grads: Tensor, squared_grad_sum: Tensor, squared: Optional[Tensor] = None) -> Tensor:
-    r"""``e_i = g_iᵀ H_i^{-1} g_i`` with the diagonal AdaGrad-style curvature
-    ``H_i = diag(sqrt(Σ_{s≤t} g_{i,s}² + ε))`` (the paper's second-order Taylor estimate of
-    the excess risk, up to the factor ½ that the normalisation by the first estimate removes);
-    ``squared_grad_sum`` already includes the current ``g²``. ``squared``: ``g²`` already
-    computed, which is overwritten (the same numbers, two [T, D] temporaries fewer)."""
-    if squared is None:
-        squared = grads.pow(2)
-    curvature = torch.add(squared_grad_sum, ADAGRAD_EPS).sqrt_()
-    return squared.div_(curvature).sum(dim=1)
+def row_scratch(grads: Tensor, scratch: Optional[Tensor] = None) -> Tensor:
+    """``scratch`` when it is a ``[2, D]`` tensor of ``grads``' dtype and device, else a new one."""
+    if scratch is None or scratch.shape != (2, grads.shape[1]) or scratch.dtype != grads.dtype or scratch.device != grads.device:
+        return grads.new_empty(2, grads.shape[1])
+    return scratch
+
+
+def accumulate_excess_risks(grads: Tensor, squared_grad_sum: Tensor, scratch: Optional[Tensor] = None) -> Tensor:
+    r"""Add ``g²`` to ``squared_grad_sum`` (in place) and return ``e_i = g_iᵀ H_i^{-1} g_i``
+    with the diagonal AdaGrad-style curvature ``H_i = diag(sqrt(Σ_{s≤t} g_{i,s}² + ε))`` (the
+    paper's second-order Taylor estimate of the excess risk, up to the factor ½ that the
+    normalisation by the first estimate removes): ``e_i = Σ_d g_{i,d}² / sqrt(S_{i,d} + ε)``.
+
+    One task row at a time, through a ``[2, D]`` ``scratch`` (allocated when not given): the
+    same operations on the same numbers as the ``[T, D]`` expressions, whose temporaries would
+    each be a pass through memory (and fresh pages) instead of a row that stays in cache."""
+    squared, curvature = row_scratch(grads, scratch)
+    excess = grads.new_empty(grads.shape[0])
+    for row, (grad, total) in enumerate(zip(grads, squared_grad_sum)):
+        torch.mul(grad, grad, out=squared)
+        total.add_(squared)
+        torch.add(total, ADAGRAD_EPS, out=curvature).sqrt_()
+        excess[row] = squared.div_(curvature).sum()
+    return excess
 
 
 def excess_mtl_weights(weights: Tensor, excess: Tensor, baseline: Tensor, step_size: float) -> Tensor:
@@ -38,7 +52,7 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
     r"""Minimise ``Σ_i w_i L_i`` (all parameters, as the paper's weighted objective: the shared
     ones by ``wᵀG`` from the per-task gradients, the others by the head rule); every
     step the per-task gradients of the shared parameters (or of the representation with
-    ``rep_grad``) update the excess-risk estimates (:func:`excess_risk_estimates`), and from
+    ``rep_grad``) update the excess-risk estimates (:func:`accumulate_excess_risks`), and from
     the second step on ``w`` takes an exponentiated-gradient step (:func:`excess_mtl_weights`)
     on the estimates divided by those of the first step (the paper's scale normalisation).
     Returns ``w``.
@@ -69,9 +83,9 @@ class ExcessMTL(ResizableBuffers, LossWeighting):
             matrix = matrix.detach()
             if self.excess_squared_grad_sum.shape != matrix.shape:
                 self.excess_squared_grad_sum = torch.zeros_like(matrix)
-            squared = matrix.pow(2)
-            self.excess_squared_grad_sum += squared
-            excess = excess_risk_estimates(matrix, self.excess_squared_grad_sum, squared).to(self.excess_weights.dtype)
+            # the scratch rows are not state (no buffer): kept between steps to reuse their pages
+            self._excess_scratch = row_scratch(matrix, getattr(self, "_excess_scratch", None))
+            excess = accumulate_excess_risks(matrix, self.excess_squared_grad_sum, self._excess_scratch).to(self.excess_weights.dtype)
             if int(self.excess_step) == 0:
                 self.excess_baseline.copy_(excess)
             else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 # torchjd (and cvxpy/quadprog through it) loads on the first aggregator built, not on import.
 IMTLG = lazy_callable("torchjd.aggregation", "IMTLG")
 AlignedMTL = lazy_callable("torchjd.aggregation", "AlignedMTL")
-NashMTL = lazy_callable("torchjd.aggregation", "NashMTL")
 DualProjAggregator = lazy_callable("torchjd.aggregation", "DualProj")
 FairGradAggregator = lazy_callable("torchjd.aggregation", "FairGrad")
 GradVacAggregator = lazy_callable("torchjd.aggregation", "GradVac")
@@ -193,50 +191,6 @@ class IMTL(IMTLLossScaling, TorchJDAggregation):
 
     def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
         return IMTLG()
-
-
-@WEIGHTINGS.register
-class Nash_MTL(TorchJDAggregation):
-    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``Gᵀ G α = 1/α``
-    (cvxpy, ``--optim_niter`` iterations, every ``--update_weights_every`` steps), direction
-    the shared gradient's norm clipped to ``--max_norm`` (the returned α and the heads'
-    ``α_t ∇L_t`` are not clipped, as in the authors' code and LibMTL). The warm start and step counter live in the buffers
-    ``nash_prev_alpha`` and ``nash_step``."""
-
-    hyperparameters = (
-        Hyperparameter("update_weights_every", 1, "Nash_MTL: recompute the weights every this many steps", minimum=1),
-        Hyperparameter("optim_niter", 20, "Nash_MTL: iterations of the bargaining solver", minimum=1),
-        Hyperparameter("max_norm", 1.0, "Nash_MTL: clip the norm of the update to this (0 disables)", minimum=0.0),
-    )
-
-    def init_param(self) -> None:
-        super().init_param()
-        self.register_buffer("nash_prev_alpha", torch.ones(self.task_num, dtype=torch.float64))
-        self.register_buffer("nash_step", torch.zeros((), dtype=torch.long))
-
-    def make_aggregator(self, options: dict[str, Any]) -> Aggregator:
-        # the weights are the bargaining solution α; the clipping is applied to the shared
-        # gradient only (after_update), as the authors' code and LibMTL clip after Σ α_t L_t
-        return NashMTL(
-            n_tasks=self.task_num, max_norm=0.0,
-            update_weights_every=options["update_weights_every"], optim_niter=options["optim_niter"],
-        )
-
-    def after_update(self, options: dict[str, Any]) -> None:
-        if options["max_norm"] > 0:
-            torch.nn.utils.clip_grad_norm_(self._share_param_list(), options["max_norm"])
-
-    def load_aggregator_state(self, aggregator: Aggregator, grads: Tensor) -> None:
-        weighting = aggregator.weighting
-        weighting.prvs_alpha = self.nash_prev_alpha.cpu().numpy().copy()
-        weighting.step = float(self.nash_step)
-        if weighting.step > 0 and not hasattr(weighting, "prob"):
-            weighting._init_optim_problem()
-
-    def store_aggregator_state(self, aggregator: Aggregator) -> None:
-        weighting = aggregator.weighting
-        self.nash_prev_alpha.copy_(torch.from_numpy(np.asarray(weighting.prvs_alpha, dtype=np.float64)))
-        self.nash_step.fill_(int(weighting.step))
 
 
 @WEIGHTINGS.register
