@@ -11,7 +11,7 @@ The task-specific parameters get ``∇ Σ_t w_t L_t`` for the returned weights (
 
 On the Gramian path (``AbsWeighting.gradient_path``) ``G`` is never formed: the weights come
 from ``K = G Gᵀ`` (a ``GramianWeightedAggregator``'s Gramian weighting reads ``K`` itself; a
-weighting of the matrix that depends on it only through ``K``, as Nash-MTL's, reads a T×T
+weighting of the matrix that depends on it only through ``K``, as torchjd's ``Sum`` under IMTL-L, reads a T×T
 factor ``F`` with ``F Fᵀ = K``), and one backward pass of ``Σ_t w_t L_t`` applies them.
 
 A subclass only names its aggregator (:meth:`make_aggregator`) and maps its
