@@ -227,6 +227,8 @@ def add_path_flags(parser: argparse.ArgumentParser) -> None:
                             + ", ".join(f"{k} {v[2]}" for k, v in SMALL_SIZES.items()))
     group.add_argument("--backbone_depth", type=int, default=50, choices=[18, 34, 50, 101, 152],
                        help="NYUv2's dilated ResNet depth")
+    group.add_argument("--phases", action="store_true",
+                       help="train_step.py: also split each cell's steps into the Gramian path's calls (mean of --repeats steps)")
 
 
 def example_sizes(name: str, args: argparse.Namespace) -> argparse.Namespace:
@@ -344,9 +346,63 @@ def run_time_tables(args: argparse.Namespace) -> list[dict]:
         cell = Cell(example, arch, tasks, example_sizes(example, args))
         try:
             timings, paths, dim = time_cell(cell, cases, args.repeats, args.warmup)
+            IncrementalTable.row(time_row(arch, dim, timings, cases))
+            if args.phases:
+                print(f"\nWhere the steps go, {example} {arch} T={tasks} (mean of {args.repeats} steps; nested calls "
+                      f"overlap):\n\n{phase_table(cell, cases, args.repeats)}\n", flush=True)
+                current = None  # the next row starts a new table
         finally:
             cell.close()
-        IncrementalTable.row(time_row(arch, dim, timings, cases))
         results.append({"example": example, "tasks": tasks, "arch": arch, "dim": dim, "paths": paths,
                         "median": {k: t.median for k, t in timings.items()}})
     return results
+
+
+# -------------------------------------------------------------------------------------- phases
+#: (phase, owner, attribute): the calls of the Gramian path timed by ``phase_table``.
+def _gramian_phases() -> list[tuple[str, Any, str]]:
+    from LibMTL_rgb import Trainer
+    from LibMTL_rgb.weighting import task_gramian
+    from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
+
+    return [("forward + losses", Trainer, "forward4loss"),
+            ("G Gᵀ (autogram engine: vmapped backward of T cotangents)", task_gramian.GramianEngine, "gramian"),
+            ("G·v (double backward)", task_gramian, "task_grads_dot"),
+            ("rows @ G (one backward pass per row)", task_gramian, "combine_task_grads"),
+            ("task-specific parameters (one backward pass)", AbsWeighting, "_backward_task_specific"),
+            ("per-task gradients (matrix path: T passes)", AbsWeighting, "_get_grads")]
+
+
+def phase_table(cell: Cell, cases: Sequence[Case], steps: int) -> str:
+    """Mean ms per step of each Gramian-path call (and of the matrix path's
+    ``_get_grads``) over ``steps`` steps of each case after a warm-up, beside the whole step."""
+    import time
+
+    rows = []
+    for case in cases:
+        if case.label == EW:
+            continue
+        step, _ = cell.step(case)
+        step()
+        seconds: dict[str, float] = {}
+
+        def timed(name: str, fn: Callable) -> Callable:
+            def wrapper(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            return wrapper
+
+        with contextlib.ExitStack() as stack:
+            for name, owner, attribute in _gramian_phases():
+                stack.enter_context(mock.patch.object(owner, attribute, timed(name, getattr(owner, attribute))))
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            total = time.perf_counter() - start
+        row = [case.label, f"{total / steps * 1e3:.0f}"]
+        row += [f"{seconds.get(name, 0.0) / steps * 1e3:.0f}" for name, _, _ in _gramian_phases()]
+        rows.append(row)
+    return markdown_table(["case", "step ms"] + [f"{name} ms" for name, _, _ in _gramian_phases()], rows)
