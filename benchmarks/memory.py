@@ -5,6 +5,12 @@ grows with K.
 
     python benchmarks/memory.py                        # T = 11, D = 2·10⁶; QM9 MPNN, 4 molecules
     python benchmarks/memory.py --device cuda --molecules 120
+    python benchmarks/memory.py --paths --examples celeba --task_counts 40   # issue 22: both gradient paths
+
+``--paths`` (issue 22, ``gradient_paths.py``): a training step of EW, the per-task-gradient
+floor, and Gramian methods on the matrix and on the Gramian path, on the CelebA and NYUv2
+example models with T tasks, as ratios to EW's; PASS/FAIL rows: each Gramian-path step at
+T >= 40 within 2x EW's (the process's peak, and the step's peak above the resident set).
 
 Every configuration runs in a fresh subprocess: it builds its inputs, runs the measured call
 once (warm-up), then measures a second call. On CPU the peak is the process's peak resident

@@ -7,6 +7,12 @@ per-task gradients alone: one batched backward pass against T backward passes.
     python benchmarks/train_step.py --profile                # where one RGB step spends its time
     python benchmarks/train_step.py --device cuda --molecules 120
     python benchmarks/train_step.py --model mlp --width 700 --methods  # every method vs LibMTL
+    python benchmarks/train_step.py --paths --archs HPS MTAN --task_counts 2 11 40  # issue 22
+
+``--paths`` (issue 22, ``gradient_paths.py``): a training step of EW, the per-task-gradient
+floor (T backward passes) and Gramian methods on the matrix and on the Gramian path, on the
+CelebA and NYUv2 example models with T tasks, as ratios to EW's step and to the floor's
+(``--phases``: where the Gramian path's step goes).
 
 The molecules are random (no download): complete graphs of 10–24 atoms whose edges carry a
 bond-type one-hot (bonded pairs only) and the interatomic distance, as the QM9 example feeds
