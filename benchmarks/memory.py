@@ -5,6 +5,12 @@ grows with K.
 
     python benchmarks/memory.py                        # T = 11, D = 2·10⁶; QM9 MPNN, 4 molecules
     python benchmarks/memory.py --device cuda --molecules 120
+    python benchmarks/memory.py --paths --examples celeba --task_counts 40   # issue 22: both gradient paths
+
+``--paths`` (issue 22, ``gradient_paths.py``): a training step of EW, the per-task-gradient
+floor, and Gramian methods on the matrix and on the Gramian path, on the CelebA and NYUv2
+example models with T tasks, as ratios to EW's; PASS/FAIL rows: each Gramian-path step at
+T >= 40 within 2x EW's (the process's peak, and the step's peak above the resident set).
 
 Every configuration runs in a fresh subprocess: it builds its inputs, runs the measured call
 once (warm-up), then measures a second call. On CPU the peak is the process's peak resident
@@ -25,7 +31,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+import gradient_paths
 from _timing import Check, checks_table, machine_line, markdown_table
+from gradient_paths import EW, IncrementalTable, cases_for, cells, ratio, setting_line
 
 MIB = 2.0**20
 #: O(D) allowance of target 4, in D-vectors of the gradient dtype.
@@ -83,22 +91,45 @@ def step_call(config: dict, device: torch.device) -> Callable[[], object]:
     return step
 
 
+def path_call(config: dict, device: torch.device) -> tuple[Callable[[], object], dict]:
+    """A training step of one case of ``gradient_paths`` (CelebA / NYUv2 example model)."""
+    import gradient_paths
+
+    sizes = gradient_paths.example_sizes(config["example"], argparse.Namespace(**config["sizes"]))
+    cell = gradient_paths.Cell(config["example"], config["arch"], config["tasks"], sizes)
+    case = gradient_paths.cases_for(config["methods"])[config["case"]]
+    step, model = cell.step(case)
+    return step, {"path": gradient_paths.taken_path(model), "dim": gradient_paths.shared_dim(model)}
+
+
 def worker(config: dict) -> None:
     torch.set_num_threads(1)
     device = torch.device(config["device"])
-    call = (aggregation_call if config["kind"] == "aggregation" else step_call)(config, device)
+    info: dict = {}
+    if config["kind"] == "path":
+        call, info = path_call(config, device)
+    else:
+        call = (aggregation_call if config["kind"] == "aggregation" else step_call)(config, device)
     call()  # warm-up: lazy initialisation, optimizer state, .grad buffers
-    print(json.dumps({"peak_extra": peak_extra_bytes(call, device)}))
+    gc.collect()
+    resident = _proc_status_kib("VmRSS") * 1024 if device.type == "cpu" else torch.cuda.memory_allocated(device)
+    print(json.dumps({"peak_extra": peak_extra_bytes(call, device), "resident": resident, **info}))
+
+
+def measure_full(config: dict) -> dict:
+    """Run one configuration in a fresh interpreter: ``peak_extra`` (bytes above the resident
+    set just before the measured call), ``resident`` (that resident set) and the worker's notes."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"configuration {config} failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def measure(config: dict) -> int:
     """Run one configuration in a fresh interpreter; its peak extra memory in bytes."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)],
-                         capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"configuration {config} failed:\n{out.stderr[-2000:]}")
-    return int(json.loads(out.stdout.strip().splitlines()[-1])["peak_extra"])
+    return int(measure_full(config)["peak_extra"])
 
 
 # -------------------------------------------------------------------------------- main
@@ -116,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    gradient_paths.add_path_flags(parser)
     return parser
 
 
@@ -132,6 +164,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Check]:
         raise SystemExit("CPU peaks are read from /proc (Linux only); use --device cuda elsewhere")
     print(machine_line(device))
     base = {"device": args.device, "seed": args.seed}
+    if args.paths:
+        checks = paths_section(args, base)
+        print("\n" + checks_table(checks))
+        return checks
     checks = aggregation_section(args, base)
     if args.step:
         checks += step_section(args, base)
@@ -177,6 +213,47 @@ def step_section(args: argparse.Namespace, base: dict) -> list[Check]:
     allowed = matrix + O_D_VECTORS * vector + SLACK_BYTES
     return [Check("4", f"RGB step beyond EW, in T×D matrices (limit: 1 + {O_D_VECTORS} D-vectors)",
                   (peaks["RGB"] - ew) / matrix, allowed / matrix)]
+
+
+def paths_section(args: argparse.Namespace, base: dict) -> list[Check]:
+    """Issue 22: a training step's peak memory on the example models, every case of
+    ``gradient_paths.CASES`` in its own interpreter; a table per (example, T)."""
+    gradient_paths.check_path_flags(args)
+    cases = cases_for(args.gramian_methods)
+    gramian = [c for c in cases if c.grad_method == "gramian"]
+    header = (["arch", "D", "EW step MiB", "EW resident MiB"] + [f"{c.label} ×EW" for c in cases if c.label != EW]
+              + [f"{c.label}: resident + step ×EW" for c in gramian] + ["paths taken"])
+    checks, current = [], None
+    for example, tasks, arch in cells(args):
+        if current != (example, tasks):
+            current = (example, tasks)
+            IncrementalTable(f"Peak memory of a training step (above the resident set before it; each case in a fresh "
+                             f"process, after one warm-up step), {setting_line(example, tasks, args)}; ratios to EW's:",
+                             header)
+        config = dict(base, kind="path", example=example, arch=arch, tasks=tasks, methods=list(args.gramian_methods),
+                      sizes=gradient_paths.size_flags(args))
+        results: dict = {}
+        for index, case in enumerate(cases):
+            try:
+                results[case.label] = measure_full(dict(config, case=index))
+            except RuntimeError as err:
+                last = [line for line in str(err).splitlines() if line.strip()][-1:] or ["?"]
+                print(f"  {example} {arch} T={tasks} {case.label}: failed: {last[0][:200]}", flush=True)
+        ew = results.get(EW)
+        extra = {label: r["peak_extra"] for label, r in results.items()}
+        total = {label: r["peak_extra"] + r["resident"] for label, r in results.items()}
+        dim = next((r["dim"] for r in results.values()), 0)
+        row = [arch, f"{dim:,}", f"{ew['peak_extra'] / MIB:.0f}" if ew else "—", f"{ew['resident'] / MIB:.0f}" if ew else "—"]
+        row += [ratio(extra.get(c.label), extra.get(EW)) for c in cases if c.label != EW]
+        row += [ratio(total.get(c.label), total.get(EW)) for c in gramian]
+        row.append(", ".join(sorted({f"{r['path']}" for r in results.values() if r["path"] != "—"})))
+        IncrementalTable.row(row)
+        if tasks >= 40:
+            for c in gramian:
+                for what, peaks in (("process peak", total), ("step peak above resident", extra)):
+                    value = peaks[c.label] / peaks[EW] if c.label in peaks and peaks.get(EW) else float("inf")
+                    checks.append(Check("22", f"{example} {arch} T={tasks}: {c.label} {what} / EW's", value, 2.0))
+    return checks
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ per-task gradients alone: one batched backward pass against T backward passes.
     python benchmarks/train_step.py --profile                # where one RGB step spends its time
     python benchmarks/train_step.py --device cuda --molecules 120
     python benchmarks/train_step.py --model mlp --width 700 --methods  # every method vs LibMTL
+    python benchmarks/train_step.py --paths --archs HPS MTAN --task_counts 2 11 40  # issue 22
+
+``--paths`` (issue 22, ``gradient_paths.py``): a training step of EW, the per-task-gradient
+floor (T backward passes) and Gramian methods on the matrix and on the Gramian path, on the
+CelebA and NYUv2 example models with T tasks, as ratios to EW's step and to the floor's
+(``--phases``: where the Gramian path's step goes).
 
 The molecules are random (no download): complete graphs of 10–24 atoms whose edges carry a
 bond-type one-hot (bonded pairs only) and the interatomic distance, as the QM9 example feeds
@@ -34,6 +40,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+import gradient_paths
 from _timing import (Check, Timing, add_common_flags, checks_table, describe, machine_line, markdown_table, milliseconds,
                      setup_from_flags, synchronize, time_interleaved)
 from rgb_aggregation import direct_rgb_direction
@@ -381,12 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print only the table of every gradient method's step, ours next to LibMTL's (method_steps.py)")
     parser.add_argument("--profile_rows", type=int, default=20, help="rows of the profile table")
     add_common_flags(parser, repeats=5)
+    gradient_paths.add_path_flags(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> list[Check]:
     args = build_parser().parse_args(argv)
     device = setup_from_flags(args)
+    if args.paths:
+        gradient_paths.check_path_flags(args)
+        if device.type != "cpu":
+            raise SystemExit("--paths measures on the CPU (the examples' fixtures are built there)")
+        print(machine_line(device))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BatchedGradFallbackWarning)
+            gradient_paths.run_time_tables(args)
+        return []
     if min(args.molecules, args.tasks, args.width, args.batch) < 1 or args.rgb_steps < 0:
         raise SystemExit("sizes must be >= 1 and --rgb_steps >= 0")
     if args.model == "qm9":
