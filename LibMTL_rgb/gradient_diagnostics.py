@@ -207,15 +207,20 @@ class GradientDiagnostics:
         self.model.record_task_grads = True
         self.model.task_grads = None
         self.model.task_geometry = None
-        if self._on_gramian_path():
+        if self._on_path("gramian"):
             return  # the weighting keeps K and its update's products: no [T, D] matrix here either
+        if self._on_path("chunked"):
+            # G does not fit: K from parameter chunks within the budget (kept as task_geometry);
+            # the update's cosines need G v, which the chunked methods do not form
+            self.model._get_gramian(losses, mode="autograd")
+            return
         if not self._weighting_forms_grads and not getattr(self.model, "rep_grad", False):
             self.model._compute_grad_dim()
             self._precomputed = self.model._compute_grad(losses, mode="autograd").detach()
 
-    def _on_gramian_path(self) -> bool:
+    def _on_path(self, path: str) -> bool:
         gradient_path = getattr(self.model, "gradient_path", None)
-        return callable(gradient_path) and gradient_path() == "gramian"
+        return callable(gradient_path) and gradient_path() == path
 
     def after_backward(self) -> Optional[dict[str, Any]]:
         """Finish a step: the diagnostics row of a logged step (also kept in ``rows``)."""

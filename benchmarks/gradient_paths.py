@@ -14,7 +14,9 @@ The cases (``CASES``): EW (one backward pass of Σ L_t); the per-task-gradient f
 [T, D] matrix by T backward passes, its sum written back, no aggregation:
 ``method_steps.PerTaskGradientFloor``); and each Gramian method on the matrix path (T backward
 passes, ``grad_method='loop'``, the examples' CPU default; the memory budget is lifted so the
-matrix path is really taken) and on the Gramian path (``grad_method='gramian'``).
+matrix path is really taken) and on the Gramian path (``grad_method='gramian'``) by each
+computer: ``chunks`` (the default: T passes per parameter chunk, with a budget of
+``--chunk_fraction`` of the [T, D] matrix) and ``engine`` (torchjd's autogram engine).
 A step is what the Trainer's loop runs: forward + losses (``Trainer.forward4loss``),
 ``zero_grad``, ``model.backward(losses, **weight_args)``, ``optimizer.step()``.
 """
@@ -60,15 +62,20 @@ class Case:
     weighting: Any
     grad_method: str
     matrix: bool = True  # lift the memory budget (the matrix path even where it would switch)
+    computer: str = "auto"  # the Gramian path's computer (AbsWeighting.gramian_computer)
+    chunk_fraction: Optional[float] = None  # the budget as a fraction of the [T, D] matrix's bytes
 
 
-def cases_for(methods: Sequence[str]) -> list[Case]:
-    """EW, the floor, then every method of ``methods`` on the matrix and on the Gramian path."""
+def cases_for(methods: Sequence[str], chunk_fraction: float = 0.25) -> list[Case]:
+    """EW, the floor, then every method of ``methods`` on the matrix path and on the Gramian path
+    by chunks (budget ``chunk_fraction`` of the matrix) and by the engine."""
     from method_steps import PerTaskGradientFloor
 
     cases = [Case(EW, "EW", "loop"), Case(FLOOR, PerTaskGradientFloor, "loop")]
     for name in methods:
-        cases += [Case(f"{name} matrix", name, "loop"), Case(f"{name} gramian", name, "gramian", matrix=False)]
+        cases += [Case(f"{name} matrix", name, "loop"),
+                  Case(f"{name} chunks", name, "gramian", matrix=False, computer="chunks", chunk_fraction=chunk_fraction),
+                  Case(f"{name} engine", name, "gramian", matrix=False, computer="engine")]
     return cases
 
 
@@ -167,6 +174,8 @@ class Cell:
         kwargs["grad_method"] = case.grad_method
         if case.matrix:
             kwargs["grad_memory_budget"] = NO_BUDGET
+        if case.grad_method == "gramian":
+            kwargs["gramian_computer"] = case.computer
         recorded_weighting = args["weighting"]
         if case.weighting != recorded_weighting:
             kwargs["weight_args"] = {}  # the method's own defaults; the example's are for its default weighting
@@ -177,6 +186,9 @@ class Cell:
                               args.get("scheduler_param"), save_path=None, load_path=None, **kwargs)
         trainer.model.train()
         trainer.model.epoch, trainer.model.epochs = 0, 1
+        if case.chunk_fraction is not None:  # the budget of the chunks: a fraction of the [T, D] matrix
+            model = trainer.model
+            model.grad_memory_budget = int(case.chunk_fraction * len(self.task_dict) * shared_dim(model) * 4)
         return trainer
 
     def step(self, case: Case) -> tuple[Callable[[], None], nn.Module]:
@@ -227,6 +239,8 @@ def add_path_flags(parser: argparse.ArgumentParser) -> None:
                             + ", ".join(f"{k} {v[2]}" for k, v in SMALL_SIZES.items()))
     group.add_argument("--backbone_depth", type=int, default=50, choices=[18, 34, 50, 101, 152],
                        help="NYUv2's dilated ResNet depth")
+    group.add_argument("--chunk_fraction", type=float, default=0.25,
+                       help="the chunks case's memory budget as a fraction of the [T, D] matrix's bytes")
     group.add_argument("--phases", action="store_true",
                        help="train_step.py: also split each cell's steps into the Gramian path's calls (mean of --repeats steps)")
 
@@ -277,7 +291,7 @@ def ratio(value: Optional[float], reference: Optional[float]) -> str:
 
 def size_flags(args: argparse.Namespace) -> dict:
     """The size flags, as a JSON-able dict (the memory workers rebuild ``example_sizes`` from it)."""
-    return {key: getattr(args, key) for key in ("img_size", "bs", "model_width", "backbone_depth", "seed")}
+    return {key: getattr(args, key) for key in ("img_size", "bs", "model_width", "backbone_depth", "seed", "chunk_fraction")}
 
 
 # ----------------------------------------------------------------------------------- measuring
@@ -301,7 +315,7 @@ def time_cell(cell: Cell, cases: Sequence[Case], repeats: int, warmup: int) -> t
 
 
 def method_names(cases: Sequence[Case]) -> list[str]:
-    return [c.label[: -len(" gramian")] for c in cases if c.label.endswith(" gramian")]
+    return [c.label[: -len(" chunks")] for c in cases if c.label.endswith(" chunks")]
 
 
 class IncrementalTable:
@@ -318,7 +332,8 @@ class IncrementalTable:
 def time_header(cases: Sequence[Case]) -> list[str]:
     names = method_names(cases)
     return (["arch", "D", "EW ms"] + [f"{c.label} ×EW" for c in cases if c.label != EW]
-            + [f"{m} gramian / floor" for m in names] + [f"{m} gramian / matrix" for m in names])
+            + [f"{m} {k} / floor" for m in names for k in ("chunks", "engine")]
+            + [f"{m} {k} / matrix" for m in names for k in ("chunks", "engine")])
 
 
 def time_row(arch: str, dim: int, timings: dict, cases: Sequence[Case]) -> list[str]:
@@ -327,14 +342,14 @@ def time_row(arch: str, dim: int, timings: dict, cases: Sequence[Case]) -> list[
     row = [arch, f"{dim:,}", f"{ew * 1e3:.0f}" if ew else "—"]
     row += [ratio(med.get(c.label), ew) for c in cases if c.label != EW]
     names = method_names(cases)
-    row += [ratio(med.get(f"{m} gramian"), med.get(FLOOR)) for m in names]
-    row += [ratio(med.get(f"{m} gramian"), med.get(f"{m} matrix")) for m in names]
+    row += [ratio(med.get(f"{m} {k}"), med.get(FLOOR)) for m in names for k in ("chunks", "engine")]
+    row += [ratio(med.get(f"{m} {k}"), med.get(f"{m} matrix")) for m in names for k in ("chunks", "engine")]
     return row
 
 
 def run_time_tables(args: argparse.Namespace) -> list[dict]:
     """``train_step.py --paths``: one table per (example, T), a row per architecture."""
-    cases = cases_for(args.gramian_methods)
+    cases = cases_for(args.gramian_methods, args.chunk_fraction)
     results = []
     current = None
     for example, tasks, arch in cells(args):
@@ -366,8 +381,8 @@ def _gramian_phases() -> list[tuple[str, Any, str]]:
     from LibMTL_rgb.weighting.abstract_weighting import AbsWeighting
 
     return [("forward + losses", Trainer, "forward4loss"),
-            ("G Gᵀ (autogram engine: vmapped backward of T cotangents)", task_gramian.GramianEngine, "gramian"),
-            ("G·v (double backward)", task_gramian, "task_grads_dot"),
+            ("G Gᵀ, G·v (autogram engine: vmapped backward of T cotangents)", task_gramian.GramianEngine, "gramian"),
+            ("G Gᵀ, G·v (parameter chunks: T passes each)", task_gramian, "chunked_gramian"),
             ("rows @ G (one backward pass per row)", task_gramian, "combine_task_grads"),
             ("task-specific parameters (one backward pass)", AbsWeighting, "_backward_task_specific"),
             ("per-task gradients (matrix path: T passes)", AbsWeighting, "_get_grads")]

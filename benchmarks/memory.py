@@ -97,7 +97,7 @@ def path_call(config: dict, device: torch.device) -> tuple[Callable[[], object],
 
     sizes = gradient_paths.example_sizes(config["example"], argparse.Namespace(**config["sizes"]))
     cell = gradient_paths.Cell(config["example"], config["arch"], config["tasks"], sizes)
-    case = gradient_paths.cases_for(config["methods"])[config["case"]]
+    case = gradient_paths.cases_for(config["methods"], config["sizes"].get("chunk_fraction", 0.25))[config["case"]]
     step, model = cell.step(case)
     return step, {"path": gradient_paths.taken_path(model), "dim": gradient_paths.shared_dim(model)}
 
@@ -219,7 +219,7 @@ def paths_section(args: argparse.Namespace, base: dict) -> list[Check]:
     """Issue 22: a training step's peak memory on the example models, every case of
     ``gradient_paths.CASES`` in its own interpreter; a table per (example, T)."""
     gradient_paths.check_path_flags(args)
-    cases = cases_for(args.gramian_methods)
+    cases = cases_for(args.gramian_methods, args.chunk_fraction)
     gramian = [c for c in cases if c.grad_method == "gramian"]
     header = (["arch", "D", "EW step MiB", "EW resident MiB"] + [f"{c.label} ×EW" for c in cases if c.label != EW]
               + [f"{c.label}: resident + step ×EW" for c in gramian] + ["paths taken"])

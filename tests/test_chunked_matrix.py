@@ -213,3 +213,23 @@ def test_a_non_finite_chunk_raises_and_leaves_gradvac_targets_alone():
         model.backward(losses, GradVac_group_type=2)
     assert len(calls) == 2
     torch.testing.assert_close(model.gradvac_group_targets, before, rtol=0, atol=0)
+
+
+def test_diagnostics_on_the_chunked_path_form_no_matrix(monkeypatch):
+    """``--diagnostics`` with a method on the chunked matrix path: the raw MER statistics come
+    from the Gramian of parameter chunks; the whole [T, D] matrix is never formed."""
+    from LibMTL_rgb.gradient_diagnostics import GradientDiagnostics
+
+    trainer = make_trainer("GradDrop", BUDGET)
+    model = trainer.model
+    assert model.gradient_path() == "chunked"
+    monkeypatch.setattr(AbsWeighting, "_compute_grad", lambda *a, **k: (_ for _ in ()).throw(AssertionError("G formed")))
+    diagnostics = GradientDiagnostics(model, {}, every=1)
+    x, y = next(iter(loader(4, False)))
+    model.train()
+    out = model(x.double())
+    losses = torch.stack([nn.functional.mse_loss(out[t], y[t].double()) for t in TASKS])
+    diagnostics.before_backward(losses)
+    model.backward(losses)
+    row = diagnostics.after_backward()
+    assert row is not None and row["source"] == "raw" and np.isfinite(row["raw_conflict"])

@@ -29,7 +29,7 @@ def test_every_case_steps_on_the_path_it_names_and_the_time_row_has_every_ratio(
     finally:
         cell.close()
     assert set(timings) == {c.label for c in cases}
-    assert paths["RGB gramian"] == paths["UPGrad gramian"] == "gramian"
+    assert paths["RGB chunks"] == paths["UPGrad chunks"] == paths["RGB engine"] == paths["UPGrad engine"] == "gramian"
     assert paths["RGB matrix"] == paths["UPGrad matrix"] == "matrix"
     row = gradient_paths.time_row("HPS", dim, timings, cases)
     assert len(row) == len(gradient_paths.time_header(cases))
