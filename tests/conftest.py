@@ -10,3 +10,15 @@ import torch
 
 # Tiny test models run fastest single-threaded (and do not oversubscribe a shared machine).
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def float64_default_dtype():
+    """float64 as torch's default dtype for one test (the math tests' literal comparisons)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -27,12 +27,7 @@ STEPS = 3
 BUDGET = 4500
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def make_trainer(weighting: str, budget=None, arch: str = "HPS", grad_method: str = "loop", **weight_args) -> Trainer:

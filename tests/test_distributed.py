@@ -27,12 +27,7 @@ from torch.utils.data import BatchSampler, SequentialSampler
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 @pytest.fixture(scope="module")

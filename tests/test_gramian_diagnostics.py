@@ -20,12 +20,7 @@ STEPS = 4
 METHODS = {"RGB": {"rgb_lambda": 0.5, "rgb_interval": 2, "rgb_steps": 3}, "UPGrad": {}, "MGDA": {}}
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def make_model(weighting: str, path: str):

@@ -24,12 +24,7 @@ STEPS = 3
 TOLERANCE = {"Nash_MTL": 1e-7}
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def make_trainer(arch: str, weighting: str, grad_method: str, computer: str = "engine", **weight_args) -> Trainer:
