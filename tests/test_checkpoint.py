@@ -121,3 +121,22 @@ def test_every_weighting_resumes_bit_identical(weighting, tmp_path):
     resumed.train(train, test, epochs=3)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("computer", ["chunks", "engine"])
+@pytest.mark.parametrize("weighting", ["RGB", "Nash_MTL", "GradVac"])
+def test_stateful_methods_resume_bit_identical_on_the_gramian_path(weighting, computer, tmp_path):
+    """The Gramian path keeps no state of its own between steps (the engine is re-armed every
+    step): a stateful method resumed on it continues exactly as the straight run."""
+    options = {"grad_method": "gramian", "gramian_computer": computer}
+    train, test = synthetic.loaders(T, train_size=64, shuffle=True)
+    straight = make_trainer(weighting, **options)
+    straight.train(train, test, epochs=3)
+    first = make_trainer(weighting, save_path=str(tmp_path), **options)
+    first.train(train, test, epochs=2)
+    resumed = make_trainer(weighting, **options)
+    resumed.resume(str(tmp_path))
+    resumed.train(train, test, epochs=3)
+    assert resumed.model.gradient_path() == "gramian"
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
