@@ -357,12 +357,12 @@ class AbsWeighting(nn.Module):
         self, losses: Tensor, vector: Optional[Tensor], mode: str = "backward"
     ) -> tuple[Tensor, Optional[Tensor]]:
         """``(G Gᵀ, G v)`` ([T, T], [T]; ``None`` without ``vector``, a [D] vector over the shared
-        parameters) without forming ``G``: from ``task_gramian.GramianEngine`` (one backward
-        pass); in a data-parallel run, or where the engine cannot follow the model, from
-        parameter chunks of ``G`` averaged over the processes one by one (the Gramian of the
-        global batch). The graph is kept for :meth:`_combine_task_grads`. ``mode='backward'``
-        treats the task-specific parameters as :meth:`_compute_grad` does and clears the shared
-        ``.grad``."""
+        parameters) without holding ``G`` whole: by :meth:`gramian_computer_choice` — parameter
+        chunks of ``G`` within the budget (in a data-parallel run each chunk averaged over the
+        processes: the Gramian of the global batch), or ``task_gramian.GramianEngine`` (one
+        backward pass; chunks where it cannot follow the model). The graph is kept for
+        :meth:`_combine_task_grads`. ``mode='backward'`` treats the task-specific parameters as
+        :meth:`_compute_grad` does and clears the shared ``.grad``."""
         if mode not in ("backward", "autograd"):
             raise ValueError(f"mode must be 'backward' or 'autograd', got {mode!r}")
         losses = _as_loss_vector(losses)

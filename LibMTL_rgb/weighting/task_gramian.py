@@ -14,8 +14,11 @@ This module computes those three quantities from the loss vector's graph:
   (Cross-stitch's stitching units) add their small block from a slice of ``G``: ``K`` and
   ``G v`` are sums over any partition of the parameters.
 * :func:`chunked_gramian` — ``K`` (and ``G v``) from ``[T, D_c]`` slices of ``G``, one parameter
-  chunk at a time (a backward pass per chunk). Used where the engine cannot run (the slices
-  are exact and can be averaged over processes one by one: the Gramian of the global batch).
+  chunk within the memory budget at a time (T backward passes per chunk). The default
+  computer (``AbsWeighting.gramian_computer``): exact for any model, its memory bounded by the
+  budget; the slices can be averaged over processes one by one (the Gramian of the global
+  batch). The engine is opt-in: on the CPU conv nets of ``docs/performance.md`` it is slower
+  than T passes and needs more memory than the matrix.
 * :func:`combine_task_grads` — ``C G`` for a few rows of coefficients ``C`` ([k, T]): k backward
   passes with the rows as cotangents.
 
