@@ -84,15 +84,21 @@ def test_shared_params_are_exactly_the_documented_set_and_the_multi_task_ones(ar
     assert len(shared) == len(set(shared)), "a parameter is listed twice"
     assert set(shared) == {n for n in names.values() if DOCUMENTED_SHARED[arch](n)}
     # ...and they are exactly the parameters that more than one task's loss reaches
-    out = model(torch.randn(4, *IMG))
+    reached = tasks_reaching_each_parameter(model, model(torch.randn(4, *IMG)))
+    assert set(shared) == {n for n, count in reached.items() if count >= 2}
+    assert all(count >= 1 for count in reached.values()), "an unused parameter"
+
+
+def tasks_reaching_each_parameter(model, out) -> dict:
+    """Per parameter name, how many tasks' outputs ``out`` reach it."""
+    names = {id(p): n for n, p in model.named_parameters()}
     params = list(model.parameters())
     reached = {n: 0 for n in names.values()}
     for task in TASKS:
         grads = torch.autograd.grad(out[task].sum(), params, retain_graph=True, allow_unused=True)
         for p, g in zip(params, grads):
             reached[names[id(p)]] += g is not None
-    assert set(shared) == {n for n, count in reached.items() if count >= 2}
-    assert all(count >= 1 for count in reached.values()), "an unused parameter"
+    return reached
 
 
 #: The shared set with ``task_stages``: the trunk joins CGC's and PLE's shared experts.
@@ -118,12 +124,7 @@ def test_task_stages_keeps_task_branches_on_the_last_stages_and_the_shared_set_e
     names = {id(p): n for n, p in model.named_parameters()}
     shared = {names[id(p)] for p in model.get_share_params()}
     assert shared == {n for n in names.values() if TASK_STAGES_SHARED[arch](n)}
-    params = list(model.parameters())
-    reached = {n: 0 for n in names.values()}
-    for task in TASKS:
-        grads = torch.autograd.grad(out[task].sum(), params, retain_graph=True, allow_unused=True)
-        for p, g in zip(params, grads):
-            reached[names[id(p)]] += g is not None
+    reached = tasks_reaching_each_parameter(model, out)
     assert shared == {n for n, count in reached.items() if count >= 2}
     assert all(count >= 1 for count in reached.values()), "an unused parameter"
 

@@ -613,6 +613,8 @@ def _arm_gramian_engine(model: "AbsWeighting", args: tuple, kwargs: dict) -> Non
         if engine is not None:
             engine.disarm()  # an evaluation pass: a training forward pass left without backward is over
         return
+    if not model.supports_gramian or model.gramian_computer != "engine":
+        return  # two attribute reads on every other model's forward pass: the engine is opt-in
     if model.gradient_path() != "gramian" or model.gramian_computer_choice() != "engine":
         return
     engine = model._gramian_engine()
